@@ -1,0 +1,31 @@
+# The README's commands. `make test` and `make demo` set everything up from nothing.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# torch and torchvision are pinned to releases that pip resolves from local wheels where present.
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install demo test bench lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/mgmrn train
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/throughput.py
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .cache

@@ -1,0 +1,251 @@
+"""Run configuration: nested dataclasses, loaded from YAML plus ``key=value`` overrides.
+
+Every field below is part of the public interface and is documented in the README. Loading
+validates names and types, so a typo fails before anything heavy starts, with a message that
+names the key and says what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message says what to change."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mgmrn"  # "mgmrn" or "baseline"
+    backbone: str = "resnet101"
+    pretrained: bool = True
+    pretrained_file: str | None = None  # local weights file; otherwise timm's hub cache / URL
+    finetune: bool = True  # False freezes the backbone and its batch-norm statistics
+    num_parts: int = 5  # K, region-grouping parts per level
+    dim: int = 2048  # D, channel width of the level maps
+    attn_dim: int = 1024  # M, attention width of the decoder
+    scaled_attention: bool = False  # divide Q K^T by sqrt(M); the published model does not
+    resize_before_projection: bool = False  # halve fine/middle maps before the 3x3 projection
+    tau: float = 20.0  # temperature of the cosine classifier
+
+
+@dataclass
+class DemoConfig:
+    image_size: int = 64
+    num_shapes: int = 5
+    num_colors: int = 5
+    num_patterns: int = 3
+    num_unseen: int = 15
+    images_per_class: int = 40
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    name: str = "demo"  # demo, cub, sun, awa2, custom
+    root: str = ".cache/mgmrn/demo"
+    attribute_vectors: str | None = None  # (A, E) .pkl or .npy; default per dataset
+    semantic: str = "original"  # "original" (original_att) or "normalized" (att)
+    split: str = "trainval"  # "trainval" (test splits) or "val" (validation classes)
+    image_size: int = 448
+    ways: int = 8
+    shots: int = 2
+    sampler: str = "episodic"  # "episodic" or "random"
+    num_workers: int = 2
+    test_batch_size: int = 32
+    verify_images: bool = True
+    skip_bad_images: bool = False
+    val_fraction: float = 0.2  # seen images held out as the seen test set of the val split
+    demo: DemoConfig = field(default_factory=DemoConfig)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batches_per_epoch: int = 300
+    lr: float = 5e-4
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    lr_step: int = 10  # StepLR step, in epochs
+    lr_gamma: float = 0.1
+    lam: float = 0.1  # weight of the attribute regression loss
+    schedule: str = "fused"  # "fused" or "alternating"
+    amp: str = "auto"  # "auto", "bf16", "fp16" or "none"; auto = bf16 on CUDA, none on CPU
+    channels_last: bool | None = None  # None = on for CUDA, off for CPU
+    compile: bool = False
+    eval_every: int = 1  # epochs between evaluations; 0 evaluates only at the end
+    log_every: int = 10
+
+
+@dataclass
+class EvalConfig:
+    gamma: float | None = None  # fixed calibration constant, reported beside the oracle
+    gamma_step: float = 0.01
+
+
+@dataclass
+class Config:
+    seed: int = 214
+    output_dir: str = "runs/demo"
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+CHOICES = {
+    "model.name": ("mgmrn", "baseline"),
+    "data.name": ("demo", "cub", "sun", "awa2", "custom"),
+    "data.semantic": ("original", "normalized"),
+    "data.split": ("trainval", "val"),
+    "data.sampler": ("episodic", "random"),
+    "train.schedule": ("fused", "alternating"),
+    "train.amp": ("auto", "bf16", "fp16", "none"),
+}
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check ``value`` against a field annotation, allowing int where float is expected."""
+    hint = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if hint in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                pass
+        names = " or ".join("null" if a is type(None) else a.__name__ for a in args)
+        raise ConfigError(f"config key '{key}': expected {names}, got {value!r}")
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation is bool and not isinstance(value, bool):
+        raise ConfigError(f"config key '{key}': expected true or false, got {value!r}")
+    if annotation is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+    if annotation in (float, str) and not isinstance(value, annotation):
+        raise ConfigError(f"config key '{key}': expected {annotation.__name__}, got {value!r}")
+    return value
+
+
+def _update(obj: Any, values: dict[str, Any], prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        if name not in names:
+            close = ", ".join(sorted(names))
+            raise ConfigError(f"unknown config key '{key}'; known keys here: {close}")
+        current = getattr(obj, name)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{key}' is a section; give its fields, not {value!r}")
+            _update(current, value, prefix=f"{key}.")
+        else:
+            setattr(obj, name, _coerce(value, hints[name], key))
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn ``["train.epochs=3", "model.pretrained=false"]`` into a nested dict."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. train.epochs=3)")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw.strip() else None
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}' conflicts with an earlier one")
+        node[parts[-1]] = value
+    return nested
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A YAML path, or the name of a bundled recipe (``cub``, ``sun``, ``awa2``, ``demo``)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    bundled = CONFIG_DIR / f"{name}.yaml"
+    if bundled.is_file():
+        return bundled
+    known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+    raise ConfigError(f"config file '{name}' not found; give a YAML path or one of: {known}")
+
+
+def from_dict(values: dict[str, Any]) -> Config:
+    cfg = Config()
+    _update(cfg, values)
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a config file (default: the demo recipe) and apply ``key=value`` overrides."""
+    path = resolve_config_path(path if path is not None else "demo")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    cfg = Config()
+    try:
+        _update(cfg, values)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+    _update(cfg, parse_overrides(overrides or []))
+    validate(cfg)
+    return cfg
+
+
+def _get(cfg: Config, key: str) -> Any:
+    obj: Any = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def validate(cfg: Config) -> None:
+    """Checks that need no data: choices, positive sizes, divisibility."""
+    for key, choices in CHOICES.items():
+        value = _get(cfg, key)
+        if value not in choices:
+            raise ConfigError(f"config key '{key}': expected one of {', '.join(choices)}, got {value!r}")
+    positive = ["data.image_size", "data.ways", "data.shots", "data.test_batch_size",
+                "train.epochs", "train.batches_per_epoch", "model.num_parts", "model.dim",
+                "model.attn_dim", "train.lr_step"]
+    for key in positive:
+        if _get(cfg, key) <= 0:
+            raise ConfigError(f"config key '{key}' must be positive, got {_get(cfg, key)}")
+    if cfg.data.image_size % 32:
+        raise ConfigError(
+            f"config key 'data.image_size' must be divisible by 32 (the coarse stride), "
+            f"got {cfg.data.image_size}; try {max(32, round(cfg.data.image_size / 32) * 32)}"
+        )
+    if not 0.0 < cfg.data.val_fraction < 1.0:
+        raise ConfigError(f"config key 'data.val_fraction' must lie in (0, 1), got {cfg.data.val_fraction}")
+    if cfg.train.eval_every < 0:
+        raise ConfigError("config key 'train.eval_every' must be 0 or more")
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

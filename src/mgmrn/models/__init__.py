@@ -1,0 +1,24 @@
+"""Networks: Mg-MRN and a global-feature baseline, built from a ModelConfig."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .backbone import Backbone, PretrainedWeightsError
+from .baseline import GlobalBaseline
+from .mgmrn import LEVELS, MgMRN, TokenLayout, ZSLOutput, spatial_attention
+
+__all__ = ["Backbone", "GlobalBaseline", "LEVELS", "MgMRN", "PretrainedWeightsError",
+           "TokenLayout", "ZSLOutput", "build_model", "spatial_attention"]
+
+
+def build_model(cfg, attribute_vectors: torch.Tensor) -> nn.Module:
+    """The network a ``ModelConfig`` describes, for the given (A, E) attribute word vectors."""
+    backbone = Backbone(cfg.backbone, pretrained=cfg.pretrained,
+                        pretrained_file=cfg.pretrained_file, finetune=cfg.finetune)
+    if cfg.name == "baseline":
+        return GlobalBaseline(backbone, attribute_vectors.shape[0], tau=cfg.tau)
+    return MgMRN(backbone, attribute_vectors, dim=cfg.dim, attn_dim=cfg.attn_dim,
+                 num_parts=cfg.num_parts, scaled_attention=cfg.scaled_attention,
+                 resize_before_projection=cfg.resize_before_projection, tau=cfg.tau)

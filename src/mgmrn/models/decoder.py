@@ -1,0 +1,44 @@
+"""Visual-semantic decoder (VSD): attribute queries attend over a level's tokens."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class AttributeDecoder(nn.Module):
+    """Attribute word vectors query region tokens; each attended feature scores its attribute.
+
+    ``Q = W_q w`` (A, M), ``K = W_k v``, ``V = W_v v`` (B, T, M); ``attn = softmax_T(Q K^T)``;
+    ``f = W_o (attn V)`` (B, A, D); score ``s_a = <f_a, p_a>`` with a learnable prototype p_a.
+
+    Args:
+        num_attributes: A.
+        word_dim: E, width of the attribute word vectors.
+        dim: D, width of the tokens.
+        attn_dim: M.
+        scaled: divide ``Q K^T`` by ``sqrt(M)``; the published model does not.
+    """
+
+    def __init__(self, num_attributes: int, word_dim: int, dim: int, attn_dim: int,
+                 scaled: bool = False):
+        super().__init__()
+        self.query = nn.Linear(word_dim, attn_dim)
+        self.key = nn.Linear(dim, attn_dim)
+        self.value = nn.Linear(dim, attn_dim)
+        self.out = nn.Linear(attn_dim, dim)
+        self.prototypes = nn.Parameter(torch.randn(num_attributes, dim) * dim ** -0.5)
+        self.scale = 1.0 / math.sqrt(attn_dim) if scaled else 1.0
+
+    def forward(self, tokens: torch.Tensor, word_vectors: torch.Tensor,
+                return_attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """tokens: (B, T, D); word_vectors: (A, E) -> scores (B, A) and attention (B, A, T)."""
+        q = self.query(word_vectors)  # (A, M)
+        k = self.key(tokens)  # (B, T, M)
+        v = self.value(tokens)
+        attn = torch.einsum("am,btm->bat", q, k).mul(self.scale).softmax(dim=-1)
+        features = self.out(attn @ v)  # (B, A, D)
+        scores = (features * self.prototypes).sum(-1)
+        return scores, (attn if return_attention else None)

@@ -1,0 +1,119 @@
+"""Multi-granularity module (MgM): decoupled region mining and projection of one level.
+
+The published grouping unit returns ``mean_k(a_k(p) * x_p)``, which equals ``x_p / K`` because the
+assignments sum to one over parts: it does nothing and its parameters get no gradient. Here the
+parts matter: each part k pools the locations assigned to it into a region token
+
+    r_k = sum_p a_k(p) x_p / sum_p a_k(p),
+
+and the K region tokens join the level's spatial tokens, so the decoder can attend to a whole part
+at once. The assignments decide what each token contains, so centres and smoothing get gradient.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RegionGrouping(nn.Module):
+    """Soft assignment of locations to K learnable part centres, and region tokens per part.
+
+    ``a_k(p) = softmax_k(min(0, -d_k(p)) / beta_k)`` with ``beta_k = sigmoid(s_k)`` and ``d_k(p)``
+    the squared distance between ``x_p`` and centre ``c_k`` averaged over channels. Averaging (not
+    summing) keeps the softmax out of saturation at any width: summed over 2048 channels the
+    distances are in the thousands and every assignment would be one-hot, with no gradient.
+
+    Args:
+        channels: C, channels of the input map.
+        num_parts: K.
+    """
+
+    def __init__(self, channels: int, num_parts: int = 5):
+        super().__init__()
+        centres = torch.empty(num_parts, channels)
+        nn.init.kaiming_normal_(centres)
+        self.centres = nn.Parameter(centres.abs())  # features are post-ReLU: centres start positive
+        self.smoothing = nn.Parameter(torch.zeros(num_parts))
+
+    @property
+    def num_parts(self) -> int:
+        return self.centres.shape[0]
+
+    def assign(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, H, W) -> assignments a: (B, K, H, W), summing to one over K."""
+        centres = self.centres.clamp(min=1e-5)
+        tokens = x.flatten(2).transpose(1, 2)  # (B, HW, C)
+        dist = (
+            tokens.pow(2).sum(-1, keepdim=True)
+            - 2 * tokens @ centres.t()
+            + centres.pow(2).sum(-1)
+        ) / x.shape[1]  # (B, HW, K)
+        beta = torch.sigmoid(self.smoothing)
+        logits = torch.clamp(-dist, max=0.0) / beta
+        a = logits.softmax(dim=-1)
+        return a.transpose(1, 2).reshape(x.shape[0], -1, *x.shape[2:])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (B, C, H, W) -> (region tokens (B, K, C), assignments (B, K, H, W))."""
+        a = self.assign(x)
+        weights = a.flatten(2)  # (B, K, HW)
+        pooled = weights @ x.flatten(2).transpose(1, 2)  # (B, K, C)
+        regions = pooled / (weights.sum(-1, keepdim=True) + 1e-6)
+        return regions, a
+
+
+def _groups(channels: int) -> int:
+    return math.gcd(32, channels)
+
+
+class GranularityModule(nn.Module):
+    """One level of MgM: region grouping, then 3x3 conv -> GroupNorm(32) -> ReLU to D channels.
+
+    Args:
+        in_channels: C of the backbone stage.
+        dim: D.
+        num_parts: K region tokens.
+        downsample: halve the map (bilinear), as for the fine and middle levels.
+        resize_before_projection: halve before the 3x3 convolution instead of after it; the
+            convolution then runs on a quarter of the locations (the paper's order is after).
+    """
+
+    def __init__(self, in_channels: int, dim: int, num_parts: int = 5, downsample: bool = False,
+                 resize_before_projection: bool = False):
+        super().__init__()
+        self.grouping = RegionGrouping(in_channels, num_parts)
+        self.project = nn.Sequential(
+            nn.Conv2d(in_channels, dim, 3, padding=1, bias=False),
+            nn.GroupNorm(_groups(dim), dim),
+            nn.ReLU(inplace=True),
+        )
+        self.project_regions = nn.Sequential(
+            nn.Linear(in_channels, dim, bias=False),
+            nn.GroupNorm(_groups(dim), dim),
+            nn.ReLU(inplace=True),
+        )
+        self.downsample = downsample
+        self.resize_before_projection = resize_before_projection
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: (B, C, H, W) -> map (B, D, h, w), region tokens (B, K, D), assignments (B, K, H, W).
+
+        ``h, w`` are ``H/2, W/2`` when ``downsample`` is set, else ``H, W``.
+        """
+        regions, assignments = self.grouping(x)
+        b, k, c = regions.shape
+        regions = self.project_regions(regions.reshape(b * k, c)).reshape(b, k, -1)
+        if self.downsample and self.resize_before_projection:
+            x = _halve(x)
+        y = self.project(x)
+        if self.downsample and not self.resize_before_projection:
+            y = _halve(y)
+        return y, regions, assignments
+
+
+def _halve(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False)

@@ -1,0 +1,145 @@
+"""The Mg-MRN network: image -> per-level attribute scores -> class scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbone import Backbone
+from .classifier import cosine_class_scores
+from .decoder import AttributeDecoder
+from .granularity import GranularityModule
+from .refinement import MutualRefinement, tokens
+
+LEVELS = ("fine", "middle", "coarse")
+
+
+@dataclass
+class TokenLayout:
+    """Where a level's tokens come from, in order: own map, borrowed map, region tokens."""
+
+    own: tuple[int, int]
+    borrowed: tuple[int, int] | None
+    regions: int
+
+
+@dataclass
+class ZSLOutput:
+    """What a zero-shot network returns for a batch.
+
+    Attributes:
+        attribute_scores: per level, (B, A).
+        class_scores: per level, (B, C), tau-scaled cosine scores.
+        logits: (B, C), the sum over levels (used for prediction).
+        attention: per level, (B, A, T) over that level's tokens, when asked for.
+        layouts: per level, the token layout, when attention was asked for.
+        assignments: per level, region-grouping assignments (B, K, H, W), when asked for.
+    """
+
+    attribute_scores: list[torch.Tensor]
+    class_scores: list[torch.Tensor]
+    logits: torch.Tensor
+    attention: list[torch.Tensor] | None = None
+    layouts: list[TokenLayout] | None = None
+    assignments: list[torch.Tensor] | None = None
+    levels: tuple[str, ...] = field(default=LEVELS)
+
+
+class MgMRN(nn.Module):
+    """Multi-Granularity Mutual Refinement Network.
+
+    Args:
+        backbone: multi-stage extractor returning maps at strides 8, 16, 32.
+        attribute_vectors: (A, E) attribute word vectors, the decoder's queries.
+        dim: D, channel width of the level maps.
+        attn_dim: M, attention width of the decoders.
+        num_parts: K, region tokens per level.
+        scaled_attention: divide attention logits by sqrt(M).
+        resize_before_projection: halve fine and middle maps before their 3x3 projection.
+        tau: temperature of the cosine classifier.
+    """
+
+    def __init__(self, backbone: Backbone, attribute_vectors: torch.Tensor, dim: int = 2048,
+                 attn_dim: int = 1024, num_parts: int = 5, scaled_attention: bool = False,
+                 resize_before_projection: bool = False, tau: float = 20.0):
+        super().__init__()
+        self.backbone = backbone
+        self.register_buffer("word_vectors", attribute_vectors.float().clone())
+        self.tau = tau
+        num_attributes, word_dim = attribute_vectors.shape
+        self.granularity = nn.ModuleList(
+            GranularityModule(c, dim, num_parts, downsample=i < 2,
+                              resize_before_projection=resize_before_projection)
+            for i, c in enumerate(backbone.channels)
+        )
+        self.refinement = MutualRefinement(dim, num_levels=len(LEVELS))
+        self.decoders = nn.ModuleList(
+            AttributeDecoder(num_attributes, word_dim, dim, attn_dim, scaled=scaled_attention)
+            for _ in LEVELS
+        )
+
+    def forward(self, images: torch.Tensor, class_attributes: torch.Tensor,
+                return_attention: bool = False) -> ZSLOutput:
+        """images: (B, 3, H, W); class_attributes: (C, A) of the classes to score."""
+        features = self.backbone(images)
+        maps, regions, assignments = zip(*(g(x) for g, x in zip(self.granularity, features)))
+        borrowed = self.refinement(list(maps))
+        attribute_scores, class_scores, attention, layouts = [], [], [], []
+        for level_map, extra, level_regions, decoder in zip(maps, borrowed, regions, self.decoders):
+            parts = [tokens(level_map)] + ([tokens(extra)] if extra is not None else []) + [level_regions]
+            scores, attn = decoder(torch.cat(parts, dim=1), self.word_vectors, return_attention)
+            attribute_scores.append(scores)
+            class_scores.append(cosine_class_scores(scores, class_attributes, self.tau))
+            attention.append(attn)
+            layouts.append(TokenLayout(tuple(level_map.shape[2:]),
+                                       tuple(extra.shape[2:]) if extra is not None else None,
+                                       level_regions.shape[1]))
+        return ZSLOutput(
+            attribute_scores=attribute_scores,
+            class_scores=class_scores,
+            logits=torch.stack(class_scores).sum(0),
+            attention=attention if return_attention else None,
+            layouts=layouts if return_attention else None,
+            assignments=list(assignments) if return_attention else None,
+        )
+
+
+def spatial_attention(attention: torch.Tensor, layout: TokenLayout,
+                      assignments: torch.Tensor) -> torch.Tensor:
+    """Fold a level's attention over all its tokens onto its own spatial grid.
+
+    Borrowed-map tokens are resized onto the grid; a region token's weight is spread over the
+    locations by that part's assignment map.
+
+    Args:
+        attention: (B, A, T) attention of one level.
+        layout: that level's token layout.
+        assignments: (B, K, H', W') the level's region assignments.
+
+    Returns:
+        (B, A, h, w) attention mass per location; sums to one over locations.
+    """
+    b, a, _ = attention.shape
+    h, w = layout.own
+    n_own = h * w
+    grid = attention[..., :n_own].reshape(b, a, h, w)
+    offset = n_own
+    if layout.borrowed is not None:
+        bh, bw = layout.borrowed
+        extra = attention[..., offset:offset + bh * bw].reshape(b, a, bh, bw)
+        grid = grid + _resize_mass(extra, (h, w))
+        offset += bh * bw
+    region_weights = attention[..., offset:offset + layout.regions]  # (B, A, K)
+    parts = _resize_mass(assignments, (h, w))  # (B, K, h, w)
+    parts = parts / parts.sum(dim=(2, 3), keepdim=True).clamp_min(1e-12)
+    return grid + torch.einsum("bak,bkhw->bahw", region_weights, parts)
+
+
+def _resize_mass(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize maps (B, N, h, w) to ``size`` keeping each map's total."""
+    total = x.sum(dim=(2, 3), keepdim=True)
+    y = F.interpolate(x, size=size, mode="bilinear", align_corners=False).clamp_min(0)
+    return y / y.sum(dim=(2, 3), keepdim=True).clamp_min(1e-12) * total

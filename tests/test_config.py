@@ -1,0 +1,56 @@
+"""Config loading, overrides and validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from mgmrn.config import ConfigError, load_config, parse_overrides, save_config
+
+
+def test_bundled_recipes_carry_the_published_hyper_parameters():
+    cub, sun, awa2 = (load_config(name) for name in ("cub", "sun", "awa2"))
+    assert (cub.data.ways, cub.data.shots, cub.train.lr, cub.train.lr_gamma) == (8, 2, 5e-4, 0.1)
+    assert (cub.model.tau, cub.train.lam, cub.seed) == (20.0, 0.1, 214)
+    assert (sun.model.tau, sun.train.lam, sun.train.lr_gamma) == (25.0, 1.0, 0.5)
+    assert (awa2.data.ways, awa2.train.lr, awa2.seed) == (16, 5e-5, 1514)
+    for cfg in (cub, sun, awa2):
+        assert (cfg.train.epochs, cfg.train.batches_per_epoch, cfg.train.lr_step) == (30, 300, 10)
+        assert cfg.data.image_size == 448 and cfg.model.backbone == "resnet101"
+
+
+def test_overrides_are_typed_and_nested():
+    assert parse_overrides(["train.epochs=3", "model.pretrained=false", "eval.gamma=0.5"]) == {
+        "train": {"epochs": 3}, "model": {"pretrained": False}, "eval": {"gamma": 0.5}}
+    cfg = load_config("demo", ["train.epochs=3", "model.pretrained_file=/x/w.pth", "eval.gamma=1"])
+    assert cfg.train.epochs == 3 and cfg.model.pretrained_file == "/x/w.pth"
+    assert cfg.eval.gamma == 1.0 and isinstance(cfg.eval.gamma, float)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epoch=3", "unknown config key 'train.epoch'"),
+    ("trian.epochs=3", "unknown config key 'trian'"),
+    ("train.epochs=three", "'train.epochs': expected an integer"),
+    ("model.pretrained=maybe", "'model.pretrained': expected true or false"),
+    ("train.schedule=both", "expected one of fused, alternating"),
+    ("data.image_size=100", "divisible by 32"),
+    ("data.ways=0", "'data.ways' must be positive"),
+    ("train.epochs", "not of the form key=value"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_config("demo", [override])
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  epochz: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown config key 'train.epochz'"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_saved_config_loads_back_identically(tmp_path):
+    cfg = load_config("cub", ["train.epochs=2"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg
