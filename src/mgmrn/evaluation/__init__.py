@@ -1,0 +1,20 @@
+"""Zero-shot evaluation: metrics, calibrated stacking and the CZSL/GZSL protocols.
+
+Pure functions of scores and labels (torch tensors or numpy arrays, computed on CPU in
+numpy); they know nothing of models.
+"""
+
+from mgmrn.evaluation.calibration import ausuc, calibrated_stacking, gamma_sweep
+from mgmrn.evaluation.metrics import harmonic_mean, per_class_accuracy
+from mgmrn.evaluation.protocols import czsl_accuracy, evaluate_zsl, gzsl_accuracy
+
+__all__ = [
+    "ausuc",
+    "calibrated_stacking",
+    "czsl_accuracy",
+    "evaluate_zsl",
+    "gamma_sweep",
+    "gzsl_accuracy",
+    "harmonic_mean",
+    "per_class_accuracy",
+]

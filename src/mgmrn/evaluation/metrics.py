@@ -1,0 +1,67 @@
+"""Accuracy metrics of zero-shot learning: pure functions of predictions and labels.
+
+All accuracies here are fractions in [0, 1]; only reports convert them to percent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from mgmrn.evaluation._arrays import as_labels
+
+
+def per_class_accuracy(predictions: Any, labels: Any, classes: Any = None) -> float:
+    """Mean over classes of each class's top-1 accuracy.
+
+    ZSL test sets are imbalanced, so every class counts equally, not every image.
+
+    Args:
+        predictions: (N,) predicted class indices (tensor, array or sequence).
+        labels: (N,) true class indices.
+        classes: the classes to average over; default: the classes present in ``labels``.
+            Images of other classes are ignored.
+
+    Returns:
+        The mean per-class accuracy as a fraction in [0, 1].
+
+    Raises:
+        ValueError: shapes differ, no images, or a class of ``classes`` has no image (its
+            accuracy would be undefined).
+    """
+    predictions = as_labels(predictions, "predictions")
+    labels = as_labels(labels, "labels")
+    if predictions.shape != labels.shape:
+        raise ValueError(f"predictions {predictions.shape} and labels {labels.shape} differ")
+    if labels.size == 0:
+        raise ValueError("no labels: accuracy is undefined")
+    if classes is None:
+        classes = np.unique(labels)
+    else:
+        classes = np.unique(as_labels(classes, "classes"))
+        empty = np.setdiff1d(classes, labels)
+        if empty.size:
+            raise ValueError(f"classes without any image: {empty.tolist()}")
+    keep = np.isin(labels, classes)
+    slot = np.searchsorted(classes, labels[keep])
+    sizes = np.bincount(slot, minlength=classes.size)
+    hits = np.bincount(slot, weights=predictions[keep] == labels[keep], minlength=classes.size)
+    return float(np.mean(hits / sizes))
+
+
+def harmonic_mean(seen: Any, unseen: Any) -> Any:
+    """GZSL harmonic mean H = 2SU / (S + U), defined as 0 when S = U = 0.
+
+    Args:
+        seen: seen-class accuracy S, a float or an array.
+        unseen: unseen-class accuracy U, same shape as ``seen``.
+
+    Returns:
+        H, a float for float inputs, else an array of the broadcast shape.
+    """
+    s = np.asarray(seen, dtype=np.float64)
+    u = np.asarray(unseen, dtype=np.float64)
+    total = s + u
+    h = np.divide(2.0 * s * u, total, out=np.zeros(np.broadcast(s, u).shape), where=total > 0)
+    return float(h) if h.ndim == 0 else h
