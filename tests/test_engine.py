@@ -1,0 +1,109 @@
+"""Training loop, evaluation pass, schedules and checkpoints, on a tiny network in memory."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mgmrn.checkpoint import CheckpointError, load_checkpoint, save_atomic
+from mgmrn.engine import NonFiniteLossError, predict_logits, train_one_epoch
+from mgmrn.models import Backbone, MgMRN
+
+
+def tiny_net() -> MgMRN:
+    torch.manual_seed(0)
+    return MgMRN(Backbone("test_resnet", pretrained=False), torch.randn(6, 8), dim=32,
+                 attn_dim=16, num_parts=3)
+
+
+def batches(n: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(4, 3, 64, 64, generator=g), torch.randint(0, 3, (4,), generator=g))
+            for _ in range(n)]
+
+
+@pytest.mark.parametrize("schedule, steps_per_batch", [("fused", 1), ("alternating", 3)])
+def test_schedules_step_the_optimizer_once_or_once_per_level(schedule, steps_per_batch):
+    net = tiny_net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    calls = []
+    opt.register_step_post_hook(lambda *_: calls.append(1))
+    stats = train_one_epoch(net, batches(2), opt, torch.rand(3, 6), 0.1, torch.device("cpu"),
+                            epoch=0, schedule=schedule, show_progress=False)
+    assert len(calls) == 2 * steps_per_batch
+    assert stats["loss"] == pytest.approx(
+        stats["loss_fine"] + stats["loss_middle"] + stats["loss_coarse"])
+
+
+def test_fused_step_equals_a_manual_step_on_the_summed_loss():
+    from mgmrn.losses import level_loss
+
+    data, attrs = batches(1), torch.rand(3, 6)
+    a, b = tiny_net(), tiny_net()
+    opt_a = torch.optim.SGD(a.parameters(), lr=0.1)
+    opt_b = torch.optim.SGD(b.parameters(), lr=0.1)
+    train_one_epoch(a, data, opt_a, attrs, 0.5, torch.device("cpu"), 0, show_progress=False)
+    images, labels = data[0]
+    b.train()
+    out = b(images, attrs)
+    loss = sum(level_loss(c, s, attrs, labels, 0.5)
+               for c, s in zip(out.class_scores, out.attribute_scores))
+    opt_b.zero_grad()
+    loss.backward()
+    opt_b.step()
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb)
+
+
+def test_non_finite_loss_names_epoch_batch_and_level():
+    net = tiny_net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    data = batches(3)
+    data[1] = (torch.full_like(data[1][0], float("nan")), data[1][1])
+    with pytest.raises(NonFiniteLossError, match="epoch 4, batch 1, level 'fine'"):
+        train_one_epoch(net, data, opt, torch.rand(3, 6), 0.1, torch.device("cpu"), 4,
+                        show_progress=False)
+
+
+def test_predict_logits_returns_every_image_in_order():
+    net = tiny_net()
+    data = [(torch.randn(3, 3, 64, 64), torch.tensor([0, 4, 2])),
+            (torch.randn(2, 3, 64, 64), torch.tensor([1, 3]))]
+    attrs = torch.rand(5, 6)
+    logits, labels, attributes = predict_logits(net, data, attrs, torch.device("cpu"),
+                                                show_progress=False)
+    assert logits.shape == (5, 5) and attributes.shape == (5, 6)
+    assert labels.tolist() == [0, 4, 2, 1, 3]
+    net.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(logits[3:], net(data[1][0], attrs).logits)
+
+
+def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "last.pt"
+    save_atomic({"model": {"w": torch.ones(2)}, "config": {}}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("cannot pickle")
+
+    with pytest.raises(RuntimeError):
+        save_atomic({"model": Unpicklable(), "config": {}}, path)
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left
+
+
+def test_loading_refuses_code_and_foreign_files(tmp_path):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("code ran",))
+
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"model": Evil(), "config": {}}))
+    with pytest.raises(CheckpointError, match="cannot be loaded safely"):
+        load_checkpoint(path)
+    torch.save({"weights": torch.ones(1)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not written by mgmrn"):
+        load_checkpoint(tmp_path / "other.pt")
