@@ -1,0 +1,184 @@
+"""Data: files on disk -> zero-shot splits -> image datasets -> batches for the network.
+
+``build_data(cfg)`` reads a benchmark (xlsa17 CUB/SUN/AWA2), a custom-format folder or the built-in
+demo set, checks every image, and returns a :class:`ZSLData`. ``build_train_loader`` and
+``build_test_loader`` turn its datasets into DataLoaders.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..config import DataConfig
+from .checks import check_files_exist, verify_images
+from .custom import read_custom
+from .datasets import ImageDataset
+from .demo import ensure_demo
+from .errors import DataError
+from .loaders import build_test_loader, build_train_loader
+from .records import ZSLRecords
+from .transforms import test_transform, train_transform
+from .xlsa17 import FOLDERS, read_xlsa17
+
+__all__ = [
+    "DataError",
+    "ImageDataset",
+    "ZSLData",
+    "build_data",
+    "build_test_loader",
+    "build_train_loader",
+    "check_sampler_fits",
+    "read_records",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ZSLData:
+    """A zero-shot split ready for training and evaluation.
+
+    Labels of ``train`` are positions in ``seen_classes`` (0..S-1); labels of the test sets are
+    indices into all classes (0..C-1). Seen and unseen classes together are all C classes.
+
+    Attributes:
+        name: dataset name.
+        class_names: C names.
+        attribute_names: A names.
+        class_attributes: (C, A) float32 strengths, as read.
+        attribute_vectors: (A, E) float32 attribute embeddings (queries of the decoder).
+        seen_classes: (S,) long, sorted indices into all classes.
+        unseen_classes: (U,) long, sorted indices into all classes.
+        train: items (image (3, H, W), label 0..S-1).
+        test_seen: items (image, label 0..C-1).
+        test_unseen: items (image, label 0..C-1).
+        train_labels: (N_train,) int64 train labels, for the sampler.
+        files: which files were read, for messages.
+    """
+
+    name: str
+    class_names: list[str]
+    attribute_names: list[str]
+    class_attributes: torch.Tensor
+    attribute_vectors: torch.Tensor
+    seen_classes: torch.Tensor
+    unseen_classes: torch.Tensor
+    train: Dataset
+    test_seen: Dataset
+    test_unseen: Dataset
+    train_labels: np.ndarray
+    files: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        return {
+            "n_seen_classes": len(self.seen_classes),
+            "n_unseen_classes": len(self.unseen_classes),
+            "n_train": len(self.train),
+            "n_test_seen": len(self.test_seen),
+            "n_test_unseen": len(self.test_unseen),
+        }
+
+
+def read_records(cfg: DataConfig, seed: int = 0) -> ZSLRecords:
+    """Read the split named by ``cfg.name`` (drawing the demo set first if needed), no checks.
+
+    Args:
+        cfg: data config.
+        seed: seed of held-out draws (seen test images without a list; validation split).
+    """
+    if cfg.name in FOLDERS:
+        return read_xlsa17(cfg.root, cfg.name, cfg.semantic, cfg.split, cfg.val_fraction, seed,
+                           cfg.attribute_vectors)
+    if cfg.name == "demo":
+        folder = ensure_demo(cfg.root, cfg.demo)
+    elif cfg.name == "custom":
+        folder = cfg.root
+    else:
+        raise DataError(f"config key 'data.name': expected demo, cub, sun, awa2 or custom, "
+                        f"got {cfg.name!r}")
+    return read_custom(folder, cfg.split, cfg.val_fraction, seed, name=cfg.name,
+                       attribute_vectors=cfg.attribute_vectors)
+
+
+def build_data(cfg: DataConfig, seed: int = 0) -> ZSLData:
+    """Read, check and wrap a dataset.
+
+    Every image must exist (else a :class:`DataError` lists the missing ones); with
+    ``cfg.verify_images`` every image must also decode, or is left out with a warning when
+    ``cfg.skip_bad_images``.
+
+    Args:
+        cfg: data config.
+        seed: seed of held-out draws (see :func:`read_records`); the same seed, the same split.
+    """
+    records = read_records(cfg, seed)
+    check_files_exist(records.all_paths(), records.files.get("image_root", cfg.root))
+    if cfg.verify_images:
+        bad = verify_images(records.all_paths(), cfg.skip_bad_images)
+        if bad:
+            records.drop_paths(bad)
+            records.files["left_out_images"] = sorted(bad)
+    return assemble(records, cfg)
+
+
+def assemble(records: ZSLRecords, cfg: DataConfig) -> ZSLData:
+    """Wrap checked records into datasets with the transforms of ``cfg.image_size``."""
+    n_classes = len(records.class_names)
+    position = np.full(n_classes, -1, dtype=np.int64)
+    position[records.seen] = np.arange(len(records.seen))
+    train_labels = position[records.labels["train"]]
+    if (train_labels < 0).any():
+        raise DataError(f"{records.name}: training images of classes that are not seen classes")
+    train_tf, test_tf = train_transform(cfg.image_size), test_transform(cfg.image_size)
+
+    def dataset(split: str, labels: np.ndarray, transform) -> ImageDataset:
+        return ImageDataset(records.paths[split], labels, transform, cfg.skip_bad_images)
+
+    data = ZSLData(
+        name=records.name,
+        class_names=list(records.class_names),
+        attribute_names=list(records.attribute_names),
+        class_attributes=torch.as_tensor(records.class_attributes, dtype=torch.float32),
+        attribute_vectors=torch.as_tensor(records.attribute_vectors, dtype=torch.float32),
+        seen_classes=torch.as_tensor(np.sort(records.seen), dtype=torch.long),
+        unseen_classes=torch.as_tensor(np.sort(records.unseen), dtype=torch.long),
+        train=dataset("train", train_labels, train_tf),
+        test_seen=dataset("test_seen", records.labels["test_seen"], test_tf),
+        test_unseen=dataset("test_unseen", records.labels["test_unseen"], test_tf),
+        train_labels=train_labels,
+        files=records.files,
+    )
+    log.info("%s: %s", data.name, data.summary())
+    return data
+
+
+def check_sampler_fits(data: ZSLData, cfg: DataConfig) -> None:
+    """Raise a one-line :class:`DataError` (a ValueError) when batches cannot be drawn.
+
+    Episodic sampling needs ``ways`` seen classes and ``shots`` training images in every seen
+    class; random batches need ``ways * shots`` training images.
+    """
+    n_seen = len(data.seen_classes)
+    if cfg.sampler == "random":
+        if cfg.ways * cfg.shots > len(data.train_labels):
+            raise DataError(f"a random batch of data.ways*data.shots = {cfg.ways * cfg.shots} "
+                            f"images exceeds the {len(data.train_labels)} training images; "
+                            f"lower data.ways or data.shots")
+        return
+    if cfg.ways > n_seen:
+        raise DataError(f"data.ways={cfg.ways} exceeds the {n_seen} seen classes of {data.name}; "
+                        f"set data.ways to at most {n_seen}")
+    counts = np.bincount(data.train_labels, minlength=n_seen)
+    smallest = int(counts.argmin())
+    if cfg.shots > counts[smallest]:
+        name = data.class_names[int(data.seen_classes[smallest])]
+        where = data.files.get("images")
+        hint = f" or add images to {where}/{name}" if where else ""
+        raise DataError(f"data.shots={cfg.shots} but seen class '{name}' has only "
+                        f"{counts[smallest]} training images; set data.shots to at most "
+                        f"{counts[smallest]}{hint}")

@@ -1,0 +1,83 @@
+"""Image dataset over a list of files, with a policy for images that fail to decode mid-run."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def load_rgb(path: str) -> Image.Image:
+    """Decode an image file to RGB (grey and palette images are expanded, alpha is dropped)."""
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+class ImageDataset(Dataset):
+    """Items ``(image, label)``: a transformed image tensor (3, H, W) and a plain int label.
+
+    An image that fails to decode raises a :class:`DataError` naming the file; with
+    ``skip_bad_images`` it is replaced, with a warning, by the next readable image of the same
+    class, so one broken file cannot stop a run from inside a DataLoader worker.
+
+    Args:
+        paths: N image files.
+        labels: (N,) int labels.
+        transform: PIL image -> (3, H, W) float tensor.
+        skip_bad_images: substitute instead of raising.
+    """
+
+    def __init__(self, paths: list[str], labels: np.ndarray,
+                 transform: Callable[[Image.Image], torch.Tensor], skip_bad_images: bool = False):
+        if len(paths) != len(labels):
+            raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
+        self.paths = list(paths)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.transform = transform
+        self.skip_bad_images = skip_bad_images
+        self._bad: set[int] = set()  # per process: each worker learns on its own
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self._load(index)
+        return self.transform(image), int(self.labels[index])
+
+    def _load(self, index: int) -> Image.Image:
+        try:
+            return load_rgb(self.paths[index])
+        except Exception as err:  # noqa: BLE001 - PIL raises many types for broken files
+            reason = f"{type(err).__name__}: {err}"
+            if not self.skip_bad_images:
+                raise DataError(f"cannot read image {self.paths[index]} ({reason}); replace it, "
+                                f"or set data.skip_bad_images=true to substitute another "
+                                f"image") from err
+            self._bad.add(index)
+            return self._substitute(index, reason)
+
+    def _substitute(self, index: int, reason: str) -> Image.Image:
+        """The next readable image of the same class after ``index``, in file order, cyclically."""
+        same = np.flatnonzero(self.labels == self.labels[index])
+        start = int(np.searchsorted(same, index))
+        for other in np.roll(same, -start - 1):
+            if int(other) in self._bad:
+                continue
+            try:
+                image = load_rgb(self.paths[other])
+            except Exception:  # noqa: BLE001
+                self._bad.add(int(other))
+                continue
+            log.warning("cannot read image %s (%s); using %s of the same class instead",
+                        self.paths[index], reason, self.paths[other])
+            return image
+        raise DataError(f"no image of class {int(self.labels[index])} can be read (last tried "
+                        f"{self.paths[index]}: {reason})")

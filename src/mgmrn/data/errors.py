@@ -1,0 +1,7 @@
+"""The one exception type of the data package."""
+
+from __future__ import annotations
+
+
+class DataError(ValueError):
+    """Unusable data; the message names the file, the line or field, and what was expected."""

@@ -1,0 +1,83 @@
+"""DataLoaders for training (episodic or random batches) and testing (disjoint shards per rank)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..config import DataConfig
+from .samplers import EpisodicBatchSampler, RandomBatchSampler, ShardSampler
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed numpy and ``random`` in a DataLoader worker from the seed torch gave it.
+
+    torch seeds each worker with (loader base seed + worker id); numpy and ``random`` would
+    otherwise start from the same state in every forked worker.
+    """
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_train_loader(data, cfg: DataConfig, batches_per_epoch: int, seed: int,
+                       rank: int = 0, world_size: int = 1) -> DataLoader:
+    """Training loader over ``data.train``; ``loader.batch_sampler`` controls the stream.
+
+    Call ``loader.batch_sampler.set_epoch(epoch)`` before each epoch. To resume mid-epoch, store
+    ``loader.batch_sampler.state_dict(batches_done=k)`` and on restart call ``load_state_dict`` (or
+    ``set_epoch(epoch, start_batch=k)``): the batches that follow are those of the uninterrupted
+    run. Augmentations are seeded per (seed, epoch, rank) and worker, not per batch.
+
+    Args:
+        data: a ``ZSLData``.
+        cfg: data config (``sampler``, ``ways``, ``shots``, ``num_workers``).
+        batches_per_epoch: batches per epoch on each rank.
+        seed: seed of the batch stream and the augmentations.
+        rank: this process's rank.
+        world_size: number of processes; ranks get disjoint batch streams.
+    """
+    # the loader draws its workers' base seed from this generator at each pass; the sampler
+    # re-seeds it in set_epoch, so augmentations repeat per epoch, also after a resume
+    generator = torch.Generator()
+    if cfg.sampler == "episodic":
+        sampler = EpisodicBatchSampler(data.train_labels, cfg.ways, cfg.shots, batches_per_epoch,
+                                       seed, rank, world_size, generator=generator)
+    elif cfg.sampler == "random":
+        sampler = RandomBatchSampler(data.train_labels, cfg.ways * cfg.shots, batches_per_epoch,
+                                     seed, rank, world_size, generator=generator)
+    else:
+        raise ValueError(f"data.sampler must be 'episodic' or 'random', got {cfg.sampler!r}")
+    return DataLoader(
+        data.train,
+        batch_sampler=sampler,
+        num_workers=cfg.num_workers,
+        worker_init_fn=seed_worker,
+        generator=generator,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def build_test_loader(dataset: Dataset, cfg: DataConfig, rank: int = 0,
+                      world_size: int = 1) -> DataLoader:
+    """Test loader in dataset order; with several ranks each gets a disjoint contiguous shard.
+
+    Shards are not padded, so gathering the ranks' outputs in rank order gives every image once.
+
+    Args:
+        dataset: a test dataset.
+        cfg: data config (``test_batch_size``, ``num_workers``).
+        rank: this process's rank.
+        world_size: number of processes.
+    """
+    return DataLoader(
+        dataset,
+        batch_size=cfg.test_batch_size,
+        sampler=ShardSampler(len(dataset), rank, world_size),
+        num_workers=cfg.num_workers,
+        worker_init_fn=seed_worker,
+        pin_memory=torch.cuda.is_available(),
+    )

@@ -1,0 +1,180 @@
+"""Batch samplers: episodic (ways x shots) and random training batches, and test shards.
+
+Every training batch is a pure function of (seed, epoch, global batch index): batch ``b`` of an
+epoch is drawn from a generator seeded by ``(seed, epoch, b)``. Hence
+
+* resuming is exact: ``set_epoch(epoch, start_batch=k)`` makes the next pass yield batches
+  ``k, k+1, ...`` of that epoch, identical to the uninterrupted run. Equivalently, save
+  ``state_dict(batches_done=k)`` in the checkpoint and call ``load_state_dict`` on resume: the
+  loop's usual ``set_epoch(epoch)`` then starts that epoch at batch ``k``;
+* distributed ranks never share a batch: rank ``r`` of ``world_size`` takes the global batches
+  ``r, r + world_size, r + 2 * world_size, ...``, so with one process the stream is unchanged.
+  ``batches_per_epoch`` counts the batches of one rank.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+
+class _SeededBatchSampler(Sampler[list[int]]):
+    """Shared epoch, resume and rank bookkeeping; subclasses define :meth:`draw`."""
+
+    def __init__(self, labels: np.ndarray, batches_per_epoch: int, seed: int,
+                 rank: int = 0, world_size: int = 1, generator: torch.Generator | None = None):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.batches_per_epoch = batches_per_epoch
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self._position = 0  # batches of the current pass yielded so far, counting skipped ones
+        self._resume: tuple[int, int] | None = None
+        self.generator = generator
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int, start_batch: int | None = None) -> None:
+        """Select the epoch of the next pass.
+
+        Args:
+            epoch: epoch number.
+            start_batch: batches of this epoch to skip; default 0, or the position restored by
+                :meth:`load_state_dict` when ``epoch`` is the restored epoch.
+        """
+        if start_batch is None:
+            start_batch = self._resume[1] if self._resume and self._resume[0] == epoch else 0
+        if not 0 <= start_batch <= self.batches_per_epoch:
+            raise ValueError(f"start_batch {start_batch} is not in 0..{self.batches_per_epoch}")
+        self.epoch, self.start_batch = epoch, start_batch
+        self._position = start_batch
+        if self.generator is not None:
+            seed = np.random.default_rng([self.seed, epoch, self.rank, 1]).integers(2**62)
+            self.generator.manual_seed(int(seed))
+
+    def state_dict(self, batches_done: int | None = None) -> dict:
+        """Resume point: the epoch and the batches of it done.
+
+        Args:
+            batches_done: batches of the current epoch your loop has consumed. Give it: by default
+                the count of batches this sampler has yielded is used, and a DataLoader's workers
+                prefetch ahead of the loop.
+        """
+        done = self._position if batches_done is None else batches_done
+        return {"seed": self.seed, "epoch": self.epoch, "start_batch": int(done)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict`: the next ``set_epoch(state["epoch"])`` resumes there."""
+        if state.get("seed", self.seed) != self.seed:
+            raise ValueError(f"sampler state was saved with seed {state['seed']}, this sampler "
+                             f"has seed {self.seed}; resuming would not reproduce the run")
+        self._resume = (int(state["epoch"]), int(state.get("start_batch", 0)))
+        self.set_epoch(*self._resume)
+
+    def batch(self, epoch: int, index: int) -> list[int]:
+        """Batch ``index`` (0-based, of this rank) of ``epoch``: dataset indices."""
+        global_index = index * self.world_size + self.rank
+        rng = np.random.default_rng([self.seed, epoch, global_index])
+        return self.draw(rng)
+
+    def draw(self, rng: np.random.Generator) -> list[int]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch, start = self.epoch, self.start_batch
+        self._resume = None  # a restored position applies to one pass only
+        self._position = start
+        for index in range(start, self.batches_per_epoch):
+            self._position = index + 1
+            yield self.batch(epoch, index)
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch - self.start_batch
+
+
+class EpisodicBatchSampler(_SeededBatchSampler):
+    """Each batch: ``ways`` distinct classes, then ``shots`` distinct images of each.
+
+    Args:
+        labels: (N,) training label of every dataset item.
+        ways: classes per batch.
+        shots: images per class.
+        batches_per_epoch: batches per epoch (per rank).
+        seed: base seed of the stream.
+        rank: this process's rank.
+        world_size: number of processes.
+        generator: a DataLoader's generator, re-seeded from (seed, epoch, rank) by ``set_epoch``.
+    """
+
+    def __init__(self, labels: np.ndarray, ways: int, shots: int, batches_per_epoch: int,
+                 seed: int, rank: int = 0, world_size: int = 1,
+                 generator: torch.Generator | None = None):
+        super().__init__(labels, batches_per_epoch, seed, rank, world_size, generator)
+        self.classes = np.unique(self.labels)
+        self.items = {int(c): np.flatnonzero(self.labels == c) for c in self.classes}
+        if ways > len(self.classes):
+            raise ValueError(f"ways={ways} but only {len(self.classes)} classes have images")
+        smallest = min(len(v) for v in self.items.values())
+        if shots > smallest:
+            raise ValueError(f"shots={shots} but the smallest class has {smallest} images")
+        self.ways, self.shots = ways, shots
+
+    def draw(self, rng: np.random.Generator) -> list[int]:
+        classes = rng.choice(self.classes, size=self.ways, replace=False)
+        batch = []
+        for c in classes:
+            batch.extend(rng.choice(self.items[int(c)], size=self.shots, replace=False).tolist())
+        return batch
+
+
+class RandomBatchSampler(_SeededBatchSampler):
+    """Each batch: ``batch_size`` distinct images drawn uniformly.
+
+    Args:
+        labels: (N,) label of every dataset item (only its length is used).
+        batch_size: images per batch.
+        batches_per_epoch: batches per epoch (per rank).
+        seed: base seed of the stream.
+        rank: this process's rank.
+        world_size: number of processes.
+        generator: a DataLoader's generator, re-seeded from (seed, epoch, rank) by ``set_epoch``.
+    """
+
+    def __init__(self, labels: np.ndarray, batch_size: int, batches_per_epoch: int, seed: int,
+                 rank: int = 0, world_size: int = 1, generator: torch.Generator | None = None):
+        super().__init__(labels, batches_per_epoch, seed, rank, world_size, generator)
+        if batch_size > len(self.labels):
+            raise ValueError(f"batch size {batch_size} but only {len(self.labels)} images")
+        self.batch_size = batch_size
+
+    def draw(self, rng: np.random.Generator) -> list[int]:
+        return rng.choice(len(self.labels), size=self.batch_size, replace=False).tolist()
+
+
+class ShardSampler(Sampler[int]):
+    """Contiguous shard ``rank`` of ``range(n)``, without padding.
+
+    Shards are disjoint and cover every index once, in order, so concatenating the ranks' outputs
+    in rank order restores the dataset order.
+
+    Args:
+        n: dataset length.
+        rank: this process's rank.
+        world_size: number of processes.
+    """
+
+    def __init__(self, n: int, rank: int = 0, world_size: int = 1):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+        bounds = np.linspace(0, n, world_size + 1).round().astype(int)
+        self.start, self.stop = int(bounds[rank]), int(bounds[rank + 1])
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.start, self.stop))
+
+    def __len__(self) -> int:
+        return self.stop - self.start

@@ -1,0 +1,155 @@
+"""Samplers and loaders: episode invariants, seeding, resuming, ranks, test shards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from mgmrn.config import DataConfig
+from mgmrn.data import build_test_loader, build_train_loader
+from mgmrn.data.samplers import EpisodicBatchSampler, RandomBatchSampler, ShardSampler
+
+# 6 classes of 3..8 images, shuffled so that a class's images are not contiguous
+LABELS = np.random.default_rng(0).permutation(np.repeat(np.arange(6), [3, 4, 5, 6, 7, 8]))
+
+
+def episodes(sampler, epoch):
+    sampler.set_epoch(epoch)
+    return [tuple(b) for b in sampler]
+
+
+def test_episode_invariants():
+    sampler = EpisodicBatchSampler(LABELS, ways=4, shots=3, batches_per_epoch=50, seed=1)
+    assert len(sampler) == 50
+    for batch in episodes(sampler, 0):
+        assert len(batch) == 12 and len(set(batch)) == 12  # distinct images
+        groups = np.asarray(batch).reshape(4, 3)
+        classes = LABELS[groups]
+        assert (classes == classes[:, :1]).all()  # shots consecutive images of one class
+        assert len(set(classes[:, 0])) == 4  # distinct classes
+
+
+def test_every_class_and_image_gets_drawn():
+    sampler = EpisodicBatchSampler(LABELS, ways=3, shots=2, batches_per_epoch=400, seed=0)
+    drawn = np.concatenate([np.asarray(b) for b in episodes(sampler, 0)])
+    assert set(drawn) == set(range(len(LABELS)))
+
+
+def test_seeded_reproducible_and_epochs_differ():
+    a = EpisodicBatchSampler(LABELS, 3, 2, 20, seed=5)
+    b = EpisodicBatchSampler(LABELS, 3, 2, 20, seed=5)
+    c = EpisodicBatchSampler(LABELS, 3, 2, 20, seed=6)
+    assert episodes(a, 0) == episodes(b, 0)
+    assert episodes(a, 0) != episodes(a, 1)
+    assert episodes(a, 0) != episodes(c, 0)
+    assert episodes(a, 3) == episodes(b, 3)  # no hidden state carried from earlier epochs
+
+
+def test_resume_mid_epoch_is_exact():
+    full = episodes(EpisodicBatchSampler(LABELS, 3, 2, 20, seed=5), 2)
+    sampler = EpisodicBatchSampler(LABELS, 3, 2, 20, seed=5)
+    sampler.set_epoch(2, start_batch=7)
+    assert len(sampler) == 13 and list(map(tuple, sampler)) == full[7:]
+    # the checkpoint route: state_dict -> load_state_dict -> the loop's usual set_epoch
+    state = sampler.state_dict(batches_done=11)
+    resumed = EpisodicBatchSampler(LABELS, 3, 2, 20, seed=5)
+    resumed.load_state_dict(state)
+    assert episodes(resumed, 2) == full[11:]
+    assert episodes(resumed, 3) == episodes(EpisodicBatchSampler(LABELS, 3, 2, 20, seed=5), 3)
+    with pytest.raises(ValueError, match="seed 5"):
+        EpisodicBatchSampler(LABELS, 3, 2, 20, seed=9).load_state_dict(state)
+
+
+def test_state_dict_counts_yielded_batches():
+    sampler = EpisodicBatchSampler(LABELS, 3, 2, 20, seed=5)
+    sampler.set_epoch(4)
+    iterator = iter(sampler)
+    for _ in range(6):
+        next(iterator)
+    assert sampler.state_dict() == {"seed": 5, "epoch": 4, "start_batch": 6}
+
+
+def test_distributed_ranks_are_disjoint_slices_of_one_stream():
+    world = 3
+    single = episodes(EpisodicBatchSampler(LABELS, 3, 2, 30, seed=2), 1)
+    ranks = [episodes(EpisodicBatchSampler(LABELS, 3, 2, 10, seed=2, rank=r, world_size=world), 1)
+             for r in range(world)]
+    for r in range(world):
+        assert ranks[r] == single[r::world]  # rank r takes global batches r, r+3, ...
+    flat = [b for rank in ranks for b in rank]
+    assert len(set(flat)) == len(flat)  # no episode repeated across ranks
+    with pytest.raises(ValueError, match="rank 3"):
+        EpisodicBatchSampler(LABELS, 3, 2, 10, seed=2, rank=3, world_size=3)
+
+
+def test_random_batches():
+    sampler = RandomBatchSampler(LABELS, batch_size=10, batches_per_epoch=30, seed=0)
+    batches = episodes(sampler, 0)
+    assert all(len(set(b)) == 10 for b in batches)
+    assert len({LABELS[list(b)].tolist().__repr__() for b in batches}) > 1
+    assert batches == episodes(RandomBatchSampler(LABELS, 10, 30, seed=0), 0)
+    assert batches != episodes(sampler, 1)
+
+
+def test_sampler_refuses_impossible_episodes():
+    with pytest.raises(ValueError, match="ways=7"):
+        EpisodicBatchSampler(LABELS, ways=7, shots=1, batches_per_epoch=1, seed=0)
+    with pytest.raises(ValueError, match="shots=4 but the smallest class has 3"):
+        EpisodicBatchSampler(LABELS, ways=2, shots=4, batches_per_epoch=1, seed=0)
+
+
+@pytest.mark.parametrize("n,world", [(10, 3), (2, 4), (32, 1)])
+def test_shards_cover_each_index_once(n, world):
+    shards = [list(ShardSampler(n, r, world)) for r in range(world)]
+    assert [i for shard in shards for i in shard] == list(range(n))  # rank order = data order
+
+
+class RandomItems(Dataset):
+    """Items record the worker's random state: (torch draw, numpy draw, label)."""
+
+    def __init__(self, labels):
+        self.labels = labels
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return torch.rand(()), float(np.random.rand()), int(self.labels[index])
+
+
+class FakeData:
+    def __init__(self, labels):
+        self.train = RandomItems(labels)
+        self.train_labels = labels
+
+
+def draws(loader, epoch):
+    loader.batch_sampler.set_epoch(epoch)
+    return [(t.tolist(), n.tolist()) for t, n, _ in loader]
+
+
+def test_train_loader_seeds_workers_per_epoch():
+    cfg = DataConfig(ways=2, shots=2, num_workers=2)
+    data = FakeData(LABELS)
+    first, second = (build_train_loader(data, cfg, 4, seed=3) for _ in range(2))
+    a, b = draws(first, 1), draws(second, 1)
+    assert a == b  # same seed and epoch: same augmentation randomness, also in a new process
+    assert a != draws(first, 2)
+    numpy_draws = [x for _, n in a for x in n]
+    assert len(set(numpy_draws)) == len(numpy_draws)  # workers do not share a numpy state
+
+
+def test_train_loader_modes_and_test_loader_shards():
+    data = FakeData(LABELS)
+    random_cfg = DataConfig(ways=3, shots=3, sampler="random", num_workers=0)
+    loader = build_train_loader(data, random_cfg, 5, seed=0)
+    assert [len(labels) for _, _, labels in loader] == [9] * 5
+    test_cfg = DataConfig(test_batch_size=4, num_workers=0)
+    got = []
+    for rank in range(3):
+        for _, _, labels in build_test_loader(RandomItems(np.arange(11)), test_cfg, rank, 3):
+            assert len(labels) <= 4
+            got.extend(labels.tolist())
+    assert got == list(range(11))

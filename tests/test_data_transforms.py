@@ -1,0 +1,60 @@
+"""Train and test transforms: sizes, crops, flips and ImageNet normalisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mgmrn.data import transforms
+from mgmrn.data.datasets import load_rgb
+from mgmrn.data.transforms import IMAGENET_MEAN, denormalize, resize_size, train_transform
+
+
+def halves(width: int = 200, height: int = 100) -> Image.Image:
+    """Left half black, right half white."""
+    pixels = np.zeros((height, width, 3), dtype=np.uint8)
+    pixels[:, width // 2:] = 255
+    return Image.fromarray(pixels)
+
+
+@pytest.mark.parametrize("size,resized", [(448, 512), (64, 73), (224, 256)])
+def test_resize_is_eight_sevenths(size, resized):
+    assert resize_size(size) == resized
+
+
+def test_mean_colour_normalises_to_zero():
+    mean = tuple(round(255 * m) for m in IMAGENET_MEAN)
+    out = transforms.test_transform(32)(Image.new("RGB", (50, 40), mean))
+    assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+    assert out.abs().max() < 0.02
+
+
+def test_test_transform_is_a_centre_crop():
+    out = transforms.test_transform(64)(halves())  # resized to 73 x 146, centre 64 x 64 kept
+    image = denormalize(out)
+    assert image[:, :, :30].max() < 0.05 and image[:, :, 34:].min() > 0.95
+    assert torch.equal(out, transforms.test_transform(64)(halves()))
+
+
+def test_train_transform_crops_and_flips_at_random():
+    torch.manual_seed(0)
+    transform = train_transform(32)
+    left_dark = []
+    for _ in range(40):
+        image = denormalize(transform(halves(40, 40)))  # 37 x 37 after resize: small shifts
+        assert image.shape == (3, 32, 32)
+        left_dark.append(image[:, :, 0].mean().item() < 0.5)
+    assert 5 < sum(left_dark) < 35  # flipped about half the time
+    torch.manual_seed(0)
+    again = [denormalize(transform(halves(40, 40)))[:, :, 0].mean().item() < 0.5
+             for _ in range(40)]
+    assert again == left_dark
+
+
+def test_grey_and_alpha_images_become_rgb(tmp_path):
+    Image.new("L", (20, 20), 128).save(tmp_path / "g.png")
+    Image.new("RGBA", (20, 20), (10, 20, 30, 0)).save(tmp_path / "a.png")
+    for name in ("g.png", "a.png"):
+        assert train_transform(32)(load_rgb(str(tmp_path / name))).shape == (3, 32, 32)

@@ -1,0 +1,258 @@
+"""xlsa17 reader: tiny .mat files made here, and full-size splits from the real files."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+from conftest import shared_data
+from PIL import Image
+
+from mgmrn.config import DataConfig
+from mgmrn.data import DataError, build_data
+from mgmrn.data.records import load_attribute_vectors
+from mgmrn.data.xlsa17 import find_prefix_length, read_attribute_names, read_xlsa17
+
+AUTHOR_PREFIX = "/BS/xian/work/data/"
+# all-class order differs from folder numbering, as in the real CUB files
+CLASSES = ["003.Gamma", "001.Alpha", "004.Delta", "002.Beta"]
+SEEN, UNSEEN = [0, 1, 3], [2]
+
+
+def tiny_jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def cell(strings: list[str]) -> np.ndarray:
+    out = np.empty((len(strings), 1), dtype=object)
+    for i, s in enumerate(strings):
+        out[i, 0] = np.array([s])
+    return out
+
+
+def loc(indices: list[int]) -> np.ndarray:
+    return (np.asarray(indices, dtype=np.uint16) + 1).reshape(-1, 1)  # MATLAB: 1-based column
+
+
+def make_tiny(root: Path, n_per_class: int = 4, n_attr: int = 5, double_slash: bool = False):
+    """A CUB-like xlsa17 tree: 4 classes, 3 seen (3 trainval + 1 test-seen image each), 1 unseen."""
+    folder = root / "xlsa17" / "data" / "CUB"
+    folder.mkdir(parents=True)
+    image_files, labels, split_of = [], [], {"train": [], "test_seen": [], "test_unseen": []}
+    for c, name in enumerate(CLASSES):
+        for i in range(n_per_class):
+            rel = f"Tiny/images/{name}/img_{i}.jpg"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(tiny_jpeg())
+            sep = "Tiny//images" if double_slash else "Tiny/images"
+            image_files.append(AUTHOR_PREFIX + rel.replace("Tiny/images", sep))
+            labels.append(c + 1)
+            split = "test_unseen" if c in UNSEEN else ("test_seen" if i == 0 else "train")
+            split_of[split].append(len(image_files) - 1)
+    scipy.io.savemat(folder / "res101.mat", {
+        "image_files": cell(image_files), "labels": np.array(labels, float).reshape(-1, 1),
+        "features": np.zeros((2, len(labels)))})
+    att = np.arange(n_attr * len(CLASSES), dtype=float).reshape(n_attr, len(CLASSES))
+    att[0, 2] = -1.0  # AWA2-style missing value
+    scipy.io.savemat(folder / "att_splits.mat", {
+        "original_att": att, "att": att / np.linalg.norm(att, axis=0),
+        "allclasses_names": cell(CLASSES), "trainval_loc": loc(split_of["train"]),
+        "test_seen_loc": loc(split_of["test_seen"]), "test_unseen_loc": loc(split_of["test_unseen"])})
+    (folder / "attributes.txt").write_text("".join(f"{i + 1} attr_name_{i}\n" for i in range(n_attr)))
+    (root / "w2v").mkdir()
+    with open(root / "w2v" / "CUB_attribute.pkl", "wb") as fh:
+        pickle.dump(np.random.default_rng(0).normal(size=(n_attr, 7)), fh)
+    return folder, split_of
+
+
+def test_reads_tiny_split(tmp_path):
+    _, split_of = make_tiny(tmp_path)
+    data = build_data(DataConfig(name="cub", root=str(tmp_path), image_size=32), seed=0)
+    assert data.summary() == {"n_seen_classes": 3, "n_unseen_classes": 1, "n_train": 9,
+                              "n_test_seen": 3, "n_test_unseen": 4}
+    assert data.seen_classes.tolist() == SEEN and data.unseen_classes.tolist() == UNSEEN
+    assert data.class_names == CLASSES
+    # train labels are positions among seen classes; test labels are all-class indices
+    assert sorted(set(data.train_labels.tolist())) == [0, 1, 2]
+    assert data.train.paths[0].startswith(str(tmp_path / "Tiny" / "images"))
+    assert set(data.test_unseen.labels.tolist()) == {2}
+    image, label = data.test_seen[0]
+    assert image.shape == (3, 32, 32) and isinstance(label, int)
+    # (C, A) = transpose of the stored (A, C), with the -1 clamped to 0
+    assert data.class_attributes.shape == (4, 5)
+    assert data.class_attributes[1, 1].item() == 5.0 and data.class_attributes[2, 0].item() == 0.0
+    assert data.attribute_names[2] == "attr_name_2"
+    assert data.attribute_vectors.shape == (5, 7)
+    assert data.files["dropped_prefix"] == "BS/xian/work/data"
+
+
+def test_normalized_semantic_reads_att(tmp_path):
+    make_tiny(tmp_path)
+    data = build_data(DataConfig(name="cub", root=str(tmp_path), semantic="normalized"))
+    norms = data.class_attributes.norm(dim=1)
+    assert norms[[0, 1, 3]].allclose(torch.ones(3))  # columns L2-normalised
+
+
+def test_double_slash_and_longest_suffix(tmp_path):
+    make_tiny(tmp_path, double_slash=True)
+    # a shorter suffix also exists: the longest one must win
+    decoy = tmp_path / "images" / CLASSES[0] / "img_0.jpg"
+    decoy.parent.mkdir(parents=True)
+    decoy.write_bytes(tiny_jpeg())
+    paths = [AUTHOR_PREFIX + f"Tiny//images/{CLASSES[0]}/img_0.jpg"]
+    assert find_prefix_length(paths, tmp_path) == 4
+    records = read_xlsa17(tmp_path, "cub")
+    assert all("//" not in p and "/Tiny/images/" in p for p in records.paths["train"])
+
+
+def test_missing_image_names_file_count_and_root(tmp_path):
+    make_tiny(tmp_path)
+    gone = tmp_path / "Tiny" / "images" / CLASSES[1] / "img_2.jpg"
+    gone.unlink()
+    with pytest.raises(DataError) as err:
+        build_data(DataConfig(name="cub", root=str(tmp_path)))
+    assert "1 of 16 image files are missing" in str(err.value)
+    assert str(gone) in str(err.value) and str(tmp_path) in str(err.value)
+
+
+def test_wrong_root_lists_tried_paths(tmp_path):
+    make_tiny(tmp_path)
+    for path in sorted((tmp_path / "Tiny").rglob("*.jpg")):
+        path.unlink()
+    with pytest.raises(DataError, match="no image of res101.mat found") as err:
+        read_xlsa17(tmp_path, "cub")
+    assert str(tmp_path / "Tiny" / "images" / CLASSES[0] / "img_0.jpg") in str(err.value)
+
+
+def test_validation_split_from_class_lists(tmp_path):
+    folder, _ = make_tiny(tmp_path, n_per_class=6)
+    (folder / "trainclasses1.txt").write_text(f"{CLASSES[0]}\n\n{CLASSES[3]}\n")
+    (folder / "valclasses1.txt").write_text(f"{CLASSES[1]}\n")
+    cfg = DataConfig(name="cub", root=str(tmp_path), split="val", val_fraction=0.4)
+    data = build_data(cfg, seed=3)
+    # the real unseen class 004.Delta is dropped, the validation class plays unseen
+    assert data.class_names == [CLASSES[0], CLASSES[1], CLASSES[3]]
+    assert data.seen_classes.tolist() == [0, 2] and data.unseen_classes.tolist() == [1]
+    # 5 trainval images per class: 2 of each training class held out, all 5 of the val class
+    assert data.summary()["n_test_seen"] == 4 and data.summary()["n_train"] == 6
+    assert data.summary()["n_test_unseen"] == 5
+    assert not set(data.train.paths) & set(data.test_seen.paths)
+    again = build_data(cfg, seed=3)
+    assert again.test_seen.paths == data.test_seen.paths
+
+
+def test_class_list_with_unknown_name(tmp_path):
+    folder, _ = make_tiny(tmp_path)
+    (folder / "trainclasses1.txt").write_text(f"{CLASSES[0]}\n001.alpha\n")
+    (folder / "valclasses1.txt").write_text(f"{CLASSES[3]}\n")
+    with pytest.raises(DataError) as err:
+        read_xlsa17(tmp_path, "cub", split="val")
+    message = str(err.value)
+    assert "trainclasses1.txt line 2" in message and "'001.alpha'" in message
+    assert "allclasses_names" in message
+
+
+def test_word_vector_row_mismatch(tmp_path):
+    make_tiny(tmp_path)
+    bad = tmp_path / "vectors.npy"
+    np.save(bad, np.zeros((4, 3)))
+    with pytest.raises(DataError) as err:
+        read_xlsa17(tmp_path, "cub", attribute_vectors=bad)
+    message = str(err.value)
+    assert "4 attribute vectors" in message and "5 attributes" in message
+    assert str(bad) in message and "att_splits.mat" in message
+
+
+@pytest.mark.parametrize("name,rows", [("CUB", 312), ("SUN", 102), ("AWA2", 85)])
+def test_real_word_vectors_and_attribute_names(name, rows):
+    vectors = load_attribute_vectors(shared_data("w2v", f"{name}_attribute.pkl"), rows, "test")
+    assert vectors.shape == (rows, 300) and vectors.dtype == np.float32
+    names, source = read_attribute_names(shared_data("xlsa17", name), rows)
+    # sums of word vectors; SUN's "man-made" has no word2vec entry and is all zero
+    zero = [names[i] for i in np.flatnonzero(~vectors.any(axis=1))]
+    assert zero == (["man-made"] if name == "SUN" else [])
+    assert source is not None and len(set(names)) == rows
+    first = {"CUB": "has_bill_shape::curved_(up_or_down)", "SUN": "sailing/ boating",
+             "AWA2": "black"}[name]
+    assert names[0] == first
+
+
+def make_full(root: Path, name: str, create: str) -> None:
+    """res101.mat from the real image_list.txt, with the real split files linked in.
+
+    Args:
+        create: "all" image files, or only the "first" one (enough to find the path prefix).
+    """
+    src = shared_data("xlsa17", name)
+    folder = root / "xlsa17" / "data" / name
+    folder.mkdir(parents=True)
+    for path in src.iterdir():
+        if path.name != "image_list.txt":
+            (folder / path.name).symlink_to(path)
+    (root / "w2v").mkdir()
+    (root / "w2v" / f"{name}_attribute.pkl").symlink_to(shared_data("w2v", f"{name}_attribute.pkl"))
+    rels, labels = zip(*(line.rsplit(" ", 1) for line in
+                         (src / "image_list.txt").read_text().splitlines() if line), strict=True)
+    authors = [AUTHOR_PREFIX + {"SUN": "SUN/" + r, "CUB": r,
+                                "AWA2": r.replace("2/JPEG", "2//JPEG")}[name] for r in rels]
+    scipy.io.savemat(folder / "res101.mat", {
+        "image_files": cell(authors), "labels": np.array(labels, float).reshape(-1, 1)})
+    data = tiny_jpeg()
+    for rel in rels if create == "all" else rels[:1]:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+SIZES = {  # DESIGN.md section 2
+    "CUB": (150, 50, 7057, 1764, 2967),
+    "SUN": (645, 72, 10320, 2580, 1440),
+    "AWA2": (40, 10, 23527, 5882, 7913),
+}
+
+
+def test_full_size_cub_splits(tmp_path):
+    start = time.perf_counter()
+    make_full(tmp_path, "CUB", create="all")
+    data = build_data(DataConfig(name="cub", root=str(tmp_path), image_size=32))
+    s = data.summary()
+    assert (s["n_seen_classes"], s["n_unseen_classes"], s["n_train"], s["n_test_seen"],
+            s["n_test_unseen"]) == SIZES["CUB"]
+    assert data.attribute_vectors.shape == (312, 300) and data.class_attributes.shape == (200, 312)
+    # labels follow allclasses_names (001.Black_footed_Albatross is class 151, 1-based): every
+    # image must sit in its own class's folder
+    assert data.class_names.index("001.Black_footed_Albatross") == 150
+    paths = data.train.paths + data.test_seen.paths + data.test_unseen.paths
+    labels = np.concatenate([data.seen_classes.numpy()[data.train_labels], data.test_seen.labels,
+                             data.test_unseen.labels])
+    assert all(Path(p).parent.name == data.class_names[y]
+               for p, y in zip(paths, labels, strict=True))
+    val = build_data(DataConfig(name="cub", root=str(tmp_path), split="val", verify_images=False))
+    assert len(val.seen_classes) == 100 and len(val.unseen_classes) == 50
+    assert val.summary()["n_test_unseen"] + val.summary()["n_train"] + \
+        val.summary()["n_test_seen"] == 7057
+    assert time.perf_counter() - start < 60
+
+
+@pytest.mark.parametrize("name", ["SUN", "AWA2"])
+def test_full_size_split_sizes_without_images(tmp_path, name):
+    make_full(tmp_path, name, create="first")
+    records = read_xlsa17(tmp_path, name.lower())
+    sizes = (len(records.seen), len(records.unseen), len(records.paths["train"]),
+             len(records.paths["test_seen"]), len(records.paths["test_unseen"]))
+    assert sizes == SIZES[name]
+    image_root = {"SUN": tmp_path / "images", "AWA2": tmp_path / "Animals_with_Attributes2"}
+    assert all(p.startswith(str(image_root[name]) + "/") for p in records.paths["test_unseen"])
+    if name == "AWA2":
+        assert records.class_attributes.min() == 0.0  # the -1 marks were clamped
+        assert records.files["dropped_prefix"] == "BS/xian/work/data"
+    else:
+        assert records.files["dropped_prefix"] == "BS/xian/work/data/SUN"
