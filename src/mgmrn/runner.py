@@ -1,0 +1,309 @@
+"""The main job: build everything from a config, train with evaluation, write results."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import checkpoint as ckpt_io
+from .config import Config, ConfigError, from_dict, save_config
+from .data import build_data, build_test_loader, build_train_loader, check_sampler_fits
+from .distributed import DistEnv, barrier, cleanup, init_distributed, resolve_device
+from .engine import Precision, predict_logits, train_one_epoch
+from .evaluation import evaluate_zsl
+from .models import build_model
+from .report import format_results, write_json
+
+log = logging.getLogger(__name__)
+
+
+class RunFolderError(ValueError):
+    """The run folder already holds a run that would be overwritten."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_precision(cfg: Config, device: torch.device) -> Precision:
+    amp = cfg.train.amp
+    if amp == "auto":
+        amp = "bf16" if device.type == "cuda" else "none"
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[amp]
+    channels_last = cfg.train.channels_last
+    if channels_last is None:
+        channels_last = device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
+    return Precision(dtype=dtype, channels_last=channels_last, scaler=scaler)
+
+
+def prepare_run_folder(folder: Path, resume: bool) -> Path | None:
+    """Check the run folder; return the checkpoint to resume from, if any."""
+    last = folder / "checkpoints" / "last.pt"
+    if resume:
+        if not last.is_file():
+            raise RunFolderError(f"--resume: no checkpoint at '{last}'; start a new run without "
+                                 f"--resume, or point output_dir at the run to resume")
+        return last
+    used = [p.name for p in (folder / "checkpoints", folder / "metrics.jsonl",
+                             folder / "results.json") if p.exists()]
+    if used:
+        raise RunFolderError(
+            f"run folder '{folder}' already holds a run ({', '.join(used)}); resume it with "
+            f"--resume, or choose a new folder with output_dir=<new folder>")
+    return None
+
+
+def data_meta(data) -> dict:
+    """What a checkpoint keeps of the dataset, so that it can be used without the dataset."""
+    return {
+        "name": data.name,
+        "class_names": list(data.class_names),
+        "attribute_names": list(data.attribute_names),
+        "class_attributes": data.class_attributes.float(),
+        "attribute_vectors": data.attribute_vectors.float(),
+        "seen_classes": data.seen_classes.long(),
+        "unseen_classes": data.unseen_classes.long(),
+    }
+
+
+def evaluate_model(model: nn.Module, data, cfg: Config, device: torch.device,
+                   precision: Precision, env: DistEnv) -> dict:
+    """Every ZSL figure of ``model`` on the data's test splits, accuracies in percent."""
+    outputs = {}
+    for split in ("test_seen", "test_unseen"):
+        loader = build_test_loader(getattr(data, split), cfg.data, env.rank, env.world_size)
+        outputs[split] = predict_logits(model, loader, data.class_attributes, device, precision,
+                                        show_progress=env.is_main, desc=split)
+    (seen_logits, seen_labels, _), (unseen_logits, unseen_labels, _) = outputs.values()
+    results = evaluate_zsl(seen_logits, seen_labels, unseen_logits, unseen_labels,
+                           data.seen_classes, data.unseen_classes,
+                           fixed_gamma=cfg.eval.gamma, step=cfg.eval.gamma_step)
+    results["calibration"] = ("gamma chosen on the validation split" if cfg.data.split == "val"
+                              else "gamma chosen on the test set (oracle)")
+    results["split"] = cfg.data.split
+    results["model"] = cfg.model.name
+    results["data"] = data.summary()
+    return results
+
+
+def _build_optimizer(model: nn.Module, cfg: Config):
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=cfg.train.lr, momentum=cfg.train.momentum,
+                                weight_decay=cfg.train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.train.lr_step,
+                                                gamma=cfg.train.lr_gamma)
+    return optimizer, scheduler
+
+
+def _checkpoint(model, optimizer, scheduler, cfg, data, epoch, best, precision) -> dict:
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": precision.scaler.state_dict() if precision.scaler is not None else None,
+        "epoch": epoch,
+        "best": best,
+        "config": cfg.to_dict(),
+        "data": data_meta(data),
+        "random": ckpt_io.random_states(),
+    }
+
+
+def _wrap(model: nn.Module, cfg: Config, env: DistEnv, device: torch.device) -> nn.Module:
+    wrapped = model
+    if env.enabled:
+        # the alternating schedule backpropagates one level at a time: other heads get no grad
+        wrapped = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=cfg.train.schedule == "alternating")
+    if cfg.train.compile:
+        wrapped = torch.compile(wrapped)
+    return wrapped
+
+
+class MetricsLog:
+    """Appends one JSON line per epoch and mirrors scalars to TensorBoard when installed."""
+
+    def __init__(self, folder: Path, enabled: bool):
+        self.path = folder / "metrics.jsonl"
+        self.enabled = enabled
+        self.writer = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(folder / "tensorboard"))
+            except ImportError:
+                log.debug("tensorboard is not installed; metrics go to metrics.jsonl only")
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "epoch":
+                    self.writer.add_scalar(key, value, record["epoch"])
+            self.writer.flush()
+
+
+def train(cfg: Config, resume: bool = False) -> dict:
+    """Train ``cfg`` end to end; returns the final results (also written as results.json)."""
+    env = init_distributed(cfg.device)
+    try:
+        return _train(cfg, resume, env)
+    finally:
+        cleanup()
+
+
+def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
+    folder = Path(cfg.output_dir)
+    resume_from = prepare_run_folder(folder, resume)
+    device = resolve_device(cfg.device, env)
+    seed_everything(cfg.seed)
+    data = build_data(cfg.data, seed=cfg.seed)
+    check_sampler_fits(data, cfg.data)
+    model = build_model(cfg.model, data.attribute_vectors).to(device)
+    precision = resolve_precision(cfg, device)
+    if precision.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer, scheduler = _build_optimizer(model, cfg)
+    start_epoch, best = 0, {"gzsl_h": -1.0, "czsl_acc": -1.0, "epoch": None}
+    if resume_from is not None:
+        saved = ckpt_io.load_checkpoint(resume_from)
+        start_epoch, best = _restore(saved, model, optimizer, scheduler, precision, resume_from)
+    if env.is_main:
+        (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+        save_config(cfg, folder / "config.yaml")
+        log.info("data: %s", data.summary())
+        log.info("model: %s, %.2fM parameters, device %s", cfg.model.name,
+                 sum(p.numel() for p in model.parameters()) / 1e6, device)
+    wrapped = _wrap(model, cfg, env, device)
+    loader = build_train_loader(data, cfg.data, cfg.train.batches_per_epoch, cfg.seed,
+                                env.rank, env.world_size)
+    seen_attributes = data.class_attributes[data.seen_classes]
+    metrics = MetricsLog(folder, env.is_main)
+    levels = ("global",) if cfg.model.name == "baseline" else ("fine", "middle", "coarse")
+    results = None
+    for epoch in range(start_epoch, cfg.train.epochs):
+        # every epoch starts from random states fixed by (seed, epoch, rank): resuming is exact
+        seed_everything(cfg.seed + 7919 * (epoch + 1) + 104729 * env.rank)
+        loader.batch_sampler.set_epoch(epoch)
+        start = time.perf_counter()
+        stats = train_one_epoch(wrapped, loader, optimizer, seen_attributes, cfg.train.lam,
+                                device, epoch, cfg.train.schedule, levels, precision,
+                                show_progress=env.is_main)
+        scheduler.step()
+        record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **stats,
+                  "epoch_seconds": time.perf_counter() - start}
+        last_epoch = epoch == cfg.train.epochs - 1
+        every = cfg.train.eval_every
+        if last_epoch or (every and (epoch + 1) % every == 0):
+            results = evaluate_model(wrapped, data, cfg, device, precision, env)
+            record.update({k: results[k] for k in ("czsl_acc", "gzsl_seen", "gzsl_unseen",
+                                                     "gzsl_h", "ausuc", "gamma")})
+            best = _update_best(best, results, epoch)
+            if env.is_main and best["epoch"] == epoch:
+                ckpt_io.save_atomic(_checkpoint(model, optimizer, scheduler, cfg, data, epoch,
+                                                best, precision),
+                                    folder / "checkpoints" / "best.pt")
+        if env.is_main:
+            ckpt_io.save_atomic(_checkpoint(model, optimizer, scheduler, cfg, data, epoch, best,
+                                            precision), folder / "checkpoints" / "last.pt")
+            metrics.write(record)
+            log.info(_summary_line(record, cfg.train.epochs))
+        barrier()
+    if results is None:  # resumed after the last epoch: evaluate what was trained
+        results = evaluate_model(wrapped, data, cfg, device, precision, env)
+    results["best"] = best
+    results["epochs"] = cfg.train.epochs
+    if env.is_main:
+        write_json(results, folder / "results.json")
+        print(format_results(results, title=f"{cfg.model.name} on {cfg.data.name}"))
+        log.info("results written to %s", folder / "results.json")
+    return results
+
+
+def _restore(saved: dict, model, optimizer, scheduler, precision, path: Path):
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    if precision.scaler is not None and saved.get("scaler"):
+        precision.scaler.load_state_dict(saved["scaler"])
+    ckpt_io.set_random_states(saved["random"])
+    log.info("resuming from %s after epoch %d", path, saved["epoch"])
+    return saved["epoch"] + 1, saved["best"]
+
+
+def _update_best(best: dict, results: dict, epoch: int) -> dict:
+    best = dict(best)
+    best["best_czsl_acc"] = max(best.get("best_czsl_acc", -1.0), results["czsl_acc"])
+    if results["gzsl_h"] > best["gzsl_h"]:
+        best.update(gzsl_h=results["gzsl_h"], czsl_acc=results["czsl_acc"], epoch=epoch)
+    return best
+
+
+def _summary_line(record: dict, epochs: int) -> str:
+    line = (f"epoch {record['epoch'] + 1}/{epochs}  loss {record['loss']:.4f}  "
+            f"lr {record['lr']:.2e}  {record['train_images_per_s']:.1f} img/s  "
+            f"{record['epoch_seconds']:.0f}s")
+    if "gzsl_h" in record:
+        line += (f"  | CZSL {record['czsl_acc']:.1f}  S {record['gzsl_seen']:.1f}  "
+                 f"U {record['gzsl_unseen']:.1f}  H {record['gzsl_h']:.1f}")
+    return line
+
+
+def evaluate_checkpoint(path: str | Path, overrides: dict | None = None,
+                        out: str | Path | None = None) -> dict:
+    """Evaluate a saved checkpoint on its dataset's test splits; writes results.json."""
+    env = init_distributed()
+    try:
+        saved = ckpt_io.load_checkpoint(path)
+        values = saved["config"]
+        for section, fields in (overrides or {}).items():
+            if isinstance(fields, dict) and isinstance(values.get(section), dict):
+                values[section].update(fields)
+            else:
+                values[section] = fields
+        values.setdefault("model", {})["pretrained"] = False  # the weights come from the file
+        cfg = from_dict(values)
+        device = resolve_device(cfg.device, env)
+        data = build_data(cfg.data, seed=cfg.seed)
+        model = load_model(saved, cfg, data.attribute_vectors, path).to(device)
+        precision = resolve_precision(cfg, device)
+        results = evaluate_model(model, data, cfg, device, precision, env)
+        results["checkpoint"] = str(path)
+        results["epoch"] = saved["epoch"]
+        out_path = Path(out) if out else Path(path).parent / "results.json"
+        if env.is_main:
+            write_json(results, out_path)
+            print(format_results(results, title=f"{cfg.model.name} checkpoint {path}"))
+            log.info("results written to %s", out_path)
+        return results
+    finally:
+        cleanup()
+
+
+def load_model(saved: dict, cfg: Config, attribute_vectors: torch.Tensor,
+               path: str | Path) -> nn.Module:
+    """Rebuild the network of a checkpoint; a different attribute count is a clear error."""
+    expected = saved["data"]["attribute_vectors"].shape
+    if tuple(attribute_vectors.shape) != tuple(expected):
+        raise ConfigError(
+            f"checkpoint '{path}' was made for {expected[0]} attributes with {expected[1]}-d "
+            f"vectors, but the data has {attribute_vectors.shape[0]} attributes with "
+            f"{attribute_vectors.shape[1]}-d vectors; evaluate it on the dataset it was trained on")
+    model = build_model(cfg.model, attribute_vectors)
+    model.load_state_dict(saved["model"])
+    return model
