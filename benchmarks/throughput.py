@@ -50,6 +50,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--resize-before-projection", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the fused model")
+    p.add_argument("--no-channels-last", action="store_true",
+                   help="keep NCHW in the fused mode on CUDA")
     p.add_argument("--modes", default="alternating_fp32,fused_fast")
     args = p.parse_args()
     gpu = args.device.startswith("cuda")
@@ -91,7 +93,8 @@ def sync(device):
 def run_mode(mode: str, args, device) -> dict:
     model, attrs = build(args, device)
     fast = mode == "fused_fast" and device.type == "cuda"
-    precision = Precision(dtype=torch.bfloat16 if fast else None, channels_last=fast)
+    precision = Precision(dtype=torch.bfloat16 if fast else None,
+                          channels_last=fast and not args.no_channels_last)
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
     runner = torch.compile(model) if args.compile and mode == "fused_fast" else model

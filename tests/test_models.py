@@ -266,3 +266,12 @@ def test_tiny_network_overfits_eight_images():
         accuracy = (net(images, attrs).logits.argmax(1) == labels).float().mean().item()
     print(f"\noverfit: {accuracy:.0%} training accuracy after {step + 1} steps")
     assert accuracy == 1.0
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 9), (56, 56)])
+def test_halving_equals_bilinear_resize(size):
+    from mgmrn.models.granularity import _halve
+
+    x = torch.randn(2, 3, *size)
+    expected = F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(_halve(x), expected)

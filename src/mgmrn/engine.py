@@ -57,13 +57,16 @@ def _step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, precision: Preci
         optimizer.step()
 
 
-def _check_finite(losses: list[torch.Tensor], levels, epoch: int, batch: int) -> None:
-    for name, loss in zip(levels, losses):
-        if not math.isfinite(loss.item()):
+def _check_finite(losses: list[torch.Tensor], levels, epoch: int, batch: int) -> list[float]:
+    """The losses as floats (one device sync for all), or an error naming the first bad one."""
+    values = torch.stack([loss.detach() for loss in losses]).tolist()
+    for name, value in zip(levels, values):
+        if not math.isfinite(value):
             raise NonFiniteLossError(
-                f"non-finite loss ({loss.item()}) at epoch {epoch}, batch {batch}, level "
+                f"non-finite loss ({value}) at epoch {epoch}, batch {batch}, level "
                 f"'{name}'; lower train.lr or try train.amp=none; the last good checkpoint "
                 f"was left in place")
+    return values
 
 
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
@@ -92,17 +95,17 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
         images, labels = precision.prepare(images, device), labels.to(device)
         if schedule == "fused":
             losses = _losses(model, images, labels, class_attributes, lam, precision, device)
-            _check_finite(losses, levels, epoch, batch)
+            values = _check_finite(losses, levels, epoch, batch)
             _step(sum(losses), optimizer, precision)
         else:
-            losses = []
+            values = []
             for level in range(len(levels)):
                 level_losses = _losses(model, images, labels, class_attributes, lam,
                                        precision, device)
-                _check_finite(level_losses[level:level + 1], levels[level:], epoch, batch)
+                values += _check_finite(level_losses[level:level + 1], levels[level:], epoch,
+                                        batch)
                 _step(level_losses[level], optimizer, precision)
-                losses.append(level_losses[level])
-        sums += torch.tensor([loss.item() for loss in losses])
+        sums += torch.tensor(values)
         seen += images.shape[0]
         rate = seen / (time.perf_counter() - start)
         bar.set_postfix(loss=f"{sums.sum().item() / (batch + 1):.3f}", img_s=f"{rate:.1f}")

@@ -116,4 +116,9 @@ class GranularityModule(nn.Module):
 
 
 def _halve(x: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False)
+    """Bilinear resize by 0.5 (align_corners=False).
+
+    At exactly half size every output sample falls midway between four inputs, so the bilinear
+    resize equals 2x2 average pooling; the pooling kernel is several times faster on GPUs.
+    """
+    return F.avg_pool2d(x, 2)
