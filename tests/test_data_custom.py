@@ -40,6 +40,8 @@ def write_custom(root: Path, n_images: int = 5, rows: list[str] | None = None,
             fmt = "PNG" if suffix.lower() == ".png" else "JPEG"
             Image.new("RGB", (12, 10), (40 * c, 10 * i, 100)).save(folder / f"{i}{suffix}", fmt)
         (folder / "notes.txt").write_text("not an image")
+        (folder / "._0.png").write_bytes(b"macOS resource fork")
+    (root / "images" / ".ipynb_checkpoints").mkdir()
     return root
 
 
@@ -52,7 +54,7 @@ def test_good_folder(tmp_path):
     # no attribute_vectors.npy: one one-hot query code per attribute
     assert torch.equal(data.attribute_vectors, torch.eye(4))
     assert data.seen_classes.tolist() == [0, 1, 2] and data.unseen_classes.tolist() == [3, 4]
-    # 20% of each seen class's 5 images held out; notes.txt is no image
+    # 20% of each seen class's 5 images held out; notes.txt and hidden entries are ignored
     assert data.summary() == {"n_seen_classes": 3, "n_unseen_classes": 2, "n_train": 12,
                               "n_test_seen": 3, "n_test_unseen": 10}
     assert not set(data.train.paths) & set(data.test_seen.paths)

@@ -1,4 +1,4 @@
-"""Demo set: determinism, a genuine compositional split, caching, and drawings that show the class."""
+"""Demo set: determinism, a genuine compositional split, caching, drawings that show the class."""
 
 from __future__ import annotations
 

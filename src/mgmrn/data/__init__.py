@@ -128,9 +128,9 @@ def build_data(cfg: DataConfig, seed: int = 0) -> ZSLData:
 
 def assemble(records: ZSLRecords, cfg: DataConfig) -> ZSLData:
     """Wrap checked records into datasets with the transforms of ``cfg.image_size``."""
-    n_classes = len(records.class_names)
-    position = np.full(n_classes, -1, dtype=np.int64)
-    position[records.seen] = np.arange(len(records.seen))
+    seen, unseen = np.sort(records.seen), np.sort(records.unseen)
+    position = np.full(len(records.class_names), -1, dtype=np.int64)
+    position[seen] = np.arange(len(seen))
     train_labels = position[records.labels["train"]]
     if (train_labels < 0).any():
         raise DataError(f"{records.name}: training images of classes that are not seen classes")
@@ -145,8 +145,8 @@ def assemble(records: ZSLRecords, cfg: DataConfig) -> ZSLData:
         attribute_names=list(records.attribute_names),
         class_attributes=torch.as_tensor(records.class_attributes, dtype=torch.float32),
         attribute_vectors=torch.as_tensor(records.attribute_vectors, dtype=torch.float32),
-        seen_classes=torch.as_tensor(np.sort(records.seen), dtype=torch.long),
-        unseen_classes=torch.as_tensor(np.sort(records.unseen), dtype=torch.long),
+        seen_classes=torch.as_tensor(seen, dtype=torch.long),
+        unseen_classes=torch.as_tensor(unseen, dtype=torch.long),
         train=dataset("train", train_labels, train_tf),
         test_seen=dataset("test_seen", records.labels["test_seen"], test_tf),
         test_unseen=dataset("test_unseen", records.labels["test_unseen"], test_tf),
@@ -178,7 +178,10 @@ def check_sampler_fits(data: ZSLData, cfg: DataConfig) -> None:
     if cfg.shots > counts[smallest]:
         name = data.class_names[int(data.seen_classes[smallest])]
         where = data.files.get("images")
-        hint = f" or add images to {where}/{name}" if where else ""
+        if data.name == "demo":
+            hint = " or raise data.demo.images_per_class"
+        else:
+            hint = f" or add images to {where}/{name}" if where else ""
         raise DataError(f"data.shots={cfg.shots} but seen class '{name}' has only "
                         f"{counts[smallest]} training images; set data.shots to at most "
                         f"{counts[smallest]}{hint}")

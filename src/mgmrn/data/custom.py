@@ -110,7 +110,8 @@ def list_images(images_dir: Path, class_names: list[str], lines: list[int],
     """
     if not images_dir.is_dir():
         raise DataError(f"{images_dir} not found; a custom dataset keeps images/<class>/<file>")
-    folders = {p.name for p in images_dir.iterdir() if p.is_dir()}
+    # hidden entries (.ipynb_checkpoints, macOS ._ files) are tool litter, not data
+    folders = {p.name for p in images_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
     extra = sorted(folders - set(class_names))
     if extra:
         raise DataError(f"{images_dir / extra[0]}: image folder with no row in {csv_path} "
@@ -121,8 +122,8 @@ def list_images(images_dir: Path, class_names: list[str], lines: list[int],
         if name not in folders:
             raise DataError(f"{csv_path} line {line}, field 'class': class '{name}' has no image "
                             f"folder {folder}")
-        files = sorted(str(p) for p in folder.iterdir()
-                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(str(p) for p in folder.iterdir() if p.is_file()
+                       and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
         if not files:
             raise DataError(f"{folder}: no images (.jpg, .jpeg, .png, .bmp, .webp) for class "
                             f"'{name}' of {csv_path}")

@@ -83,7 +83,8 @@ def holdout(labels: np.ndarray, classes: np.ndarray, fraction: float,
         order = rng.permutation(items)
         held.append(order[:n_hold])
         kept.append(order[n_hold:])
-    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
+    empty = np.empty(0, dtype=np.int64)
+    return np.sort(np.concatenate([empty, *kept])), np.sort(np.concatenate([empty, *held]))
 
 
 def validation_split(records: ZSLRecords, train_classes: np.ndarray, val_classes: np.ndarray,
@@ -103,6 +104,10 @@ def validation_split(records: ZSLRecords, train_classes: np.ndarray, val_classes
         seed: seed of the held-out draw.
     """
     train_classes, val_classes = np.unique(train_classes), np.unique(val_classes)
+    if not train_classes.size or not val_classes.size:
+        raise DataError(f"validation split: needs training and validation classes, got "
+                        f"{train_classes.size} and {val_classes.size}; check "
+                        f"{records.files.get('val_classes', 'the class lists')}")
     overlap = np.intersect1d(train_classes, val_classes)
     if overlap.size:
         names = [records.class_names[i] for i in overlap[:5]]

@@ -209,13 +209,23 @@ def read_xlsa17(root: str | Path, name: str, semantic: str = "original", split: 
                "dropped_prefix": dropped, "attribute_vectors": str(vec_path),
                "attribute_names": names_file, "semantic": semantic},
     )
+    _check_disjoint(records, idx, att_path)
+    if split == "val":
+        records = _validation(records, folder, val_fraction, seed)
+    return records
+
+
+def _check_disjoint(records: ZSLRecords, idx: dict[str, np.ndarray], att_path: Path) -> None:
+    """No image in two splits, and no class both seen and unseen."""
+    for a, b in (("train", "test_seen"), ("train", "test_unseen"), ("test_seen", "test_unseen")):
+        shared = np.intersect1d(idx[a], idx[b])
+        if shared.size:
+            raise DataError(f"{att_path}: {shared.size} images are in both the {a} and {b} "
+                            f"index lists (e.g. image {shared[0] + 1}); splits must be disjoint")
     overlap = np.intersect1d(records.seen, records.unseen)
     if overlap.size:
         raise DataError(f"{att_path}: classes {overlap[:5].tolist()} have images in both "
                         f"trainval_loc and test_unseen_loc")
-    if split == "val":
-        records = _validation(records, folder, val_fraction, seed)
-    return records
 
 
 def _validation(records: ZSLRecords, folder: Path, fraction: float, seed: int) -> ZSLRecords:
