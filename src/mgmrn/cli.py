@@ -43,6 +43,21 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=None, help="where to write the results JSON")
     ev.add_argument("overrides", nargs="*", metavar="key=value",
                     help="config overrides, e.g. data.root=/data/cub eval.gamma=0.7")
+
+    pr = sub.add_parser("predict", help="classify images with a checkpoint",
+                        description="Top-k classes and strongest attributes of each image; with "
+                                    "--explain, a figure of attention maps per image.")
+    pr.add_argument("--checkpoint", required=True, help="a .pt file written by mgmrn train")
+    pr.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER",
+                    help="image files, or folders of them (jpg, jpeg, png, bmp, webp)")
+    pr.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
+    pr.add_argument("--classes", choices=("all", "unseen", "seen"), default="all",
+                    help="the classes to search (default all)")
+    pr.add_argument("--json", dest="as_json", action="store_true",
+                    help="print the predictions as JSON")
+    pr.add_argument("--explain", metavar="DIR", default=None,
+                    help="also write a figure of attention maps per image into DIR")
+    pr.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1 or auto")
     return parser
 
 
@@ -70,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
             train(cfg, resume=args.resume)
         elif args.command == "eval":
             evaluate_checkpoint(args.checkpoint, parse_overrides(args.overrides), args.out)
+        elif args.command == "predict":
+            from .predict import predict_command
+
+            return predict_command(args)
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
         if args.verbose:
             raise

@@ -17,9 +17,10 @@ from .config import Config, ConfigError, from_dict, save_config
 from .data import build_data, build_test_loader, build_train_loader, check_sampler_fits
 from .distributed import DistEnv, barrier, cleanup, init_distributed, resolve_device
 from .engine import Precision, predict_logits, train_one_epoch
-from .evaluation import evaluate_zsl
+from .evaluation import class_accuracies, evaluate_zsl
 from .models import build_model
 from .report import format_results, write_json
+from .viz import write_eval_figures
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,11 @@ def evaluate_model(model: nn.Module, data, cfg: Config, device: torch.device,
     results = evaluate_zsl(seen_logits, seen_labels, unseen_logits, unseen_labels,
                            data.seen_classes, data.unseen_classes,
                            fixed_gamma=cfg.eval.gamma, step=cfg.eval.gamma_step)
+    unseen = data.unseen_classes
+    czsl_predictions = unseen[unseen_logits[:, unseen].argmax(dim=1)]
+    accuracies = class_accuracies(czsl_predictions, unseen_labels, unseen)
+    results["czsl_per_class"] = {data.class_names[c]: 100.0 * float(a)
+                                 for c, a in zip(unseen.tolist(), accuracies, strict=True)}
     results["calibration"] = ("gamma chosen on the validation split" if cfg.data.split == "val"
                               else "gamma chosen on the test set (oracle)")
     results["split"] = cfg.data.split
@@ -230,6 +236,7 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
     results["epochs"] = cfg.train.epochs
     if env.is_main:
         write_json(results, folder / "results.json")
+        write_eval_figures(results, folder, per_class=results.get("czsl_per_class"))
         print(format_results(results, title=f"{cfg.model.name} on {cfg.data.name}"))
         log.info("results written to %s", folder / "results.json")
     return results
@@ -288,6 +295,7 @@ def evaluate_checkpoint(path: str | Path, overrides: dict | None = None,
         out_path = Path(out) if out else Path(path).parent / "results.json"
         if env.is_main:
             write_json(results, out_path)
+            write_eval_figures(results, out_path.parent, per_class=results.get("czsl_per_class"))
             print(format_results(results, title=f"{cfg.model.name} checkpoint {path}"))
             log.info("results written to %s", out_path)
         return results

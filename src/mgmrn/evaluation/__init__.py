@@ -5,12 +5,13 @@ numpy); they know nothing of models.
 """
 
 from mgmrn.evaluation.calibration import ausuc, calibrated_stacking, gamma_sweep
-from mgmrn.evaluation.metrics import harmonic_mean, per_class_accuracy
+from mgmrn.evaluation.metrics import class_accuracies, harmonic_mean, per_class_accuracy
 from mgmrn.evaluation.protocols import czsl_accuracy, evaluate_zsl, gzsl_accuracy
 
 __all__ = [
     "ausuc",
     "calibrated_stacking",
+    "class_accuracies",
     "czsl_accuracy",
     "evaluate_zsl",
     "gamma_sweep",

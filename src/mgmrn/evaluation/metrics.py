@@ -65,3 +65,33 @@ def harmonic_mean(seen: Any, unseen: Any) -> Any:
     total = s + u
     h = np.divide(2.0 * s * u, total, out=np.zeros(np.broadcast(s, u).shape), where=total > 0)
     return float(h) if h.ndim == 0 else h
+
+
+def class_accuracies(predictions: Any, labels: Any, classes: Any) -> np.ndarray:
+    """Top-1 accuracy of each class, e.g. for a per-class chart.
+
+    Args:
+        predictions: (N,) predicted class indices.
+        labels: (N,) true class indices.
+        classes: the K classes to report, each with at least one image in ``labels``; images of
+            other classes are ignored.
+
+    Returns:
+        (K,) accuracies as fractions, in increasing class order.
+
+    Raises:
+        ValueError: shapes differ, or a class of ``classes`` has no image.
+    """
+    predictions = as_labels(predictions, "predictions")
+    labels = as_labels(labels, "labels")
+    if predictions.shape != labels.shape:
+        raise ValueError(f"predictions {predictions.shape} and labels {labels.shape} differ")
+    classes = np.unique(as_labels(classes, "classes"))
+    empty = np.setdiff1d(classes, labels)
+    if empty.size:
+        raise ValueError(f"classes without any image: {empty.tolist()}")
+    keep = np.isin(labels, classes)
+    slot = np.searchsorted(classes, labels[keep])
+    sizes = np.bincount(slot, minlength=classes.size)
+    hits = np.bincount(slot, weights=predictions[keep] == labels[keep], minlength=classes.size)
+    return hits / sizes

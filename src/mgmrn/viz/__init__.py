@@ -1,0 +1,22 @@
+"""Pictures: attention maps over an image and the figures of an evaluation.
+
+Figures are drawn with matplotlib's object-oriented API on an Agg canvas: no pyplot state and no
+display are involved, so plotting is safe in headless runs, worker processes and tests.
+"""
+
+from .attention import level_attention_maps, plot_attention
+from .curves import (
+    plot_embedding,
+    plot_per_class_accuracy,
+    plot_seen_unseen_curve,
+    write_eval_figures,
+)
+
+__all__ = [
+    "level_attention_maps",
+    "plot_attention",
+    "plot_embedding",
+    "plot_per_class_accuracy",
+    "plot_seen_unseen_curve",
+    "write_eval_figures",
+]

@@ -1,0 +1,257 @@
+"""Prediction from a checkpoint: top-k classes, attributes, JSON, attention figures, errors."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mgmrn.checkpoint import CheckpointError
+from mgmrn.config import Config
+from mgmrn.models import build_model
+from mgmrn.predict import expand_inputs, load, predict_command, run_predict
+
+CLASS_NAMES = ["red_circle", "red_square", "blue_circle", "blue_square", "green_circle",
+               "green_square"]
+ATTRIBUTE_NAMES = ["shape_circle", "shape_square", "color_red", "color_blue", "color_green"]
+SEEN, UNSEEN = [0, 1, 2, 3], [4, 5]
+CLASS_SETS = {"all": set(range(6)), "seen": set(SEEN), "unseen": set(UNSEEN)}
+
+
+def tiny_config(name: str = "mgmrn") -> Config:
+    cfg = Config()
+    cfg.model.name = name
+    cfg.model.backbone = "test_resnet"
+    cfg.model.pretrained = False
+    cfg.model.dim, cfg.model.attn_dim, cfg.model.num_parts = 32, 16, 3
+    cfg.data.image_size = 64
+    cfg.data.test_batch_size = 2  # several batches for the five test images
+    return cfg
+
+
+def write_checkpoint(path: Path, name: str = "mgmrn") -> Path:
+    """A checkpoint in the format of ``mgmrn train``, of an untrained tiny network."""
+    torch.manual_seed(0)
+    cfg = tiny_config(name)
+    vectors = torch.randn(len(ATTRIBUTE_NAMES), 8)
+    attributes = torch.tensor([[1, 0, 1, 0, 0], [0, 1, 1, 0, 0], [1, 0, 0, 1, 0],
+                               [0, 1, 0, 1, 0], [1, 0, 0, 0, 1], [0, 1, 0, 0, 1]],
+                              dtype=torch.float32)
+    model = build_model(cfg.model, vectors)
+    torch.save({
+        "model": model.state_dict(),
+        "config": cfg.to_dict(),
+        "data": {"name": "tiny", "class_names": CLASS_NAMES, "attribute_names": ATTRIBUTE_NAMES,
+                 "class_attributes": attributes, "attribute_vectors": vectors,
+                 "seen_classes": torch.tensor(SEEN), "unseen_classes": torch.tensor(UNSEEN)},
+        "epoch": 3,
+    }, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def predictor(checkpoint):
+    return load(checkpoint)
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory) -> Path:
+    """Five images of different sizes and formats, plus files that are not images."""
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i, (suffix, size) in enumerate([(".png", (64, 64)), (".jpg", (80, 70)),
+                                        (".JPEG", (50, 90)), (".bmp", (64, 64)),
+                                        (".webp", (100, 100))]):
+        pixels = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{4 - i}{suffix}")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "sub").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "sub" / "inner.png")
+    return folder
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    head = Path(path).read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR"
+    return struct.unpack(">II", head[16:24])
+
+
+def test_load_restores_the_checkpoint(predictor, checkpoint):
+    saved = torch.load(checkpoint, weights_only=True)
+    for key, value in predictor.model.state_dict().items():
+        torch.testing.assert_close(value, saved["model"][key])
+    assert predictor.class_names == CLASS_NAMES and predictor.image_size == 64
+    assert not predictor.model.training and predictor.device == torch.device("cpu")
+
+
+@pytest.mark.parametrize("classes", ["all", "seen", "unseen"])
+def test_predict_returns_top_k_of_the_requested_classes(predictor, image_folder, classes):
+    results = predictor.predict(expand_inputs([image_folder]), top_k=2, classes=classes,
+                                top_attributes=3)
+    assert len(results) == 5
+    for result in results:
+        ranked = result["classes"]
+        assert [c["rank"] for c in ranked] == [1, 2]
+        assert {c["index"] for c in ranked} <= CLASS_SETS[classes]
+        assert all(c["name"] == CLASS_NAMES[c["index"]] for c in ranked)
+        assert all(c["seen"] == (c["index"] in SEEN) for c in ranked)
+        assert ranked[0]["score"] >= ranked[1]["score"]
+        values = [a["value"] for a in result["attributes"]]
+        assert len(values) == 3 and values == sorted(values, reverse=True)
+        assert all(a["name"] == ATTRIBUTE_NAMES[a["index"]] for a in result["attributes"])
+
+
+def test_top_k_beyond_the_class_set_returns_the_whole_set_with_probabilities(predictor,
+                                                                           image_folder):
+    result = predictor.predict(image_folder / "img0.webp", top_k=10, classes="unseen")[0]
+    assert sorted(c["index"] for c in result["classes"]) == UNSEEN
+    assert sum(c["probability"] for c in result["classes"]) == pytest.approx(1.0)
+
+
+def test_paths_pil_images_and_tensors_give_the_same_scores(predictor, image_folder):
+    path = image_folder / "img3.jpg"
+    with Image.open(path) as image:
+        pil = image.convert("RGB")
+    tensor = predictor.transform(pil)
+    by_path, by_pil, by_tensor = (predictor.predict(x, top_k=6)[0]
+                                  for x in (str(path), pil, tensor))
+    assert by_path["image"] == str(path) and by_tensor["image"] == "image_0"
+    for other in (by_pil, by_tensor):
+        assert [c["index"] for c in other["classes"]] == [c["index"] for c in by_path["classes"]]
+        np.testing.assert_allclose([c["score"] for c in other["classes"]],
+                                   [c["score"] for c in by_path["classes"]], rtol=1e-5)
+    raw = torch.as_tensor(np.array(pil)).permute(2, 0, 1)  # uint8 pixels are transformed first
+    assert len(predictor.predict(torch.stack([raw, raw]), top_k=1)) == 2
+
+
+def test_gamma_pushes_predictions_to_unseen_classes(predictor, image_folder):
+    paths = expand_inputs([image_folder])
+    calibrated = predictor.predict(paths, top_k=1, classes="all", gamma=1e4)
+    assert all(r["classes"][0]["index"] in UNSEEN for r in calibrated)
+
+
+def test_expand_inputs_keeps_image_files_of_folders_sorted(image_folder):
+    paths = expand_inputs([image_folder, image_folder / "sub" / "inner.png"])
+    assert [p.name for p in paths] == ["img0.webp", "img1.bmp", "img2.JPEG", "img3.jpg",
+                                       "img4.png", "inner.png"]
+
+
+def test_missing_inputs_are_errors_naming_them(tmp_path, checkpoint):
+    with pytest.raises(FileNotFoundError, match="no_such.png"):
+        run_predict(checkpoint, [tmp_path / "no_such.png"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty' holds no image files"):
+        expand_inputs([tmp_path / "empty"])
+    with pytest.raises(CheckpointError, match="missing.pt"):
+        run_predict(tmp_path / "missing.pt", [])
+
+
+def test_unreadable_image_is_an_error_naming_it(tmp_path, predictor):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="broken.png"):
+        predictor.predict(bad)
+
+
+def test_run_predict_prints_json_that_parses(checkpoint, image_folder):
+    out = io.StringIO()
+    assert run_predict(checkpoint, [image_folder], top_k=3, classes="unseen", as_json=True,
+                       out=out) == 0
+    results = json.loads(out.getvalue())
+    assert [Path(r["image"]).name for r in results][:2] == ["img0.webp", "img1.bmp"]
+    assert all(len(r["classes"]) == 2 and {c["index"] for c in r["classes"]} == set(UNSEEN)
+               for r in results)
+
+
+def test_run_predict_prints_readable_text(checkpoint, image_folder):
+    out = io.StringIO()
+    run_predict(checkpoint, [image_folder / "img4.png"], top_k=2, out=out)
+    text = out.getvalue()
+    assert str(image_folder / "img4.png") in text and "attributes:" in text
+    assert any(name in text for name in CLASS_NAMES)
+
+
+def test_explain_writes_one_figure_per_image(tmp_path, checkpoint, image_folder, capsys):
+    twin = tmp_path / "other"
+    twin.mkdir()
+    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(twin / "img4.png")
+    args = argparse.Namespace(checkpoint=str(checkpoint), inputs=[str(image_folder), str(twin)],
+                              top_k=2, classes="all", as_json=True,
+                              explain=str(tmp_path / "explain"), device="cpu")
+    assert predict_command(args) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert len({r["explanation"] for r in results}) == len(results) == 6
+    figures = sorted((tmp_path / "explain").glob("*.png"))
+    assert [f.name for f in figures] == ["img0.png", "img1.png", "img2.png", "img3.png",
+                                         "img4-1.png", "img4.png"]
+    for figure in figures:  # 3 attributes x (image + 3 levels)
+        assert png_size(figure) == (4 * 170, 3 * 170 + 40)
+
+
+def test_explanation_paths_are_reported(tmp_path, predictor, image_folder):
+    results = predictor.predict(image_folder / "img1.bmp", explain_dir=tmp_path / "x",
+                                explain_attributes=2)
+    assert Path(results[0]["explanation"]) == tmp_path / "x" / "img1.png"
+    assert png_size(tmp_path / "x" / "img1.png") == (4 * 170, 2 * 170 + 40)
+
+
+def test_baseline_predicts_and_skips_explanations(tmp_path, image_folder, caplog):
+    baseline = load(write_checkpoint(tmp_path / "baseline.pt", name="baseline"))
+    results = baseline.predict(expand_inputs([image_folder]), top_k=3, classes="seen",
+                               explain_dir=tmp_path / "explain")
+    assert len(results) == 5 and all("explanation" not in r for r in results)
+    assert all({c["index"] for c in r["classes"]} <= set(SEEN) for r in results)
+    assert "no attention maps" in caplog.text
+    assert not list(tmp_path.glob("explain/*.png"))
+
+
+def test_checkpoint_without_the_dataset_description_is_refused(tmp_path):
+    path = tmp_path / "old.pt"
+    torch.save({"model": {}, "config": tiny_config().to_dict()}, path)
+    with pytest.raises(CheckpointError, match="old.pt.*class_names"):
+        load(path)
+
+
+def test_bad_options_are_refused(checkpoint, image_folder, predictor):
+    with pytest.raises(ValueError, match="--classes"):
+        run_predict(checkpoint, [image_folder], classes="novel")
+    with pytest.raises(ValueError, match="--top-k"):
+        run_predict(checkpoint, [image_folder], top_k=0)
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        predictor.predict(torch.rand(2, 64, 64))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message when CUDA is absent")
+def test_cuda_without_a_gpu_is_a_clear_error(checkpoint):
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        load(checkpoint, device="cuda")
+
+
+def test_mgmrn_load_is_the_predictor_loader():
+    import mgmrn
+    import mgmrn.predict
+
+    assert mgmrn.load is mgmrn.predict.load
+
+
+def test_cli_predict_prints_json_and_names_missing_files(checkpoint, image_folder, capsys):
+    from mgmrn import cli
+
+    assert cli.main(["predict", "--checkpoint", str(checkpoint), str(image_folder), "--json",
+                     "--top-k", "2", "--classes", "unseen"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert len(results) == 5 and all(len(r["classes"]) == 2 for r in results)
+    assert cli.main(["predict", "--checkpoint", str(checkpoint), "no_such_image.png"]) == 2
+    assert "no_such_image.png" in capsys.readouterr().err
