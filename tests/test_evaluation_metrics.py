@@ -72,3 +72,11 @@ def test_harmonic_mean_on_arrays():
     # [2*.5*.25/.75, 0 (both 0), 2*.8*.2/1.0] = [1/3, 0, 0.32]
     h = harmonic_mean(np.array([0.5, 0.0, 0.8]), np.array([0.25, 0.0, 0.2]))
     np.testing.assert_allclose(h, [1 / 3, 0.0, 0.32])
+
+
+def test_class_accuracies_by_hand():
+    from mgmrn.evaluation import class_accuracies
+
+    # class 0: 1/1 right; class 1: one of two right; class 2: 2/2 right
+    got = class_accuracies([0, 0, 1, 2, 2], [0, 1, 1, 2, 2], [0, 1, 2])
+    assert list(got) == [1.0, 0.5, 1.0]

@@ -275,3 +275,21 @@ def test_halving_equals_bilinear_resize(size):
     x = torch.randn(2, 3, *size)
     expected = F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False)
     torch.testing.assert_close(_halve(x), expected)
+
+
+def test_batch_norm_option_replaces_only_the_projection_norm():
+    gn = GranularityModule(16, 32, num_parts=2)
+    bn = GranularityModule(16, 32, num_parts=2, norm="batch")
+    assert isinstance(gn.project[1], torch.nn.GroupNorm) and gn.project[1].num_groups == 32
+    assert isinstance(bn.project[1], torch.nn.BatchNorm2d)
+    assert isinstance(bn.project_regions[1], torch.nn.LayerNorm)
+
+
+def test_region_tokens_keep_their_information_after_projection():
+    """Tokens are normalised over all D channels: distinct regions stay distinct."""
+    torch.manual_seed(0)
+    module = GranularityModule(8, 64, num_parts=4)
+    _, regions, _ = module(torch.rand(2, 8, 6, 6) * 3)
+    # with per-pair GroupNorm every token would collapse to +-1 patterns; LayerNorm keeps a spread
+    assert regions.std(dim=-1).min() > 0.1
+    assert (regions[:, :, None] - regions[:, None]).abs().sum(-1).triu(1).gt(1e-3).sum() == 2 * 6

@@ -68,6 +68,16 @@ def _setup_logging(verbose: bool) -> None:
                         datefmt="%H:%M:%S")
 
 
+def _message(err: Exception) -> str:
+    """The error's own words; an error raised in a data-loading worker arrives wrapped in that
+    worker's traceback, of which only the last line speaks to the user."""
+    text = str(err)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose)
@@ -92,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
         if args.verbose:
             raise
-        print(f"mgmrn {args.command}: error: {err}", file=sys.stderr)
+        print(f"mgmrn {args.command}: error: {_message(err)}", file=sys.stderr)
         return 2
     return 0
 

@@ -36,6 +36,7 @@ class ModelConfig:
     scaled_attention: bool = False  # divide Q K^T by sqrt(M); the published model does not
     resize_before_projection: bool = False  # halve fine/middle maps before the 3x3 projection
     tau: float = 20.0  # temperature of the cosine classifier
+    norm: str = "group"  # normalisation of the level projections: "group" (published) or "batch"
 
 
 @dataclass
@@ -72,8 +73,9 @@ class DataConfig:
 class TrainConfig:
     epochs: int = 30
     batches_per_epoch: int = 300
+    optimizer: str = "sgd"  # "sgd" (the published recipe) or "adamw"
     lr: float = 5e-4
-    momentum: float = 0.9
+    momentum: float = 0.9  # SGD only
     weight_decay: float = 1e-5
     lr_step: int = 10  # StepLR step, in epochs
     lr_gamma: float = 0.1
@@ -83,7 +85,6 @@ class TrainConfig:
     channels_last: bool | None = None  # None = on for CUDA, off for CPU
     compile: bool = False
     eval_every: int = 1  # epochs between evaluations; 0 evaluates only at the end
-    log_every: int = 10
 
 
 @dataclass
@@ -108,11 +109,13 @@ class Config:
 
 CHOICES = {
     "model.name": ("mgmrn", "baseline"),
+    "model.norm": ("group", "batch"),
     "data.name": ("demo", "cub", "sun", "awa2", "custom"),
     "data.semantic": ("original", "normalized"),
     "data.split": ("trainval", "val"),
     "data.sampler": ("episodic", "random"),
     "train.schedule": ("fused", "alternating"),
+    "train.optimizer": ("sgd", "adamw"),
     "train.amp": ("auto", "bf16", "fp16", "none"),
 }
 

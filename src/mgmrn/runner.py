@@ -104,8 +104,11 @@ def evaluate_model(model: nn.Module, data, cfg: Config, device: torch.device,
 
 def _build_optimizer(model: nn.Module, cfg: Config):
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=cfg.train.lr, momentum=cfg.train.momentum,
-                                weight_decay=cfg.train.weight_decay)
+    if cfg.train.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(params, lr=cfg.train.lr, momentum=cfg.train.momentum,
+                                    weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.train.lr_step,
                                                 gamma=cfg.train.lr_gamma)
     return optimizer, scheduler
@@ -277,12 +280,7 @@ def evaluate_checkpoint(path: str | Path, overrides: dict | None = None,
     env = init_distributed()
     try:
         saved = ckpt_io.load_checkpoint(path)
-        values = saved["config"]
-        for section, fields in (overrides or {}).items():
-            if isinstance(fields, dict) and isinstance(values.get(section), dict):
-                values[section].update(fields)
-            else:
-                values[section] = fields
+        values = _merge(saved["config"], overrides or {})
         values.setdefault("model", {})["pretrained"] = False  # the weights come from the file
         cfg = from_dict(values)
         device = resolve_device(cfg.device, env)
@@ -301,6 +299,17 @@ def evaluate_checkpoint(path: str | Path, overrides: dict | None = None,
         return results
     finally:
         cleanup()
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    """``base`` with ``overrides`` applied key by key, at any depth."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def load_model(saved: dict, cfg: Config, attribute_vectors: torch.Tensor,

@@ -21,4 +21,5 @@ def build_model(cfg, attribute_vectors: torch.Tensor) -> nn.Module:
         return GlobalBaseline(backbone, attribute_vectors.shape[0], tau=cfg.tau)
     return MgMRN(backbone, attribute_vectors, dim=cfg.dim, attn_dim=cfg.attn_dim,
                  num_parts=cfg.num_parts, scaled_attention=cfg.scaled_attention,
-                 resize_before_projection=cfg.resize_before_projection, tau=cfg.tau)
+                 resize_before_projection=cfg.resize_before_projection, tau=cfg.tau,
+                 norm=cfg.norm)

@@ -60,11 +60,12 @@ class MgMRN(nn.Module):
         scaled_attention: divide attention logits by sqrt(M).
         resize_before_projection: halve fine and middle maps before their 3x3 projection.
         tau: temperature of the cosine classifier.
+        norm: normalisation of the level projections, ``group`` (published) or ``batch``.
     """
 
     def __init__(self, backbone: Backbone, attribute_vectors: torch.Tensor, dim: int = 2048,
                  attn_dim: int = 1024, num_parts: int = 5, scaled_attention: bool = False,
-                 resize_before_projection: bool = False, tau: float = 20.0):
+                 resize_before_projection: bool = False, tau: float = 20.0, norm: str = "group"):
         super().__init__()
         self.backbone = backbone
         self.register_buffer("word_vectors", attribute_vectors.float().clone())
@@ -72,7 +73,7 @@ class MgMRN(nn.Module):
         num_attributes, word_dim = attribute_vectors.shape
         self.granularity = nn.ModuleList(
             GranularityModule(c, dim, num_parts, downsample=i < 2,
-                              resize_before_projection=resize_before_projection)
+                              resize_before_projection=resize_before_projection, norm=norm)
             for i, c in enumerate(backbone.channels)
         )
         self.refinement = MutualRefinement(dim, num_levels=len(LEVELS))
