@@ -180,7 +180,7 @@ def corner_shares(tmp_path_factory, request) -> dict:
     return {"colors": colors, "shares": shares, "levels": levels}
 
 
-def corner_image(color: str, corner: tuple[int, int], size: int = 64) -> Image.Image:
+def corner_image(color: str, corner: tuple[int, int], size: int = 96) -> Image.Image:
     """A lone solid demo-coloured circle in one corner of a plain grey image.
 
     The circle (diameter 0.45 of the side, 2 px from the edges) stays inside its quadrant after

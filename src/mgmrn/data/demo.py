@@ -32,7 +32,7 @@ from .errors import DataError
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1  # bump when drawing changes, so that old caches are regenerated
+GENERATOR_VERSION = 2  # bump when drawing changes, so that old caches are regenerated
 MIN_SEEN_CLASSES = 3
 TEST_SEEN_FRACTION = 0.2
 MAX_TRIES = 2000

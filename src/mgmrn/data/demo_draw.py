@@ -24,8 +24,8 @@ COLORS = {
 }
 PATTERNS = ("solid", "stripes", "dots", "checker")
 SUPERSAMPLE = 2
-OBJECT_SIZE = (0.35, 0.60)  # object diameter, as a share of the image side
-DISTRACTOR_SIZE = (0.12, 0.20)
+OBJECT_SIZE = (0.32, 0.52)  # object diameter, as a share of the image side
+DISTRACTOR_SIZE = (0.14, 0.26)
 
 
 def shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -160,11 +160,13 @@ def draw_image(rng: np.random.Generator, size: int, shape: str, color: str, patt
     side = size * SUPERSAMPLE
     image = background(rng, side)
     others = [c for c in colors if c != color] or list(colors)
-    for _ in range(rng.integers(2, 4)):
-        rows, cols, u, v, _, _ = _place(rng, side, DISTRACTOR_SIZE)
+    for _ in range(rng.integers(2, 5)):
+        rows, cols, u, v, x, y = _place(rng, side, DISTRACTOR_SIZE)
         tint = np.array(COLORS[others[rng.integers(len(others))]], dtype=np.float32)
-        _paint(image[rows, cols], shape_mask(shapes[rng.integers(len(shapes))], u, v), tint,
-               alpha=rng.uniform(0.45, 0.8))
+        mask = shape_mask(shapes[rng.integers(len(shapes))], u, v)
+        _paint(image[rows, cols], mask, tint, alpha=rng.uniform(0.7, 1.0))
+        _paint(image[rows, cols], mask & pattern_mask(PATTERNS[rng.integers(len(PATTERNS))], x, y,
+                                                      period=side / 9), tint * 0.3)
     rows, cols, u, v, x, y = _place(rng, side, OBJECT_SIZE)
     body = shape_mask(shape, u, v)
     tone = np.clip(np.array(COLORS[color], dtype=np.float32) * rng.uniform(0.85, 1.1)
