@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
-from conftest import shared_data
+from .conftest import shared_data
 from PIL import Image
 
 from mgmrn.config import DataConfig
