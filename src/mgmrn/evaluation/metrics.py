@@ -30,24 +30,9 @@ def per_class_accuracy(predictions: Any, labels: Any, classes: Any = None) -> fl
         ValueError: shapes differ, no images, or a class of ``classes`` has no image (its
             accuracy would be undefined).
     """
-    predictions = as_labels(predictions, "predictions")
-    labels = as_labels(labels, "labels")
-    if predictions.shape != labels.shape:
-        raise ValueError(f"predictions {predictions.shape} and labels {labels.shape} differ")
-    if labels.size == 0:
+    if as_labels(labels, "labels").size == 0:
         raise ValueError("no labels: accuracy is undefined")
-    if classes is None:
-        classes = np.unique(labels)
-    else:
-        classes = np.unique(as_labels(classes, "classes"))
-        empty = np.setdiff1d(classes, labels)
-        if empty.size:
-            raise ValueError(f"classes without any image: {empty.tolist()}")
-    keep = np.isin(labels, classes)
-    slot = np.searchsorted(classes, labels[keep])
-    sizes = np.bincount(slot, minlength=classes.size)
-    hits = np.bincount(slot, weights=predictions[keep] == labels[keep], minlength=classes.size)
-    return float(np.mean(hits / sizes))
+    return float(np.mean(class_accuracies(predictions, labels, classes)))
 
 
 def harmonic_mean(seen: Any, unseen: Any) -> Any:
@@ -67,14 +52,14 @@ def harmonic_mean(seen: Any, unseen: Any) -> Any:
     return float(h) if h.ndim == 0 else h
 
 
-def class_accuracies(predictions: Any, labels: Any, classes: Any) -> np.ndarray:
+def class_accuracies(predictions: Any, labels: Any, classes: Any = None) -> np.ndarray:
     """Top-1 accuracy of each class, e.g. for a per-class chart.
 
     Args:
         predictions: (N,) predicted class indices.
         labels: (N,) true class indices.
         classes: the K classes to report, each with at least one image in ``labels``; images of
-            other classes are ignored.
+            other classes are ignored. Default: the classes present in ``labels``.
 
     Returns:
         (K,) accuracies as fractions, in increasing class order.
@@ -86,10 +71,13 @@ def class_accuracies(predictions: Any, labels: Any, classes: Any) -> np.ndarray:
     labels = as_labels(labels, "labels")
     if predictions.shape != labels.shape:
         raise ValueError(f"predictions {predictions.shape} and labels {labels.shape} differ")
-    classes = np.unique(as_labels(classes, "classes"))
-    empty = np.setdiff1d(classes, labels)
-    if empty.size:
-        raise ValueError(f"classes without any image: {empty.tolist()}")
+    if classes is None:
+        classes = np.unique(labels)
+    else:
+        classes = np.unique(as_labels(classes, "classes"))
+        empty = np.setdiff1d(classes, labels)
+        if empty.size:
+            raise ValueError(f"classes without any image: {empty.tolist()}")
     keep = np.isin(labels, classes)
     slot = np.searchsorted(classes, labels[keep])
     sizes = np.bincount(slot, minlength=classes.size)
