@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
-from .conftest import shared_data
 from PIL import Image
 
 from mgmrn.config import DataConfig
 from mgmrn.data import DataError, build_data
 from mgmrn.data.records import load_attribute_vectors
 from mgmrn.data.xlsa17 import find_prefix_length, read_attribute_names, read_xlsa17
+
+from .conftest import shared_data
 
 AUTHOR_PREFIX = "/BS/xian/work/data/"
 # all-class order differs from folder numbering, as in the real CUB files
