@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/mgmrn train
+	$(VENV)/bin/mgmrn train output_dir=runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 test: install
 	$(PY) -m pytest -q

@@ -14,6 +14,7 @@ Mg-MRN: Multi-Granularity Mutual Refinement Network for zero-shot image classifi
   mgmrn train                               train and evaluate on the built-in demo set
   mgmrn train --config cub data.root=/data  the published CUB recipe (also: sun, awa2)
   mgmrn eval --checkpoint runs/cub/checkpoints/best.pt
+  mgmrn predict --checkpoint runs/demo/checkpoints/best.pt photo.jpg --explain figures/
   torchrun --nproc_per_node=4 -m mgmrn train --config cub   (several GPUs)
 
 Any config field can be set as key=value with dotted keys (e.g. train.epochs=5).
