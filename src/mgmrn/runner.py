@@ -181,7 +181,7 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
     resume_from = prepare_run_folder(folder, resume)
     device = resolve_device(cfg.device, env)
     seed_everything(cfg.seed)
-    data = build_data(cfg.data, seed=cfg.seed)
+    data = _build_data_once(cfg, env)
     check_sampler_fits(data, cfg.data)
     model = build_model(cfg.model, data.attribute_vectors).to(device)
     precision = resolve_precision(cfg, device)
@@ -245,6 +245,17 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
     return results
 
 
+def _build_data_once(cfg: Config, env: DistEnv):
+    """Build the data on the main process first (it may draw the demo set or check every image),
+    then on the others, which find the work done."""
+    if not env.is_main:
+        barrier()
+    data = build_data(cfg.data, seed=cfg.seed)
+    if env.is_main:
+        barrier()
+    return data
+
+
 def _restore(saved: dict, model, optimizer, scheduler, precision, path: Path):
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
@@ -284,7 +295,7 @@ def evaluate_checkpoint(path: str | Path, overrides: dict | None = None,
         values.setdefault("model", {})["pretrained"] = False  # the weights come from the file
         cfg = from_dict(values)
         device = resolve_device(cfg.device, env)
-        data = build_data(cfg.data, seed=cfg.seed)
+        data = _build_data_once(cfg, env)
         model = load_model(saved, cfg, data.attribute_vectors, path).to(device)
         precision = resolve_precision(cfg, device)
         results = evaluate_model(model, data, cfg, device, precision, env)

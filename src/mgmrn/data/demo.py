@@ -193,6 +193,8 @@ def ensure_demo(root: str | Path, cfg: DemoConfig) -> Path:
 def _swap_into_place(tmp: Path, root: Path, cfg: DemoConfig) -> None:
     """Rename ``tmp`` to ``root``, replacing an outdated cache; tolerate a concurrent winner."""
     old = None
+    if _cached(root, cfg):  # a concurrent process finished first: keep its copy, in use already
+        return
     if root.exists():
         old = root.parent / f".{root.name}-old-{os.getpid()}"
         try:
