@@ -195,7 +195,6 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
     if env.is_main:
         (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
         save_config(cfg, folder / "config.yaml")
-        log.info("data: %s", data.summary())
         log.info("model: %s, %.2fM parameters, device %s", cfg.model.name,
                  sum(p.numel() for p in model.parameters()) / 1e6, device)
     wrapped = _wrap(model, cfg, env, device)
@@ -223,13 +222,11 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
             record.update({k: results[k] for k in ("czsl_acc", "gzsl_seen", "gzsl_unseen",
                                                      "gzsl_h", "ausuc", "gamma")})
             best = _update_best(best, results, epoch)
-            if env.is_main and best["epoch"] == epoch:
-                ckpt_io.save_atomic(_checkpoint(model, optimizer, scheduler, cfg, data, epoch,
-                                                best, precision),
-                                    folder / "checkpoints" / "best.pt")
         if env.is_main:
-            ckpt_io.save_atomic(_checkpoint(model, optimizer, scheduler, cfg, data, epoch, best,
-                                            precision), folder / "checkpoints" / "last.pt")
+            state = _checkpoint(model, optimizer, scheduler, cfg, data, epoch, best, precision)
+            if best["epoch"] == epoch:
+                ckpt_io.save_atomic(state, folder / "checkpoints" / "best.pt")
+            ckpt_io.save_atomic(state, folder / "checkpoints" / "last.pt")
             metrics.write(record)
             log.info(_summary_line(record, cfg.train.epochs))
         barrier()
