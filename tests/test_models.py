@@ -12,7 +12,7 @@ from mgmrn.config import ModelConfig
 from mgmrn.models import Backbone, MgMRN, PretrainedWeightsError, build_model, spatial_attention
 from mgmrn.models.classifier import cosine_class_scores
 from mgmrn.models.decoder import AttributeDecoder
-from mgmrn.models.granularity import GranularityModule, RegionGrouping
+from mgmrn.models.granularity import GranularityModule, GroupNorm, RegionGrouping
 from mgmrn.models.refinement import MutualRefinement, SpatialChannelAttention
 
 TINY = "test_resnet"  # timm's tiny ResNet: strides 8/16/32 with 48/192/96 channels
@@ -283,6 +283,42 @@ def test_batch_norm_option_replaces_only_the_projection_norm():
     assert isinstance(gn.project[1], torch.nn.GroupNorm) and gn.project[1].num_groups == 32
     assert isinstance(bn.project[1], torch.nn.BatchNorm2d)
     assert isinstance(bn.project_regions[1], torch.nn.LayerNorm)
+
+
+def _affine_group_norm(seed: int = 0) -> tuple[GroupNorm, torch.nn.GroupNorm]:
+    torch.manual_seed(seed)
+    ours, reference = GroupNorm(4, 16), torch.nn.GroupNorm(4, 16)
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 2.0)
+        ours.bias.uniform_(-1.0, 1.0)
+    reference.load_state_dict(ours.state_dict())
+    return ours, reference
+
+
+def test_group_norm_equals_torch_group_norm_in_fp32():
+    ours, reference = _affine_group_norm()
+    x = torch.randn(3, 16, 5, 7) * 3 + 1
+    torch.testing.assert_close(ours(x), reference(x), rtol=0, atol=0)
+
+
+def test_group_norm_keeps_bf16_under_autocast_and_matches_fp32():
+    """Same function as the fp32 GroupNorm, to bf16 rounding; gradients reach its parameters."""
+    ours, reference = _affine_group_norm(1)
+    x = (torch.randn(2, 16, 12, 12) * 2 + 3).contiguous(memory_format=torch.channels_last)
+    x_half = x.bfloat16().requires_grad_()
+    x_full = x_half.detach().float().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = ours(x_half)
+    assert y.dtype == torch.bfloat16
+    expected = reference(x_full)
+    assert (y.float() - expected).norm() / expected.norm() < 1e-2
+    weights = torch.randn_like(expected)
+    (y.float() * weights).sum().backward()
+    (expected * weights).sum().backward()
+    assert ours.weight.grad.dtype == torch.float32
+    for got, want in ((ours.weight.grad, reference.weight.grad), (ours.bias.grad, reference.bias.grad),
+                      (x_half.grad.float(), x_full.grad)):
+        assert (got - want).norm() / want.norm() < 2e-2
 
 
 def test_region_tokens_keep_their_information_after_projection():
