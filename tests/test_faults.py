@@ -78,6 +78,16 @@ def test_sampler_that_cannot_fit_the_data_is_refused_before_training(tmp_path, c
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")
+def test_cuda_graphs_asked_for_on_the_cpu_are_refused_before_training(tmp_path, capsys):
+    assert main(["train", *tiny(tmp_path, "run", "train.cuda_graphs=true",
+                                "train.schedule=alternating")]) == 2
+    err = capsys.readouterr().err
+    assert "train.cuda_graphs" in err
+    assert "need a CUDA device" in err and "need train.schedule=fused" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_checkpoint_for_another_attribute_count_is_refused(tmp_path, capsys):
     assert main(["train", *tiny(tmp_path, "run", "train.epochs=1")]) == 0
     other = tiny(tmp_path, "x", "data.demo.num_patterns=3", f"data.root={tmp_path / 'demo3'}")

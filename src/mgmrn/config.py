@@ -84,6 +84,7 @@ class TrainConfig:
     amp: str = "auto"  # "auto", "bf16", "fp16" or "none"; auto = bf16 on CUDA, none on CPU
     channels_last: bool | None = None  # None = on for CUDA, off for CPU
     compile: bool = False
+    cuda_graphs: bool | None = None  # replay each fused step as a CUDA graph; None = on where supported
     eval_every: int = 1  # epochs between evaluations; 0 evaluates only at the end
 
 

@@ -48,6 +48,9 @@ def resolve_device(name: str, env: DistEnv) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", env.local_rank)
+    if device.type == "cuda":
+        # shapes repeat from batch to batch: cuDNN times its algorithms once per shape
+        torch.backends.cudnn.benchmark = True
     return device
 
 

@@ -27,10 +27,11 @@ class Precision:
     channels_last: bool = False
     scaler: torch.amp.GradScaler | None = None
 
-    def autocast(self, device: torch.device):
+    def autocast(self, device: torch.device, cache: bool = True):
+        """Autocast to ``dtype``; ``cache=False`` recasts weights at every use (graph capture)."""
         if self.dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=self.dtype)
+        return torch.autocast(device_type=device.type, dtype=self.dtype, cache_enabled=cache)
 
     def prepare(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
         images = images.to(device, non_blocking=True)
@@ -39,8 +40,9 @@ class Precision:
         return images
 
 
-def _losses(model: nn.Module, images, labels, class_attributes, lam, precision, device):
-    with precision.autocast(device):
+def _losses(model: nn.Module, images, labels, class_attributes, lam, precision, device,
+            cache: bool = True):
+    with precision.autocast(device, cache):
         out = model(images, class_attributes)
         return [level_loss(c.float(), a.float(), class_attributes, labels, lam)
                 for c, a in zip(out.class_scores, out.attribute_scores)]
@@ -57,22 +59,131 @@ def _step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, precision: Preci
         optimizer.step()
 
 
-def _check_finite(losses: list[torch.Tensor], levels, epoch: int, batch: int) -> list[float]:
-    """The losses as floats (one device sync for all), or an error naming the first bad one."""
-    values = torch.stack([loss.detach() for loss in losses]).tolist()
-    for name, value in zip(levels, values):
-        if not math.isfinite(value):
-            raise NonFiniteLossError(
-                f"non-finite loss ({value}) at epoch {epoch}, batch {batch}, level "
-                f"'{name}'; lower train.lr or try train.amp=none; the last good checkpoint "
-                f"was left in place")
-    return values
+class LossReader:
+    """Reads each step's losses one step late, so that the host never waits for the device.
+
+    Reading a loss as a number waits until the device has computed it; done inside every step, it
+    drains the device's queue once per step. Here a step's losses are copied to host memory
+    without waiting, and read (and checked) when the next step has been queued, or at ``flush``.
+    """
+
+    def __init__(self, levels, epoch: int):
+        self.levels, self.epoch = levels, epoch
+        self.pending: tuple | None = None
+
+    def push(self, losses: torch.Tensor, batch: int, levels=None) -> list[float]:
+        """Queue ``losses`` (L,) of ``batch``; returns the values queued before, if any."""
+        losses = losses.detach()
+        event = None
+        if losses.is_cuda:
+            host = torch.empty(losses.shape, dtype=losses.dtype, pin_memory=True)
+            host.copy_(losses, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            losses = host
+        previous, self.pending = self.pending, (losses, event, batch, levels or self.levels)
+        return self._read(previous)
+
+    def flush(self) -> list[float]:
+        """The values still queued."""
+        previous, self.pending = self.pending, None
+        return self._read(previous)
+
+    def _read(self, item) -> list[float]:
+        if item is None:
+            return []
+        losses, event, batch, levels = item
+        if event is not None:
+            event.synchronize()
+        values = losses.tolist()
+        for name, value in zip(levels, values):
+            if not math.isfinite(value):
+                raise NonFiniteLossError(
+                    f"non-finite loss ({value}) at epoch {self.epoch}, batch {batch}, level "
+                    f"'{name}'; lower train.lr or try train.amp=none; the last good checkpoint "
+                    f"was left in place")
+        return values
+
+
+class GraphedStep:
+    """Forward and backward of the fused schedule, captured once as a CUDA graph and replayed.
+
+    An eager step launches its few thousand kernels one by one, and at 448 px the host takes
+    about as long to launch them as the device takes to run them. A replay launches them all at
+    once. Every call is a real training step:
+
+    - the first ``warmup`` calls run eagerly on a side stream (cuDNN picks its algorithms, the
+      autograd engine and the optimizer create their state);
+    - the next call captures the step on its batch and replays it;
+    - later calls copy their batch into the captured input tensors and replay.
+
+    The optimizer steps outside the graph, so learning-rate schedules work unchanged. The
+    gradients live in the graph's memory: callers must not set them to None between steps. A
+    batch of another shape runs eagerly into the same gradient tensors.
+
+    Args:
+        model: the network; its forward must not read values back to the host.
+        class_attributes: (S, A) seen-class attributes on the device.
+        lam, precision, device: as for ``train_one_epoch``.
+        warmup: eager steps before the capture.
+    """
+
+    def __init__(self, model: nn.Module, class_attributes: torch.Tensor, lam: float,
+                 precision: Precision, device: torch.device, warmup: int = 3):
+        if device.type != "cuda":
+            raise ValueError(f"CUDA graphs need a CUDA device, got {device}")
+        if precision.scaler is not None:
+            raise ValueError("CUDA graphs do not support the fp16 gradient scaler; use bf16")
+        self.model, self.class_attributes = model, class_attributes
+        self.lam, self.precision, self.device = lam, precision, device
+        self.warmup = warmup
+        self.eager_steps = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.static: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def _forward_backward(self, images, labels, cache: bool = True) -> torch.Tensor:
+        losses = _losses(self.model, images, labels, self.class_attributes, self.lam,
+                         self.precision, self.device, cache)
+        sum(losses).backward()
+        return torch.stack([loss.detach() for loss in losses])
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One step's forward and backward: losses (L,); gradients are left in ``.grad``."""
+        if self.graph is not None:
+            static_images, static_labels, static_losses = self.static
+            if images.shape == static_images.shape and labels.shape == static_labels.shape:
+                static_images.copy_(images)
+                static_labels.copy_(labels)
+                self.graph.replay()
+                return static_losses
+            self.model.zero_grad(set_to_none=False)  # keep the graph's gradient tensors
+            return self._forward_backward(images, labels)
+        if self.eager_steps < self.warmup:
+            self.eager_steps += 1
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                self.model.zero_grad(set_to_none=True)
+                losses = self._forward_backward(images, labels)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            return losses.clone()
+        static_images = images.clone()
+        static_labels = labels.clone()
+        self.model.zero_grad(set_to_none=True)  # the graph allocates the gradients
+        self.graph = torch.cuda.CUDAGraph()
+        # thread_local: a data loader's pinning thread may use CUDA while the step is captured
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+            static_losses = self._forward_backward(static_images, static_labels, cache=False)
+        self.static = (static_images, static_labels, static_losses)
+        self.graph.replay()
+        return static_losses
 
 
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
                     class_attributes: torch.Tensor, lam: float, device: torch.device,
                     epoch: int, schedule: str = "fused", levels=("fine", "middle", "coarse"),
-                    precision: Precision | None = None, show_progress: bool = True) -> dict:
+                    precision: Precision | None = None, show_progress: bool = True,
+                    graphed: GraphedStep | None = None) -> dict:
     """Train for one pass over ``loader``.
 
     ``fused`` runs one forward pass per batch and steps once on the sum of the level losses;
@@ -80,6 +191,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
 
     Args:
         class_attributes: (S, A) attributes of the seen classes; labels index them.
+        graphed: run the fused steps' forward and backward through this CUDA graph (built for
+            the same model, attributes, ``lam`` and precision); kept across epochs.
 
     Returns:
         mean loss per level, total mean loss, images per second.
@@ -87,28 +200,40 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
     precision = precision or Precision()
     model.train()
     class_attributes = class_attributes.to(device)
-    sums = torch.zeros(len(levels))
+    reader = LossReader(levels, epoch)
+    sums, read = torch.zeros(len(levels)), 0
     seen, start = 0, time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not show_progress,
                dynamic_ncols=True)
+
+    def add(values: list[float]) -> None:
+        nonlocal read
+        if values:
+            sums.add_(torch.tensor(values))
+            read += 1
+
     for batch, (images, labels) in enumerate(bar):
-        images, labels = precision.prepare(images, device), labels.to(device)
-        if schedule == "fused":
+        images, labels = precision.prepare(images, device), labels.to(device, non_blocking=True)
+        if schedule == "fused" and graphed is not None:
+            add(reader.push(graphed(images, labels), batch))
+            optimizer.step()
+        elif schedule == "fused":
             losses = _losses(model, images, labels, class_attributes, lam, precision, device)
-            values = _check_finite(losses, levels, epoch, batch)
+            add(reader.push(torch.stack([loss.detach() for loss in losses]), batch))
             _step(sum(losses), optimizer, precision)
         else:
-            values = []
+            level_values = []
             for level in range(len(levels)):
                 level_losses = _losses(model, images, labels, class_attributes, lam,
                                        precision, device)
-                values += _check_finite(level_losses[level:level + 1], levels[level:], epoch,
-                                        batch)
+                level_values += reader.push(level_losses[level][None], batch, levels[level:])
                 _step(level_losses[level], optimizer, precision)
-        sums += torch.tensor(values)
+            add(level_values + reader.flush())
         seen += images.shape[0]
-        rate = seen / (time.perf_counter() - start)
-        bar.set_postfix(loss=f"{sums.sum().item() / (batch + 1):.3f}", img_s=f"{rate:.1f}")
+        if show_progress and read:
+            rate = seen / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{sums.sum().item() / read:.3f}", img_s=f"{rate:.1f}")
+    add(reader.flush())
     n = max(1, len(loader))
     result = {f"loss_{name}": (sums[i] / n).item() for i, name in enumerate(levels)}
     result["loss"] = (sums.sum() / n).item()

@@ -16,7 +16,7 @@ from . import checkpoint as ckpt_io
 from .config import Config, ConfigError, from_dict, save_config
 from .data import build_data, build_test_loader, build_train_loader, check_sampler_fits
 from .distributed import DistEnv, barrier, cleanup, init_distributed, resolve_device
-from .engine import Precision, predict_logits, train_one_epoch
+from .engine import GraphedStep, Precision, predict_logits, train_one_epoch
 from .evaluation import class_accuracies, evaluate_zsl
 from .models import build_model
 from .report import format_results, write_json
@@ -45,6 +45,24 @@ def resolve_precision(cfg: Config, device: torch.device) -> Precision:
         channels_last = device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
     return Precision(dtype=dtype, channels_last=channels_last, scaler=scaler)
+
+
+def resolve_cuda_graphs(cfg: Config, device: torch.device, env: DistEnv,
+                        precision: Precision) -> bool:
+    """Whether fused steps replay as CUDA graphs: ``train.cuda_graphs``, or where supported."""
+    unmet = [why for why, bad in (
+        ("need a CUDA device", device.type != "cuda"),
+        ("need train.schedule=fused", cfg.train.schedule != "fused"),
+        ("run in a single process, not under torchrun", env.enabled),
+        ("do not support train.amp=fp16 (use bf16)", precision.scaler is not None),
+        ("do not combine with train.compile", cfg.train.compile),
+    ) if bad]
+    if cfg.train.cuda_graphs is None:
+        return not unmet
+    if cfg.train.cuda_graphs and unmet:
+        raise ConfigError(f"config key 'train.cuda_graphs': CUDA graphs {'; '.join(unmet)}; set "
+                          f"train.cuda_graphs=false, or leave it unset to use them where they work")
+    return cfg.train.cuda_graphs
 
 
 def prepare_run_folder(folder: Path, resume: bool) -> Path | None:
@@ -102,13 +120,18 @@ def evaluate_model(model: nn.Module, data, cfg: Config, device: torch.device,
     return results
 
 
-def _build_optimizer(model: nn.Module, cfg: Config):
+def _build_optimizer(model: nn.Module, cfg: Config, device: torch.device):
     params = [p for p in model.parameters() if p.requires_grad]
+    # on CUDA one fused kernel updates every parameter, instead of a pass per term of the update;
+    # not for the alternating schedule, whose steps leave some gradients unset, which the fused
+    # kernels of some torch releases refuse
+    fused = True if device.type == "cuda" and cfg.train.schedule == "fused" else None
     if cfg.train.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+                                      fused=fused)
     else:
         optimizer = torch.optim.SGD(params, lr=cfg.train.lr, momentum=cfg.train.momentum,
-                                    weight_decay=cfg.train.weight_decay)
+                                    weight_decay=cfg.train.weight_decay, fused=fused)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.train.lr_step,
                                                 gamma=cfg.train.lr_gamma)
     return optimizer, scheduler
@@ -185,9 +208,10 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
     check_sampler_fits(data, cfg.data)
     model = build_model(cfg.model, data.attribute_vectors).to(device)
     precision = resolve_precision(cfg, device)
+    use_graphs = resolve_cuda_graphs(cfg, device, env, precision)
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer, scheduler = _build_optimizer(model, cfg)
+    optimizer, scheduler = _build_optimizer(model, cfg, device)
     start_epoch, best = 0, {"gzsl_h": -1.0, "czsl_acc": -1.0, "epoch": None}
     if resume_from is not None:
         saved = ckpt_io.load_checkpoint(resume_from)
@@ -200,7 +224,10 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
     wrapped = _wrap(model, cfg, env, device)
     loader = build_train_loader(data, cfg.data, cfg.train.batches_per_epoch, cfg.seed,
                                 env.rank, env.world_size)
-    seen_attributes = data.class_attributes[data.seen_classes]
+    seen_attributes = data.class_attributes[data.seen_classes].to(device)
+    graphed = None
+    if use_graphs:
+        graphed = GraphedStep(wrapped, seen_attributes, cfg.train.lam, precision, device)
     metrics = MetricsLog(folder, env.is_main)
     levels = ("global",) if cfg.model.name == "baseline" else ("fine", "middle", "coarse")
     results = None
@@ -211,7 +238,7 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
         start = time.perf_counter()
         stats = train_one_epoch(wrapped, loader, optimizer, seen_attributes, cfg.train.lam,
                                 device, epoch, cfg.train.schedule, levels, precision,
-                                show_progress=env.is_main)
+                                show_progress=env.is_main, graphed=graphed)
         scheduler.step()
         record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **stats,
                   "epoch_seconds": time.perf_counter() - start}
