@@ -5,8 +5,16 @@ Times, after warm-up, training steps and inference on synthetic images already o
 
 - ``alternating_fp32``: the published schedule (a full forward, backward and step per level),
   fp32, no channels_last;
-- ``fused_fast``: one forward and one step on the summed losses, with bf16 autocast and
-  channels_last on CUDA (fp32 on the CPU, where autocast does not pay).
+- ``fused_fast``: one forward and one step on the summed losses, with what ``mgmrn train`` turns
+  on by default on CUDA: bf16 autocast, channels_last and CUDA-graph replay of each step (fp32
+  and eager on the CPU, where these do not pay);
+- ``fused_eager`` (CUDA only, on request): ``fused_fast`` without the CUDA graph, to show what the
+  graph adds.
+
+cuDNN autotuning (``torch.backends.cudnn.benchmark``) is on for every mode on CUDA, as in
+``mgmrn train``. On CUDA ``peak_memory_mb`` is the most memory allocated from the start of a mode
+(warm-up, autotuning workspaces and the graph capture included); ``steady_peak_memory_mb`` counts
+only after warm-up, where a replayed graph reuses memory allocated at its capture.
 
 Prints one JSON object per mode, then one summary object with the measured speed-up beside the
 operation-count ratio ``(9B + 5H) / (3B + 3H)`` (B: backbone, H: heads, forward FLOPs per image;
@@ -17,6 +25,7 @@ a small backbone at 128 px, batch 16 on the CPU.
     python benchmarks/throughput.py                       # picks the device
     python benchmarks/throughput.py --device cpu --backbone resnet18 --image-size 128
     python benchmarks/throughput.py --resize-before-projection
+    python benchmarks/throughput.py --modes alternating_fp32,fused_eager,fused_fast
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mgmrn.config import ModelConfig
-from mgmrn.engine import Precision, predict_logits, train_one_epoch
+from mgmrn.engine import GraphedStep, Precision, predict_logits, train_one_epoch
 from mgmrn.models import build_model
 
 CUB_EPOCHS, CUB_BATCHES, CUB_BATCH, CUB_TEST_IMAGES = 30, 300, 16, 4731
@@ -53,7 +62,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile the fused model")
     p.add_argument("--no-channels-last", action="store_true",
                    help="keep NCHW in the fused mode on CUDA")
-    p.add_argument("--modes", default="alternating_fp32,fused_fast")
+    p.add_argument("--no-cuda-graphs", action="store_true",
+                   help="run the fused_fast steps eagerly")
+    p.add_argument("--modes", default="alternating_fp32,fused_fast",
+                   help="comma-separated: alternating_fp32, fused_fast, fused_eager")
     args = p.parse_args()
     gpu = args.device.startswith("cuda")
     args.backbone = args.backbone or ("resnet101" if gpu else "resnet18")
@@ -104,14 +116,18 @@ def sync(device):
 
 def run_mode(mode: str, args, device) -> dict:
     model, attrs = build(args, device)
-    fast = mode == "fused_fast" and device.type == "cuda"
+    fast = mode in ("fused_fast", "fused_eager") and device.type == "cuda"
     precision = Precision(dtype=torch.bfloat16 if fast else None,
                           channels_last=fast and not args.no_channels_last)
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    runner = torch.compile(model) if args.compile and mode == "fused_fast" else model
+    runner = torch.compile(model) if args.compile and fast else model
     schedule = "alternating" if mode.startswith("alternating") else "fused"
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    graphs = fast and mode == "fused_fast" and not args.compile and not args.no_cuda_graphs
+    graphed = GraphedStep(runner, attrs, 0.1, precision, device) if graphs else None
+    # as in mgmrn train: one fused update kernel on CUDA, for the fused schedule
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9,
+                          fused=True if device.type == "cuda" and schedule == "fused" else None)
     batch = [(torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device),
               torch.randint(0, args.classes, (args.batch_size,), device=device))]
     if device.type == "cuda":
@@ -121,11 +137,16 @@ def run_mode(mode: str, args, device) -> dict:
         sync(device)
         start = time.perf_counter()
         train_one_epoch(runner, batch * steps, opt, attrs, 0.1, device, 0, schedule,
-                        precision=precision, show_progress=False)
+                        precision=precision, show_progress=False, graphed=graphed)
         sync(device)
         return time.perf_counter() - start
 
-    train(args.warmup)
+    train(args.warmup + (graphed.warmup + 1 if graphed else 0))  # the capture is warm-up too
+    warm_peak = None
+    if device.type == "cuda":
+        # cuDNN's autotuning tries algorithms with large workspaces during warm-up only
+        warm_peak = torch.cuda.max_memory_allocated(device) / 2**20
+        torch.cuda.reset_peak_memory_stats(device)
     train_rate = args.steps * args.batch_size / train(args.steps)
 
     def infer(steps):
@@ -137,16 +158,20 @@ def run_mode(mode: str, args, device) -> dict:
 
     infer(args.warmup)
     infer_rate = args.steps * args.batch_size / infer(args.steps)
-    peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    if device.type == "cuda":
+        steady = torch.cuda.max_memory_allocated(device) / 2**20
+        peak, extra = max(warm_peak, steady), {"steady_peak_memory_mb": round(steady, 1)}
+    else:
+        peak, extra = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, {}
     return {
         "mode": mode, "device": _device_name(device), "backbone": args.backbone,
         "image_size": args.image_size, "batch_size": args.batch_size,
         "schedule": schedule, "amp": "bf16" if fast else "none",
-        "channels_last": precision.channels_last,
+        "channels_last": precision.channels_last, "cuda_graphs": graphs,
+        "compile": args.compile and fast,
         "resize_before_projection": args.resize_before_projection,
         "train_images_per_s": round(train_rate, 2), "infer_images_per_s": round(infer_rate, 2),
-        "peak_memory_mb": round(peak, 1),
+        "peak_memory_mb": round(peak, 1), **extra,
         "peak_memory_kind": "cuda max allocated" if device.type == "cuda" else "process max RSS",
     }
 
@@ -160,6 +185,7 @@ def _device_name(device) -> str:
 def main() -> None:
     args = parse_args()
     device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = device.type == "cuda"
     model, attrs = build(args, device)
     b, h = count_flops(model, attrs, args, device)
     del model
