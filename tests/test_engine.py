@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from mgmrn.checkpoint import CheckpointError, load_checkpoint, save_atomic
 from mgmrn.engine import NonFiniteLossError, predict_logits, train_one_epoch
+from mgmrn.losses import level_loss
 from mgmrn.models import Backbone, MgMRN
 
 
@@ -36,7 +39,6 @@ def test_schedules_step_the_optimizer_once_or_once_per_level(schedule, steps_per
 
 
 def test_fused_step_equals_a_manual_step_on_the_summed_loss():
-    from mgmrn.losses import level_loss
 
     data, attrs = batches(1), torch.rand(3, 6)
     a, b = tiny_net(), tiny_net()
@@ -55,14 +57,39 @@ def test_fused_step_equals_a_manual_step_on_the_summed_loss():
         torch.testing.assert_close(pa, pb)
 
 
-def test_non_finite_loss_names_epoch_batch_and_level():
+@pytest.mark.parametrize("schedule", ["fused", "alternating"])
+@pytest.mark.parametrize("bad", [1, 2])  # losses are read one step late: the last batch at the end
+def test_non_finite_loss_names_epoch_batch_and_level(schedule, bad):
     net = tiny_net()
     opt = torch.optim.SGD(net.parameters(), lr=0.01)
     data = batches(3)
-    data[1] = (torch.full_like(data[1][0], float("nan")), data[1][1])
-    with pytest.raises(NonFiniteLossError, match="epoch 4, batch 1, level 'fine'"):
+    data[bad] = (torch.full_like(data[bad][0], float("nan")), data[bad][1])
+    with pytest.raises(NonFiniteLossError, match=f"epoch 4, batch {bad}, level 'fine'"):
         train_one_epoch(net, data, opt, torch.rand(3, 6), 0.1, torch.device("cpu"), 4,
-                        show_progress=False)
+                        schedule=schedule, show_progress=False)
+
+
+def test_epoch_loss_counts_every_batch_once():
+    """Read one step late, every batch's losses (taken before its own step) still count once."""
+    torch.manual_seed(0)
+    net, data, attrs = tiny_net(), batches(3), torch.rand(3, 6)
+    probe = copy.deepcopy(net)
+    stats = train_one_epoch(net, data, torch.optim.SGD(net.parameters(), lr=0.1), attrs, 0.5,
+                            torch.device("cpu"), 0, show_progress=False)
+    opt = torch.optim.SGD(probe.parameters(), lr=0.1)
+    expected = []
+    for images, labels in data:
+        probe.train()
+        out = probe(images, attrs)
+        losses = [level_loss(c, s, attrs, labels, 0.5)
+                  for c, s in zip(out.class_scores, out.attribute_scores)]
+        expected.append([loss.item() for loss in losses])
+        opt.zero_grad()
+        sum(losses).backward()
+        opt.step()
+    expected = torch.tensor(expected).mean(0)
+    for i, name in enumerate(("fine", "middle", "coarse")):
+        assert stats[f"loss_{name}"] == pytest.approx(expected[i].item(), rel=1e-5)
 
 
 def test_predict_logits_returns_every_image_in_order():
