@@ -18,6 +18,7 @@ from mgmrn.engine import GraphedStep, Precision, train_one_epoch
 from mgmrn.models import build_model
 
 from .test_main_job import tiny
+from .test_models import affine_group_norm
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -105,15 +106,7 @@ def test_train_on_cuda_end_to_end(tmp_path, graphs):
 
 
 def test_group_norm_in_bf16_on_cuda_matches_fp32():
-    from mgmrn.models.granularity import GroupNorm
-
-    torch.manual_seed(0)
-    ours = GroupNorm(32, 256).to(CUDA)
-    reference = torch.nn.GroupNorm(32, 256).to(CUDA)
-    with torch.no_grad():
-        ours.weight.uniform_(0.5, 2.0)
-        ours.bias.uniform_(-1.0, 1.0)
-    reference.load_state_dict(ours.state_dict())
+    ours, reference = (m.to(CUDA) for m in affine_group_norm(32, 256))
     x = (torch.randn(4, 256, 28, 28, device=CUDA) * 2 + 1).contiguous(memory_format=torch.channels_last)
     x_half = x.bfloat16().requires_grad_()
     with torch.autocast("cuda", dtype=torch.bfloat16):

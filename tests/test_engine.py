@@ -39,7 +39,6 @@ def test_schedules_step_the_optimizer_once_or_once_per_level(schedule, steps_per
 
 
 def test_fused_step_equals_a_manual_step_on_the_summed_loss():
-
     data, attrs = batches(1), torch.rand(3, 6)
     a, b = tiny_net(), tiny_net()
     opt_a = torch.optim.SGD(a.parameters(), lr=0.1)

@@ -285,9 +285,11 @@ def test_batch_norm_option_replaces_only_the_projection_norm():
     assert isinstance(bn.project_regions[1], torch.nn.LayerNorm)
 
 
-def _affine_group_norm(seed: int = 0) -> tuple[GroupNorm, torch.nn.GroupNorm]:
+def affine_group_norm(groups: int = 4, channels: int = 16,
+                      seed: int = 0) -> tuple[GroupNorm, torch.nn.GroupNorm]:
+    """Our GroupNorm and torch's, with the same random affine parameters."""
     torch.manual_seed(seed)
-    ours, reference = GroupNorm(4, 16), torch.nn.GroupNorm(4, 16)
+    ours, reference = GroupNorm(groups, channels), torch.nn.GroupNorm(groups, channels)
     with torch.no_grad():
         ours.weight.uniform_(0.5, 2.0)
         ours.bias.uniform_(-1.0, 1.0)
@@ -296,14 +298,14 @@ def _affine_group_norm(seed: int = 0) -> tuple[GroupNorm, torch.nn.GroupNorm]:
 
 
 def test_group_norm_equals_torch_group_norm_in_fp32():
-    ours, reference = _affine_group_norm()
+    ours, reference = affine_group_norm()
     x = torch.randn(3, 16, 5, 7) * 3 + 1
     torch.testing.assert_close(ours(x), reference(x), rtol=0, atol=0)
 
 
 def test_group_norm_keeps_bf16_under_autocast_and_matches_fp32():
     """Same function as the fp32 GroupNorm, to bf16 rounding; gradients reach its parameters."""
-    ours, reference = _affine_group_norm(1)
+    ours, reference = affine_group_norm(seed=1)
     x = (torch.randn(2, 16, 12, 12) * 2 + 3).contiguous(memory_format=torch.channels_last)
     x_half = x.bfloat16().requires_grad_()
     x_full = x_half.detach().float().requires_grad_()

@@ -226,7 +226,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
             for level in range(len(levels)):
                 level_losses = _losses(model, images, labels, class_attributes, lam,
                                        precision, device)
-                level_values += reader.push(level_losses[level][None], batch, levels[level:])
+                level_values += reader.push(level_losses[level][None], batch,
+                                             levels[level:level + 1])
                 _step(level_losses[level], optimizer, precision)
             add(level_values + reader.flush())
         seen += images.shape[0]
