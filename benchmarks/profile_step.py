@@ -20,6 +20,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from mgmrn.config import ModelConfig
 from mgmrn.engine import GraphedStep, Precision, train_one_epoch
+from mgmrn.losses import ZSLCriterion
 from mgmrn.models import build_model
 
 
@@ -55,7 +56,7 @@ def main() -> None:
         if gpu:
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        train_one_epoch(model, batch * n, opt, attrs, 0.1, device, 0, precision=precision,
+        train_one_epoch(model, batch * n, opt, ZSLCriterion(attrs, 0.1), device, 0, precision=precision,
                         show_progress=False, graphed=graphed)
         if gpu:
             torch.cuda.synchronize(device)
@@ -73,7 +74,7 @@ def main() -> None:
                    and not e.is_user_annotation]
         busy = sum(e.self_device_time_total for e in kernels) / 3 / 1e3
         timing["device_busy_ms_per_step"] = round(busy, 2)
-        graphed = GraphedStep(model, attrs, 0.1, precision, device)
+        graphed = GraphedStep(model, ZSLCriterion(attrs, 0.1), precision, device)
         steps(graphed.warmup + 1, graphed)
         timing["graphed_ms_per_step"] = round(steps(args.steps, graphed), 2)
     key = "self_cuda_time_total" if gpu else "self_cpu_time_total"

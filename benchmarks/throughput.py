@@ -40,6 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mgmrn.config import ModelConfig
 from mgmrn.engine import GraphedStep, Precision, predict_logits, train_one_epoch
+from mgmrn.losses import ZSLCriterion
 from mgmrn.models import build_model
 
 CUB_EPOCHS, CUB_BATCHES, CUB_BATCH, CUB_TEST_IMAGES = 30, 300, 16, 4731
@@ -105,7 +106,7 @@ def count_step_flops(args, device, schedule: str) -> float:
     batch = [(torch.randn(2, 3, args.image_size, args.image_size, device=device),
               torch.randint(0, args.classes, (2,), device=device))]
     with FlopCounterMode(display=False) as counter:
-        train_one_epoch(model, batch, opt, attrs, 0.1, device, 0, schedule, show_progress=False)
+        train_one_epoch(model, batch, opt, ZSLCriterion(attrs, 0.1), device, 0, schedule, show_progress=False)
     return counter.get_total_flops() / 2 / 1e9
 
 
@@ -124,7 +125,7 @@ def run_mode(mode: str, args, device) -> dict:
     runner = torch.compile(model) if args.compile and fast else model
     schedule = "alternating" if mode.startswith("alternating") else "fused"
     graphs = fast and mode == "fused_fast" and not args.compile and not args.no_cuda_graphs
-    graphed = GraphedStep(runner, attrs, 0.1, precision, device) if graphs else None
+    graphed = GraphedStep(runner, ZSLCriterion(attrs, 0.1), precision, device) if graphs else None
     # as in mgmrn train: one fused update kernel on CUDA, for the fused schedule
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9,
                           fused=True if device.type == "cuda" and schedule == "fused" else None)
@@ -136,7 +137,7 @@ def run_mode(mode: str, args, device) -> dict:
     def train(steps):
         sync(device)
         start = time.perf_counter()
-        train_one_epoch(runner, batch * steps, opt, attrs, 0.1, device, 0, schedule,
+        train_one_epoch(runner, batch * steps, opt, ZSLCriterion(attrs, 0.1), device, 0, schedule,
                         precision=precision, show_progress=False, graphed=graphed)
         sync(device)
         return time.perf_counter() - start

@@ -15,6 +15,7 @@ import torch
 from mgmrn.cli import main
 from mgmrn.config import ModelConfig
 from mgmrn.engine import GraphedStep, Precision, train_one_epoch
+from mgmrn.losses import ZSLCriterion
 from mgmrn.models import build_model
 
 from .test_main_job import tiny
@@ -50,7 +51,7 @@ def run(model, batches, attrs, precision, graphed):
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     losses = []
     for batch in batches:  # one epoch per batch: the graph is kept across epochs
-        stats = train_one_epoch(model, [batch], opt, attrs, 0.1, CUDA, 0, precision=precision,
+        stats = train_one_epoch(model, [batch], opt, ZSLCriterion(attrs, 0.1), CUDA, 0, precision=precision,
                                 show_progress=False, graphed=graphed)
         losses.append(stats["loss"])
     return losses
@@ -63,7 +64,7 @@ def test_graphed_steps_equal_eager_steps(deterministic_cudnn):
     attrs = torch.rand(5, 12, device=CUDA)
     batches = random_batches([6] * 7 + [4])
     precision = Precision()
-    graphed = GraphedStep(graphed_model, attrs, 0.1, precision, CUDA, warmup=3)
+    graphed = GraphedStep(graphed_model, ZSLCriterion(attrs, 0.1), precision, CUDA, warmup=3)
     expected = run(eager, batches, attrs, precision, None)
     got = run(graphed_model, batches, attrs, precision, graphed)
     assert graphed.graph is not None
@@ -84,7 +85,7 @@ def test_graphed_bf16_channels_last_steps_follow_eager_and_learn(deterministic_c
     (images, labels), = random_batches([8])
     batches = [(images.contiguous(memory_format=torch.channels_last), labels)] * 10  # must learn
     expected = run(eager, batches, attrs, precision, None)
-    got = run(graphed_model, batches, attrs, precision, GraphedStep(graphed_model, attrs, 0.1,
+    got = run(graphed_model, batches, attrs, precision, GraphedStep(graphed_model, ZSLCriterion(attrs, 0.1),
                                                                     precision, CUDA, warmup=2))
     torch.testing.assert_close(torch.tensor(got), torch.tensor(expected), rtol=2e-2, atol=1e-3)
     assert got[-1] < 0.8 * got[0]
@@ -93,7 +94,8 @@ def test_graphed_bf16_channels_last_steps_follow_eager_and_learn(deterministic_c
 def test_graphed_step_refuses_the_fp16_scaler():
     precision = Precision(dtype=torch.float16, scaler=torch.amp.GradScaler("cuda"))
     with pytest.raises(ValueError, match="bf16"):
-        GraphedStep(small_model(), torch.rand(5, 12, device=CUDA), 0.1, precision, CUDA)
+        GraphedStep(small_model(), ZSLCriterion(torch.rand(5, 12, device=CUDA), 0.1), precision,
+                    CUDA)
 
 
 @pytest.mark.parametrize("graphs", ["true", "false"])

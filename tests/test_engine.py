@@ -9,7 +9,7 @@ import torch
 
 from mgmrn.checkpoint import CheckpointError, load_checkpoint, save_atomic
 from mgmrn.engine import NonFiniteLossError, predict_logits, train_one_epoch
-from mgmrn.losses import level_loss
+from mgmrn.losses import ZSLCriterion, level_loss
 from mgmrn.models import Backbone, MgMRN
 
 
@@ -31,7 +31,7 @@ def test_schedules_step_the_optimizer_once_or_once_per_level(schedule, steps_per
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     calls = []
     opt.register_step_post_hook(lambda *_: calls.append(1))
-    stats = train_one_epoch(net, batches(2), opt, torch.rand(3, 6), 0.1, torch.device("cpu"),
+    stats = train_one_epoch(net, batches(2), opt, ZSLCriterion(torch.rand(3, 6), 0.1), torch.device("cpu"),
                             epoch=0, schedule=schedule, show_progress=False)
     assert len(calls) == 2 * steps_per_batch
     assert stats["loss"] == pytest.approx(
@@ -43,7 +43,7 @@ def test_fused_step_equals_a_manual_step_on_the_summed_loss():
     a, b = tiny_net(), tiny_net()
     opt_a = torch.optim.SGD(a.parameters(), lr=0.1)
     opt_b = torch.optim.SGD(b.parameters(), lr=0.1)
-    train_one_epoch(a, data, opt_a, attrs, 0.5, torch.device("cpu"), 0, show_progress=False)
+    train_one_epoch(a, data, opt_a, ZSLCriterion(attrs, 0.5), torch.device("cpu"), 0, show_progress=False)
     images, labels = data[0]
     b.train()
     out = b(images, attrs)
@@ -64,7 +64,7 @@ def test_non_finite_loss_names_epoch_batch_and_level(schedule, bad):
     data = batches(3)
     data[bad] = (torch.full_like(data[bad][0], float("nan")), data[bad][1])
     with pytest.raises(NonFiniteLossError, match=f"epoch 4, batch {bad}, level 'fine'"):
-        train_one_epoch(net, data, opt, torch.rand(3, 6), 0.1, torch.device("cpu"), 4,
+        train_one_epoch(net, data, opt, ZSLCriterion(torch.rand(3, 6), 0.1), torch.device("cpu"), 4,
                         schedule=schedule, show_progress=False)
 
 
@@ -73,7 +73,7 @@ def test_epoch_loss_counts_every_batch_once():
     torch.manual_seed(0)
     net, data, attrs = tiny_net(), batches(3), torch.rand(3, 6)
     probe = copy.deepcopy(net)
-    stats = train_one_epoch(net, data, torch.optim.SGD(net.parameters(), lr=0.1), attrs, 0.5,
+    stats = train_one_epoch(net, data, torch.optim.SGD(net.parameters(), lr=0.1), ZSLCriterion(attrs, 0.5),
                             torch.device("cpu"), 0, show_progress=False)
     opt = torch.optim.SGD(probe.parameters(), lr=0.1)
     expected = []

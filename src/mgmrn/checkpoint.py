@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 
 class CheckpointError(ValueError):
@@ -90,3 +91,71 @@ def set_random_states(states: dict) -> None:
 
 def _as_tuple(value: Any) -> Any:
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def model_from_checkpoint(saved: dict, path: str | Path,
+                          attribute_vectors: torch.Tensor | None = None,
+                          overrides: dict | None = None):
+    """The network of a loaded checkpoint, with its weights, and the config it was made with.
+
+    The one way a checkpoint becomes a model, for ``eval``, ``predict`` and ``convert-release``.
+
+    Args:
+        saved: what :func:`load_checkpoint` returned.
+        path: the checkpoint's file, named in errors.
+        attribute_vectors: (A, E) word vectors of the data it will run on; default: those saved
+            with it. Another attribute count or width is refused with a message.
+        overrides: config values to change (nested dict), e.g. ``{"data": {"root": ...}}``.
+
+    Returns:
+        (model, config); the model is on the CPU, in eval mode.
+    """
+    from .config import ConfigError
+    from .models import build_model
+
+    config = checkpoint_config(saved, overrides)
+    meta = saved.get("data") or {}
+    saved_vectors = meta.get("attribute_vectors")
+    if attribute_vectors is None:
+        if saved_vectors is None:
+            raise CheckpointError(f"checkpoint '{path}' holds no attribute word vectors "
+                                  f"('data.attribute_vectors'); it was not written by mgmrn")
+        attribute_vectors = saved_vectors
+    elif saved_vectors is not None and tuple(attribute_vectors.shape) != tuple(saved_vectors.shape):
+        expected = tuple(saved_vectors.shape)
+        raise ConfigError(
+            f"checkpoint '{path}' was made for {expected[0]} attributes with {expected[1]}-d "
+            f"vectors, but the data has {attribute_vectors.shape[0]} attributes with "
+            f"{attribute_vectors.shape[1]}-d vectors; evaluate it on the dataset it was trained on")
+    model: nn.Module = build_model(config.model, attribute_vectors.float())
+    try:
+        model.load_state_dict(saved["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint '{path}' does not fit the network its config "
+                              f"describes: {str(err).splitlines()[0]} {_key_summary(err)}") from err
+    return model.eval(), config
+
+
+def checkpoint_config(saved: dict, overrides: dict | None = None):
+    """The config a loaded checkpoint was made with, ``overrides`` applied; weights from the file."""
+    from .config import from_dict
+
+    values = _merge(saved["config"], overrides or {})
+    values["model"] = {**values.get("model", {}), "pretrained": False}
+    return from_dict(values)
+
+
+def _key_summary(err: RuntimeError) -> str:
+    lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+    return " ".join(lines)[:600]
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    """``base`` with ``overrides`` applied key by key, at any depth."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

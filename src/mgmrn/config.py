@@ -27,6 +27,7 @@ class ConfigError(ValueError):
 class ModelConfig:
     name: str = "mgmrn"  # "mgmrn" or "baseline"
     backbone: str = "resnet101"
+    backbone_args: dict = field(default_factory=dict)  # extra timm.create_model arguments
     pretrained: bool = True
     pretrained_file: str | None = None  # local weights file; otherwise timm's hub cache / URL
     finetune: bool = True  # False freezes the backbone and its batch-norm statistics
@@ -37,6 +38,9 @@ class ModelConfig:
     resize_before_projection: bool = False  # halve fine/middle maps before the 3x3 projection
     tau: float = 20.0  # temperature of the cosine classifier
     norm: str = "group"  # normalisation of the level projections: "group" (published) or "batch"
+    grouping: str = "regions"  # "regions" (K region tokens per level) or "identity" (published: x/K)
+    halving: str = "mean"  # fine/middle maps halved by "mean" (2x2) or "align_corners" (published)
+    prototype_init: str = "scaled"  # attribute prototypes: "scaled" (std D^-1/2) or "normal" (std 1)
 
 
 @dataclass
@@ -58,6 +62,7 @@ class DataConfig:
     semantic: str = "original"  # "original" (original_att) or "normalized" (att)
     split: str = "trainval"  # "trainval" (test splits) or "val" (validation classes)
     image_size: int = 448
+    test_resize: str = "ratio"  # test images: "ratio" (resize to size*8/7, crop) or "crop" (published)
     ways: int = 8
     shots: int = 2
     sampler: str = "episodic"  # "episodic" or "random"
@@ -79,6 +84,7 @@ class TrainConfig:
     weight_decay: float = 1e-5
     lr_step: int = 10  # StepLR step, in epochs
     lr_gamma: float = 0.1
+    lr_step_at: str = "end"  # StepLR steps at each epoch's "end" or "start" (published: decays early)
     lam: float = 0.1  # weight of the attribute regression loss
     schedule: str = "fused"  # "fused" or "alternating"
     amp: str = "auto"  # "auto", "bf16", "fp16" or "none"; auto = bf16 on CUDA, none on CPU
@@ -92,6 +98,7 @@ class TrainConfig:
 class EvalConfig:
     gamma: float | None = None  # fixed calibration constant, reported beside the oracle
     gamma_step: float = 0.01
+    ausuc_order: str = "gamma"  # AUSUC points ordered by "gamma" (the curve) or as the "release" does
 
 
 @dataclass
@@ -111,6 +118,12 @@ class Config:
 CHOICES = {
     "model.name": ("mgmrn", "baseline"),
     "model.norm": ("group", "batch"),
+    "model.grouping": ("regions", "identity"),
+    "model.halving": ("mean", "align_corners"),
+    "model.prototype_init": ("scaled", "normal"),
+    "data.test_resize": ("ratio", "crop"),
+    "train.lr_step_at": ("end", "start"),
+    "eval.ausuc_order": ("gamma", "release"),
     "data.name": ("demo", "cub", "sun", "awa2", "custom"),
     "data.semantic": ("original", "normalized"),
     "data.split": ("trainval", "val"),
@@ -202,20 +215,40 @@ def from_dict(values: dict[str, Any]) -> Config:
     return cfg
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a config file (default: the demo recipe) and apply ``key=value`` overrides."""
-    path = resolve_config_path(path if path is not None else "demo")
+def _read_recipe(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
+    """A config file and the files it builds on (``base: <recipe or path>``), base first."""
+    if path in chain:
+        raise ConfigError(f"{path}: 'base' refers back to itself through "
+                          f"{' -> '.join(str(p) for p in chain)}")
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    base = values.pop("base", None)
+    if base is None:
+        return [(path, values)]
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: 'base' must name a recipe or a YAML file, got {base!r}")
+    base_path = Path(base) if Path(base).is_absolute() else path.parent / base
+    base_path = base_path if base_path.is_file() else resolve_config_path(base)
+    return _read_recipe(base_path, chain + (path,)) + [(path, values)]
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a config file (default: the demo recipe) and apply ``key=value`` overrides.
+
+    A file may build on another with ``base: <recipe name or YAML path>``: the base is loaded
+    first, then the file's own keys override it.
+    """
+    path = resolve_config_path(path if path is not None else "demo")
     cfg = Config()
-    try:
-        _update(cfg, values)
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from err
+    for source, values in _read_recipe(path):
+        try:
+            _update(cfg, values)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from err
     _update(cfg, parse_overrides(overrides or []))
     validate(cfg)
     return cfg

@@ -12,7 +12,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .distributed import all_gather_variable
-from .losses import level_loss
+from .losses import ZSLCriterion
 
 
 class NonFiniteLossError(RuntimeError):
@@ -40,12 +40,17 @@ class Precision:
         return images
 
 
-def _losses(model: nn.Module, images, labels, class_attributes, lam, precision, device,
-            cache: bool = True):
+def _losses(model: nn.Module, images, labels, criterion: ZSLCriterion, precision, device,
+            cache: bool = True) -> list[torch.Tensor]:
     with precision.autocast(device, cache):
-        out = model(images, class_attributes)
-        return [level_loss(c.float(), a.float(), class_attributes, labels, lam)
-                for c, a in zip(out.class_scores, out.attribute_scores)]
+        return criterion(model(images, criterion.class_attributes), labels)
+
+
+def network_levels(model: nn.Module) -> tuple[str, ...]:
+    """The level names of a network, also when wrapped by DistributedDataParallel or compile."""
+    while not hasattr(model, "levels"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return tuple(model.levels)
 
 
 def _step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, precision: Precision) -> None:
@@ -123,27 +128,27 @@ class GraphedStep:
 
     Args:
         model: the network; its forward must not read values back to the host.
-        class_attributes: (S, A) seen-class attributes on the device.
-        lam, precision, device: as for ``train_one_epoch``.
+        criterion: the training loss, its class attributes on the device.
+        precision, device: as for ``train_one_epoch``.
         warmup: eager steps before the capture.
     """
 
-    def __init__(self, model: nn.Module, class_attributes: torch.Tensor, lam: float,
-                 precision: Precision, device: torch.device, warmup: int = 3):
+    def __init__(self, model: nn.Module, criterion: ZSLCriterion, precision: Precision,
+                 device: torch.device, warmup: int = 3):
         if device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA device, got {device}")
         if precision.scaler is not None:
             raise ValueError("CUDA graphs do not support the fp16 gradient scaler; use bf16")
-        self.model, self.class_attributes = model, class_attributes
-        self.lam, self.precision, self.device = lam, precision, device
+        self.model, self.criterion = model, criterion
+        self.precision, self.device = precision, device
         self.warmup = warmup
         self.eager_steps = 0
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def _forward_backward(self, images, labels, cache: bool = True) -> torch.Tensor:
-        losses = _losses(self.model, images, labels, self.class_attributes, self.lam,
-                         self.precision, self.device, cache)
+        losses = _losses(self.model, images, labels, self.criterion, self.precision, self.device,
+                         cache)
         sum(losses).backward()
         return torch.stack([loss.detach() for loss in losses])
 
@@ -180,28 +185,29 @@ class GraphedStep:
 
 
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
-                    class_attributes: torch.Tensor, lam: float, device: torch.device,
-                    epoch: int, schedule: str = "fused", levels=("fine", "middle", "coarse"),
-                    precision: Precision | None = None, show_progress: bool = True,
-                    graphed: GraphedStep | None = None) -> dict:
+                    criterion: ZSLCriterion, device: torch.device, epoch: int,
+                    schedule: str = "fused", precision: Precision | None = None,
+                    show_progress: bool = True, graphed: GraphedStep | None = None) -> dict:
     """Train for one pass over ``loader``.
 
     ``fused`` runs one forward pass per batch and steps once on the sum of the level losses;
-    ``alternating`` (the published schedule) runs a full forward, backward and step per level.
+    ``alternating`` (the published schedule) runs, per level, a full forward pass at the current
+    weights, that level's loss, backward and an optimizer step.
 
     Args:
-        class_attributes: (S, A) attributes of the seen classes; labels index them.
+        criterion: the training loss; labels index its class attributes (the seen classes).
         graphed: run the fused steps' forward and backward through this CUDA graph (built for
-            the same model, attributes, ``lam`` and precision); kept across epochs.
+            the same model, criterion and precision); kept across epochs.
 
     Returns:
-        mean loss per level, total mean loss, images per second.
+        mean loss per level (named by the network's levels), total mean loss, images per second.
     """
     precision = precision or Precision()
     model.train()
-    class_attributes = class_attributes.to(device)
+    criterion = criterion.to(device)
+    levels = network_levels(model)
     reader = LossReader(levels, epoch)
-    sums, read = torch.zeros(len(levels)), 0
+    sums, read = torch.zeros(len(levels), dtype=torch.float64), 0
     seen, start = 0, time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not show_progress,
                dynamic_ncols=True)
@@ -209,7 +215,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
     def add(values: list[float]) -> None:
         nonlocal read
         if values:
-            sums.add_(torch.tensor(values))
+            sums.add_(torch.tensor(values, dtype=torch.float64))
             read += 1
 
     for batch, (images, labels) in enumerate(bar):
@@ -218,14 +224,13 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
             add(reader.push(graphed(images, labels), batch))
             optimizer.step()
         elif schedule == "fused":
-            losses = _losses(model, images, labels, class_attributes, lam, precision, device)
+            losses = _losses(model, images, labels, criterion, precision, device)
             add(reader.push(torch.stack([loss.detach() for loss in losses]), batch))
             _step(sum(losses), optimizer, precision)
         else:
             level_values = []
             for level in range(len(levels)):
-                level_losses = _losses(model, images, labels, class_attributes, lam,
-                                       precision, device)
+                level_losses = _losses(model, images, labels, criterion, precision, device)
                 level_values += reader.push(level_losses[level][None], batch,
                                              levels[level:level + 1])
                 _step(level_losses[level], optimizer, precision)

@@ -16,10 +16,9 @@ from typing import Any, TextIO
 import torch
 from PIL import Image
 
-from .checkpoint import CheckpointError, load_checkpoint
-from .config import Config, from_dict
+from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from .config import Config
 from .data.transforms import denormalize, test_transform
-from .models import build_model
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +56,7 @@ class Predictor:
         self.unseen_classes = unseen_classes.long().cpu()
         self._seen = set(self.seen_classes.tolist())
         self.image_size = config.data.image_size
-        self.transform = test_transform(self.image_size)
+        self.transform = test_transform(self.image_size, config.data.test_resize)
 
     def candidates(self, classes: str = "all") -> torch.Tensor:
         """Sorted indices of the classes to search: ``all``, ``unseen`` or ``seen``."""
@@ -169,11 +168,7 @@ def load(checkpoint: str | Path, device: str | torch.device = "cpu") -> Predicto
     if not isinstance(meta, dict) or any(key not in meta for key in needed):
         raise CheckpointError(f"checkpoint '{checkpoint}' lacks the dataset description ('data' "
                               f"with {', '.join(needed)}) that prediction needs")
-    values = dict(saved["config"])
-    values["model"] = {**values.get("model", {}), "pretrained": False}  # weights are in the file
-    config = from_dict(values)
-    model = build_model(config.model, meta["attribute_vectors"].float())
-    model.load_state_dict(saved["model"])
+    model, config = model_from_checkpoint(saved, checkpoint)
     predictor = Predictor(model, config, meta["class_names"], meta["attribute_names"],
                           meta["class_attributes"], meta["seen_classes"], meta["unseen_classes"],
                           _device(device))

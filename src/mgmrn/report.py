@@ -21,7 +21,9 @@ def write_json(obj: dict, path: str | Path) -> None:
 
 def format_results(results: dict, title: str = "results") -> str:
     """A plain-text table of the headline figures (accuracies in percent)."""
+    last = f" (epoch {results['epochs']})" if "epochs" in results else ""
     rows = [
+        (f"last epoch{last}:", ""),
         ("CZSL accuracy (unseen classes)", f"{results['czsl_acc']:.2f}"),
         ("GZSL seen S", f"{results['gzsl_seen']:.2f}"),
         ("GZSL unseen U", f"{results['gzsl_unseen']:.2f}"),
@@ -37,6 +39,11 @@ def format_results(results: dict, title: str = "results") -> str:
         f = results["fixed_gamma"]
         rows.append((f"GZSL at fixed gamma {f['gamma']:.2f}: S / U / H",
                      f"{f['seen']:.2f} / {f['unseen']:.2f} / {f['h']:.2f}"))
+    if "release_protocol" in results:
+        rows += _protocol_rows(results["release_protocol"])
+    if "chosen_on_validation" in results:
+        v = results["chosen_on_validation"]
+        rows.append(("chosen on validation: epoch / gamma", f"{v['epoch'] + 1} / {v['gamma']:.2f}"))
     if "data" in results:
         d = results["data"]
         rows.append(("classes seen / unseen", f"{d['n_seen_classes']} / {d['n_unseen_classes']}"))
@@ -46,3 +53,15 @@ def format_results(results: dict, title: str = "results") -> str:
     rule = "-" * (width + 3 + max(len(value) for _, value in rows))
     lines = [title, rule] + [f"{name.ljust(width)}   {value}" for name, value in rows] + [rule]
     return "\n".join(lines)
+
+
+def _protocol_rows(protocol: dict) -> list[tuple[str, str]]:
+    """The best-over-epochs figures, each with the epoch (from 1) it comes from."""
+    return [
+        (f"best over epochs, chosen on the {protocol['chosen_on']}:", ""),
+        ("CZSL accuracy", f"{protocol['czsl_acc']:.2f}  (epoch {protocol['czsl_epoch'] + 1})"),
+        ("GZSL S / U / H", f"{protocol['gzsl_seen']:.2f} / {protocol['gzsl_unseen']:.2f} / "
+                           f"{protocol['gzsl_h']:.2f}  (epoch {protocol['gzsl_epoch'] + 1}, "
+                           f"gamma {protocol['gamma']:.2f})"),
+        ("AUSUC", f"{protocol['ausuc']:.2f}  (epoch {protocol['ausuc_epoch'] + 1})"),
+    ]

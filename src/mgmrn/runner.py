@@ -6,6 +6,7 @@ import json
 import logging
 import random
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,13 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt_io
-from .config import Config, ConfigError, from_dict, save_config
+from .config import Config, ConfigError, save_config
 from .data import build_data, build_test_loader, build_train_loader, check_sampler_fits
 from .distributed import DistEnv, barrier, cleanup, init_distributed, resolve_device
 from .engine import GraphedStep, Precision, predict_logits, train_one_epoch
 from .evaluation import class_accuracies, evaluate_zsl
+from .evaluation.selection import protocol_report, update_selection
+from .losses import ZSLCriterion
 from .models import build_model
 from .report import format_results, write_json
 from .viz import write_eval_figures
@@ -105,8 +108,8 @@ def evaluate_model(model: nn.Module, data, cfg: Config, device: torch.device,
                                         show_progress=env.is_main, desc=split)
     (seen_logits, seen_labels, _), (unseen_logits, unseen_labels, _) = outputs.values()
     results = evaluate_zsl(seen_logits, seen_labels, unseen_logits, unseen_labels,
-                           data.seen_classes, data.unseen_classes,
-                           fixed_gamma=cfg.eval.gamma, step=cfg.eval.gamma_step)
+                           data.seen_classes, data.unseen_classes, fixed_gamma=cfg.eval.gamma,
+                           step=cfg.eval.gamma_step, ausuc_order=cfg.eval.ausuc_order)
     unseen = data.unseen_classes
     czsl_predictions = unseen[unseen_logits[:, unseen].argmax(dim=1)]
     accuracies = class_accuracies(czsl_predictions, unseen_labels, unseen)
@@ -212,7 +215,7 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer, scheduler = _build_optimizer(model, cfg, device)
-    start_epoch, best = 0, {"gzsl_h": -1.0, "czsl_acc": -1.0, "epoch": None}
+    start_epoch, best = 0, {}
     if resume_from is not None:
         saved = ckpt_io.load_checkpoint(resume_from)
         start_epoch, best = _restore(saved, model, optimizer, scheduler, precision, resume_from)
@@ -224,34 +227,34 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
     wrapped = _wrap(model, cfg, env, device)
     loader = build_train_loader(data, cfg.data, cfg.train.batches_per_epoch, cfg.seed,
                                 env.rank, env.world_size)
-    seen_attributes = data.class_attributes[data.seen_classes].to(device)
-    graphed = None
-    if use_graphs:
-        graphed = GraphedStep(wrapped, seen_attributes, cfg.train.lam, precision, device)
+    criterion = ZSLCriterion(data.class_attributes[data.seen_classes], cfg.train.lam).to(device)
+    graphed = GraphedStep(wrapped, criterion, precision, device) if use_graphs else None
     metrics = MetricsLog(folder, env.is_main)
-    levels = ("global",) if cfg.model.name == "baseline" else ("fine", "middle", "coarse")
     results = None
     for epoch in range(start_epoch, cfg.train.epochs):
         # every epoch starts from random states fixed by (seed, epoch, rank): resuming is exact
         seed_everything(cfg.seed + 7919 * (epoch + 1) + 104729 * env.rank)
         loader.batch_sampler.set_epoch(epoch)
+        if cfg.train.lr_step_at == "start":
+            _step_before_training(scheduler)
+        lr = optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
-        stats = train_one_epoch(wrapped, loader, optimizer, seen_attributes, cfg.train.lam,
-                                device, epoch, cfg.train.schedule, levels, precision,
-                                show_progress=env.is_main, graphed=graphed)
-        scheduler.step()
-        record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **stats,
-                  "epoch_seconds": time.perf_counter() - start}
+        stats = train_one_epoch(wrapped, loader, optimizer, criterion, device, epoch,
+                                cfg.train.schedule, precision, show_progress=env.is_main,
+                                graphed=graphed)
+        if cfg.train.lr_step_at == "end":
+            scheduler.step()
+        record = {"epoch": epoch, "lr": lr, **stats, "epoch_seconds": time.perf_counter() - start}
         last_epoch = epoch == cfg.train.epochs - 1
         every = cfg.train.eval_every
         if last_epoch or (every and (epoch + 1) % every == 0):
             results = evaluate_model(wrapped, data, cfg, device, precision, env)
             record.update({k: results[k] for k in ("czsl_acc", "gzsl_seen", "gzsl_unseen",
                                                      "gzsl_h", "ausuc", "gamma")})
-            best = _update_best(best, results, epoch)
+            best = update_selection(best, results, epoch)
         if env.is_main:
             state = _checkpoint(model, optimizer, scheduler, cfg, data, epoch, best, precision)
-            if best["epoch"] == epoch:
+            if best.get("gzsl_epoch") == epoch:
                 ckpt_io.save_atomic(state, folder / "checkpoints" / "best.pt")
             ckpt_io.save_atomic(state, folder / "checkpoints" / "last.pt")
             metrics.write(record)
@@ -259,8 +262,11 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
         barrier()
     if results is None:  # resumed after the last epoch: evaluate what was trained
         results = evaluate_model(wrapped, data, cfg, device, precision, env)
-    results["best"] = best
+        best = update_selection(best, results, cfg.train.epochs - 1)
     results["epochs"] = cfg.train.epochs
+    results["release_protocol"] = protocol_report(best, cfg.data.split)
+    if cfg.data.split == "val":
+        results["chosen_on_validation"] = {"epoch": best["gzsl_epoch"], "gamma": best["gamma"]}
     if env.is_main:
         write_json(results, folder / "results.json")
         write_eval_figures(results, folder, per_class=results.get("czsl_per_class"))
@@ -291,12 +297,13 @@ def _restore(saved: dict, model, optimizer, scheduler, precision, path: Path):
     return saved["epoch"] + 1, saved["best"]
 
 
-def _update_best(best: dict, results: dict, epoch: int) -> dict:
-    best = dict(best)
-    best["best_czsl_acc"] = max(best.get("best_czsl_acc", -1.0), results["czsl_acc"])
-    if results["gzsl_h"] > best["gzsl_h"]:
-        best.update(gzsl_h=results["gzsl_h"], czsl_acc=results["czsl_acc"], epoch=epoch)
-    return best
+def _step_before_training(scheduler) -> None:
+    """The published order: the scheduler steps at the start of every epoch, so the learning
+    rate decays one epoch early (epoch e, from 0, runs at lr * gamma^floor((e + 1) / step))."""
+    with warnings.catch_warnings():
+        # PyTorch warns when a scheduler steps before the optimizer: that is the point here
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+        scheduler.step()
 
 
 def _summary_line(record: dict, epochs: int) -> str:
@@ -315,12 +322,11 @@ def evaluate_checkpoint(path: str | Path, overrides: dict | None = None,
     env = init_distributed()
     try:
         saved = ckpt_io.load_checkpoint(path)
-        values = _merge(saved["config"], overrides or {})
-        values.setdefault("model", {})["pretrained"] = False  # the weights come from the file
-        cfg = from_dict(values)
+        cfg = ckpt_io.checkpoint_config(saved, overrides)
         device = resolve_device(cfg.device, env)
         data = _build_data_once(cfg, env)
-        model = load_model(saved, cfg, data.attribute_vectors, path).to(device)
+        model, _ = ckpt_io.model_from_checkpoint(saved, path, data.attribute_vectors, overrides)
+        model = model.to(device)
         precision = resolve_precision(cfg, device)
         results = evaluate_model(model, data, cfg, device, precision, env)
         results["checkpoint"] = str(path)
@@ -334,28 +340,3 @@ def evaluate_checkpoint(path: str | Path, overrides: dict | None = None,
         return results
     finally:
         cleanup()
-
-
-def _merge(base: dict, overrides: dict) -> dict:
-    """``base`` with ``overrides`` applied key by key, at any depth."""
-    merged = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def load_model(saved: dict, cfg: Config, attribute_vectors: torch.Tensor,
-               path: str | Path) -> nn.Module:
-    """Rebuild the network of a checkpoint; a different attribute count is a clear error."""
-    expected = saved["data"]["attribute_vectors"].shape
-    if tuple(attribute_vectors.shape) != tuple(expected):
-        raise ConfigError(
-            f"checkpoint '{path}' was made for {expected[0]} attributes with {expected[1]}-d "
-            f"vectors, but the data has {attribute_vectors.shape[0]} attributes with "
-            f"{attribute_vectors.shape[1]}-d vectors; evaluate it on the dataset it was trained on")
-    model = build_model(cfg.model, attribute_vectors)
-    model.load_state_dict(saved["model"])
-    return model

@@ -134,7 +134,8 @@ def assemble(records: ZSLRecords, cfg: DataConfig) -> ZSLData:
     train_labels = position[records.labels["train"]]
     if (train_labels < 0).any():
         raise DataError(f"{records.name}: training images of classes that are not seen classes")
-    train_tf, test_tf = train_transform(cfg.image_size), test_transform(cfg.image_size)
+    train_tf = train_transform(cfg.image_size)
+    test_tf = test_transform(cfg.image_size, cfg.test_resize)
 
     def dataset(split: str, labels: np.ndarray, transform) -> ImageDataset:
         return ImageDataset(records.paths[split], labels, transform, cfg.skip_bad_images)

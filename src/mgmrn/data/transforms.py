@@ -1,6 +1,10 @@
-"""Train and test image transforms of the release: resize to 8/7 of the crop, then crop.
+"""Train and test image transforms: resize the shorter side, then crop.
 
-For the paper's 448 crop the shorter side is resized to 512; the same ratio is kept for other sizes.
+Training resizes to 8/7 of the crop (512 for the paper's 448) and crops at random, as published.
+The published test transform resizes the shorter side to the crop size itself and takes the centre
+crop (``test_resize="crop"``); by default the test images are resized like the training images,
+to 8/7 of the crop, before the centre crop (``test_resize="ratio"``), so that objects have the same
+scale in training and testing.
 """
 
 from __future__ import annotations
@@ -36,15 +40,22 @@ def train_transform(size: int) -> v2.Compose:
     ])
 
 
-def test_transform(size: int) -> v2.Compose:
+TEST_RESIZES = ("ratio", "crop")
+
+
+def test_transform(size: int, resize: str = "ratio") -> v2.Compose:
     """PIL image -> (3, size, size) float tensor: resize, centre crop, normalise.
 
     Args:
         size: output side in pixels.
+        resize: ``ratio`` (shorter side to ``resize_size(size)``) or ``crop`` (to ``size``, as
+            published).
     """
+    if resize not in TEST_RESIZES:
+        raise ValueError(f"resize must be one of {TEST_RESIZES}, got {resize!r}")
     return v2.Compose([
         v2.ToImage(),
-        v2.Resize(resize_size(size), antialias=True),
+        v2.Resize(resize_size(size) if resize == "ratio" else size, antialias=True),
         v2.CenterCrop(size),
         *_to_normalized(),
     ])

@@ -46,26 +46,37 @@ def calibrated_stacking(scores: Any, seen_classes: Any, gamma: float) -> Any:
     return calibrated
 
 
-def ausuc(seen: Any, unseen: Any) -> float:
+AUSUC_ORDERS = ("gamma", "release")
+
+
+def ausuc(seen: Any, unseen: Any, order: str = "gamma") -> float:
     """Area under the seen-unseen accuracy curve, by the trapezoid rule.
 
-    x = unseen accuracy, y = seen accuracy. Points are sorted by unseen accuracy; points of
-    equal unseen accuracy by seen accuracy, highest first. Along a gamma sweep S never rises
-    and U never falls as gamma grows, so this is the order of increasing gamma: the area is
-    that under the path the sweep traces. (The release sorts stably from the insertion order
-    0, -step, -2 step, ..., +step, ..., which reverses ties met on the negative side.)
-    Every point counts; the curve is not padded out to U = 0 or S = 0.
+    x = unseen accuracy, y = seen accuracy. Points are sorted by unseen accuracy. With
+    ``order="gamma"`` points of equal unseen accuracy are sorted by seen accuracy, highest
+    first: along a gamma sweep S never rises and U never falls as gamma grows, so this is the
+    order of increasing gamma, and the area is that under the path the sweep traces. With
+    ``order="release"`` the points, given in the published sweep's order (0, -step, -2 step,
+    ..., +step, ...), are sorted stably by unseen accuracy alone, as published: ties met on the
+    negative side keep S rising, which reverses them. Every point counts; the curve is not
+    padded out to U = 0 or S = 0.
 
     Args:
         seen: (P,) seen accuracies, fractions.
         unseen: (P,) unseen accuracies, fractions.
+        order: ``gamma`` or ``release``.
 
     Returns:
         The area, in [0, 1] for fractions; 0 for fewer than two points.
     """
+    if order not in AUSUC_ORDERS:
+        raise ValueError(f"order must be one of {AUSUC_ORDERS}, got {order!r}")
     seen = np.asarray(to_numpy(seen), dtype=np.float64)
     unseen = np.asarray(to_numpy(unseen), dtype=np.float64)
-    order = np.lexsort((-seen, unseen))
+    if order == "release":
+        order = np.argsort(unseen, kind="stable")
+    else:
+        order = np.lexsort((-seen, unseen))
     x, y = unseen[order], seen[order]
     return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2.0))
 
@@ -151,7 +162,8 @@ def _sweep_one_way(seen_imgs: _SidePicks, unseen_imgs: _SidePicks, step: float, 
 
 
 def gamma_sweep(scores_seen_imgs: Any, labels_seen: Any, scores_unseen_imgs: Any,
-                labels_unseen: Any, seen_classes: Any, step: float = 0.01) -> dict[str, Any]:
+                labels_unseen: Any, seen_classes: Any, step: float = 0.01,
+                ausuc_order: str = "gamma") -> dict[str, Any]:
     """The release's calibrated-stacking sweep, vectorised.
 
     From gamma = 0, gamma goes up in steps of ``step`` until the seen accuracy S reaches 0,
@@ -170,6 +182,7 @@ def gamma_sweep(scores_seen_imgs: Any, labels_seen: Any, scores_unseen_imgs: Any
         labels_unseen: (Nu,) their classes, none in ``seen_classes``.
         seen_classes: indices of the seen classes; every other column is an unseen class.
         step: gamma increment, > 0.
+        ausuc_order: how :func:`ausuc` orders points of equal unseen accuracy.
 
     Returns:
         ``points``: list of (gamma, S, U, H) for every gamma visited, sorted by gamma;
@@ -203,5 +216,5 @@ def gamma_sweep(scores_seen_imgs: Any, labels_seen: Any, scores_unseen_imgs: Any
         "points": points,
         "best": (float(gammas[best]), float(seen_acc[best]), float(unseen_acc[best]),
                  float(h[best])),
-        "ausuc": ausuc(seen_acc, unseen_acc),
+        "ausuc": ausuc(seen_acc, unseen_acc, ausuc_order),
     }

@@ -72,7 +72,8 @@ def gzsl_accuracy(scores_seen_imgs: Any, labels_seen: Any, scores_unseen_imgs: A
 
 def evaluate_zsl(scores_seen_imgs: Any, labels_seen: Any, scores_unseen_imgs: Any,
                  labels_unseen: Any, seen_classes: Any, unseen_classes: Any,
-                 fixed_gamma: float | None = None, step: float = 0.01) -> dict[str, Any]:
+                 fixed_gamma: float | None = None, step: float = 0.01,
+                 ausuc_order: str = "gamma") -> dict[str, Any]:
     """Every ZSL figure from the test-set scores, in PERCENT (except gammas).
 
     The oracle gamma is chosen on these very images (as the release does); ``fixed_gamma``,
@@ -87,6 +88,7 @@ def evaluate_zsl(scores_seen_imgs: Any, labels_seen: Any, scores_unseen_imgs: An
         unseen_classes: indices of the unseen classes (the CZSL search space).
         fixed_gamma: a gamma chosen elsewhere; reported under ``fixed_gamma`` when given.
         step: gamma increment of the sweep.
+        ausuc_order: ``gamma`` or ``release`` (see :func:`ausuc`).
 
     Returns:
         ``czsl_acc``; ``gzsl_seen``, ``gzsl_unseen``, ``gzsl_h`` at the oracle gamma;
@@ -96,7 +98,7 @@ def evaluate_zsl(scores_seen_imgs: Any, labels_seen: Any, scores_unseen_imgs: An
         {``gamma``, ``seen``, ``unseen``, ``h``}: lists over the sweep, sorted by gamma.
     """
     sweep = gamma_sweep(scores_seen_imgs, labels_seen, scores_unseen_imgs, labels_unseen,
-                        seen_classes, step=step)
+                        seen_classes, step=step, ausuc_order=ausuc_order)
     gammas, seen, unseen, h = (np.array(column) for column in zip(*sweep["points"], strict=True))
     at_zero = int(np.flatnonzero(gammas == 0.0)[0])
     best_gamma, best_s, best_u, best_h = sweep["best"]

@@ -13,13 +13,20 @@ __all__ = ["Backbone", "GlobalBaseline", "LEVELS", "MgMRN", "PretrainedWeightsEr
            "TokenLayout", "ZSLOutput", "build_model", "spatial_attention"]
 
 
-def build_model(cfg, attribute_vectors: torch.Tensor) -> nn.Module:
-    """The network a ``ModelConfig`` describes, for the given (A, E) attribute word vectors."""
-    backbone = Backbone(cfg.backbone, pretrained=cfg.pretrained,
-                        pretrained_file=cfg.pretrained_file, finetune=cfg.finetune)
+def build_model(cfg, attribute_vectors: torch.Tensor, backbone: nn.Module | None = None) -> nn.Module:
+    """The network a ``ModelConfig`` describes, for the given (A, E) attribute word vectors.
+
+    ``backbone`` replaces the timm backbone that ``cfg.backbone`` names: any module that returns
+    the three stage maps, finest first, and has ``channels`` (see :class:`MgMRN`).
+    """
+    if backbone is None:
+        backbone = Backbone(cfg.backbone, pretrained=cfg.pretrained,
+                            pretrained_file=cfg.pretrained_file, finetune=cfg.finetune,
+                            model_args=cfg.backbone_args)
     if cfg.name == "baseline":
         return GlobalBaseline(backbone, attribute_vectors.shape[0], tau=cfg.tau)
     return MgMRN(backbone, attribute_vectors, dim=cfg.dim, attn_dim=cfg.attn_dim,
                  num_parts=cfg.num_parts, scaled_attention=cfg.scaled_attention,
                  resize_before_projection=cfg.resize_before_projection, tau=cfg.tau,
-                 norm=cfg.norm)
+                 norm=cfg.norm, grouping=cfg.grouping, halving=cfg.halving,
+                 prototype_init=cfg.prototype_init)

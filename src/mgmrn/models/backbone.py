@@ -47,14 +47,17 @@ class Backbone(nn.Module):
         pretrained: load ImageNet weights (hub cache, URL, or ``pretrained_file``).
         pretrained_file: local weights file (timm or torchvision state dict).
         finetune: False freezes every weight and keeps batch-norm statistics fixed.
+        model_args: further arguments of ``timm.create_model`` (e.g. ``layers`` and
+            ``channels`` of a ResNet).
     """
 
     def __init__(self, name: str = "resnet101", pretrained: bool = True,
-                 pretrained_file: str | None = None, finetune: bool = True):
+                 pretrained_file: str | None = None, finetune: bool = True,
+                 model_args: dict | None = None):
         super().__init__()
         self.name = _model_name(name)
         # all stages are built (the earlier ones are computed anyway); three are returned
-        self.body = _create(self.name, pretrained, pretrained_file)
+        self.body = _create(self.name, pretrained, pretrained_file, model_args or {})
         self.indices = _stage_indices(self.body, self.name)
         self.channels: list[int] = [self.body.feature_info.channels()[i] for i in self.indices]
         self.finetune = finetune
@@ -73,8 +76,9 @@ class Backbone(nn.Module):
         return [features[i] for i in self.indices]
 
 
-def _create(name: str, pretrained: bool, pretrained_file: str | None) -> nn.Module:
-    kwargs = dict(features_only=True)
+def _create(name: str, pretrained: bool, pretrained_file: str | None,
+            model_args: dict) -> nn.Module:
+    kwargs = dict(features_only=True, **model_args)
     if not pretrained:
         return timm.create_model(name, pretrained=False, **kwargs)
     if pretrained_file is not None:

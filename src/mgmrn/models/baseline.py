@@ -17,6 +17,8 @@ class GlobalBaseline(nn.Module):
     so comparing the two measures what the heads add.
     """
 
+    levels = ("global",)
+
     def __init__(self, backbone: Backbone, num_attributes: int, tau: float = 20.0):
         super().__init__()
         self.backbone = backbone
@@ -29,4 +31,4 @@ class GlobalBaseline(nn.Module):
         pooled = self.backbone(images)[-1].mean(dim=(2, 3))
         scores = self.to_attributes(pooled)
         class_scores = cosine_class_scores(scores, class_attributes, self.tau)
-        return ZSLOutput([scores], [class_scores], class_scores, levels=("global",))
+        return ZSLOutput([scores], [class_scores], class_scores, levels=self.levels)

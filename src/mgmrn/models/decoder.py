@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+PROTOTYPE_INITS = ("scaled", "normal")
+
 
 class AttributeDecoder(nn.Module):
     """Attribute word vectors query region tokens; each attended feature scores its attribute.
@@ -20,16 +22,21 @@ class AttributeDecoder(nn.Module):
         dim: D, width of the tokens.
         attn_dim: M.
         scaled: divide ``Q K^T`` by ``sqrt(M)``; the published model does not.
+        prototype_init: ``scaled`` (normal, std ``D^-1/2``: the score ``<f_a, p_a>`` starts with
+            the scale of one feature) or ``normal`` (std 1, as published).
     """
 
     def __init__(self, num_attributes: int, word_dim: int, dim: int, attn_dim: int,
-                 scaled: bool = False):
+                 scaled: bool = False, prototype_init: str = "scaled"):
         super().__init__()
+        if prototype_init not in PROTOTYPE_INITS:
+            raise ValueError(f"prototype_init must be one of {PROTOTYPE_INITS}, got {prototype_init!r}")
         self.query = nn.Linear(word_dim, attn_dim)
         self.key = nn.Linear(dim, attn_dim)
         self.value = nn.Linear(dim, attn_dim)
         self.out = nn.Linear(attn_dim, dim)
-        self.prototypes = nn.Parameter(torch.randn(num_attributes, dim) * dim ** -0.5)
+        std = dim ** -0.5 if prototype_init == "scaled" else 1.0
+        self.prototypes = nn.Parameter(torch.randn(num_attributes, dim) * std)
         self.scale = 1.0 / math.sqrt(attn_dim) if scaled else 1.0
 
     def forward(self, tokens: torch.Tensor, word_vectors: torch.Tensor,

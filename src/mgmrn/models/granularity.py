@@ -1,13 +1,15 @@
 """Multi-granularity module (MgM): decoupled region mining and projection of one level.
 
 The published grouping unit returns ``mean_k(a_k(p) * x_p)``, which equals ``x_p / K`` because the
-assignments sum to one over parts: it does nothing and its parameters get no gradient. Here the
-parts matter: each part k pools the locations assigned to it into a region token
+assignments sum to one over parts: it does nothing and its parameters get no gradient. By default
+(``grouping="regions"``) the parts matter: each part k pools the locations assigned to it into a
+region token
 
     r_k = sum_p a_k(p) x_p / sum_p a_k(p),
 
 and the K region tokens join the level's spatial tokens, so the decoder can attend to a whole part
 at once. The assignments decide what each token contains, so centres and smoothing get gradient.
+``grouping="identity"`` reproduces the published unit.
 """
 
 from __future__ import annotations
@@ -65,6 +67,16 @@ class RegionGrouping(nn.Module):
         regions = pooled / (weights.sum(-1, keepdim=True) + 1e-6)
         return regions, a
 
+    def published(self, x: torch.Tensor) -> torch.Tensor:
+        """The published unit's output, ``mean_k(a_k * x) = x / K``: (B, C, H, W) -> (B, C, H, W).
+
+        Its parameters stay in the graph with an exactly zero gradient, as in the published
+        model (where the gradient is rounding noise): SGD's weight decay and momentum then move
+        them at every step of their level, as they move the published ones.
+        """
+        unused = self.centres.sum() + self.smoothing.sum()
+        return x / self.num_parts + 0.0 * unused.to(x.dtype)
+
 
 class GroupNorm(nn.GroupNorm):
     """``nn.GroupNorm`` that keeps a bf16 or fp16 input in its own precision under autocast.
@@ -96,6 +108,10 @@ def map_norm(kind: str, channels: int) -> nn.Module:
     return GroupNorm(math.gcd(32, channels), channels)
 
 
+GROUPINGS = ("regions", "identity")
+HALVINGS = ("mean", "align_corners")
+
+
 class GranularityModule(nn.Module):
     """One level of MgM: region grouping, then 3x3 conv -> GroupNorm(32) -> ReLU to D channels.
 
@@ -103,45 +119,73 @@ class GranularityModule(nn.Module):
         in_channels: C of the backbone stage.
         dim: D.
         num_parts: K region tokens.
-        downsample: halve the map (bilinear), as for the fine and middle levels.
+        downsample: halve the map, as for the fine and middle levels.
         resize_before_projection: halve before the 3x3 convolution instead of after it; the
             convolution then runs on a quarter of the locations (the paper's order is after).
         norm: ``group`` (GroupNorm(32), as published) or ``batch``.
+        grouping: ``regions`` (K region tokens beside the map) or ``identity`` (the published
+            unit: the map is divided by K and there are no region tokens).
+        halving: ``mean`` (the mean of each 2x2 block, i.e. bilinear with align_corners=False)
+            or ``align_corners`` (the published ``F.interpolate(scale_factor=0.5,
+            mode="bilinear", align_corners=True)``, which samples the map's corners exactly).
     """
 
     def __init__(self, in_channels: int, dim: int, num_parts: int = 5, downsample: bool = False,
-                 resize_before_projection: bool = False, norm: str = "group"):
+                 resize_before_projection: bool = False, norm: str = "group",
+                 grouping: str = "regions", halving: str = "mean"):
         super().__init__()
+        if grouping not in GROUPINGS or halving not in HALVINGS:
+            raise ValueError(f"grouping must be one of {GROUPINGS} and halving one of {HALVINGS}, "
+                             f"got {grouping!r} and {halving!r}")
         self.grouping = RegionGrouping(in_channels, num_parts)
         self.project = nn.Sequential(
             nn.Conv2d(in_channels, dim, 3, padding=1, bias=False),
             map_norm(norm, dim),
             nn.ReLU(inplace=True),
         )
-        # a region token has no spatial extent: GroupNorm over a few channels of one vector would
-        # erase it, so tokens are normalised over all D channels
-        self.project_regions = nn.Sequential(
-            nn.Linear(in_channels, dim, bias=False),
-            nn.LayerNorm(dim),
-            nn.ReLU(inplace=True),
-        )
+        self.project_regions = None
+        if grouping == "regions":
+            # a region token has no spatial extent: GroupNorm over a few channels of one vector
+            # would erase it, so tokens are normalised over all D channels
+            self.project_regions = nn.Sequential(
+                nn.Linear(in_channels, dim, bias=False),
+                nn.LayerNorm(dim),
+                nn.ReLU(inplace=True),
+            )
         self.downsample = downsample
         self.resize_before_projection = resize_before_projection
+        self.halve = _halve if halving == "mean" else _halve_align_corners
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x: (B, C, H, W) -> map (B, D, h, w), region tokens (B, K, D), assignments (B, K, H, W).
+        """x: (B, C, H, W) -> map (B, D, h, w), region tokens (B, K', D), assignments (B, K, H, W).
 
-        ``h, w`` are ``H/2, W/2`` when ``downsample`` is set, else ``H, W``.
+        ``h, w`` are ``H/2, W/2`` when ``downsample`` is set, else ``H, W``. With the published
+        grouping there are no region tokens and no assignments (K' = 0, K = 0).
         """
-        regions, assignments = self.grouping(x)
-        b, k, c = regions.shape
-        regions = self.project_regions(regions.reshape(b * k, c)).reshape(b, k, -1)
+        if self.project_regions is None:
+            b, _, h, w = x.shape
+            regions = x.new_zeros(b, 0, self.project[0].out_channels)
+            assignments = x.new_zeros(b, 0, h, w)
+            x = self.grouping.published(x)
+        else:
+            regions, assignments = self.grouping(x)
+            b, k, c = regions.shape
+            regions = self.project_regions(regions.reshape(b * k, c)).reshape(b, k, -1)
         if self.downsample and self.resize_before_projection:
-            x = _halve(x)
+            x = self.halve(x)
         y = self.project(x)
         if self.downsample and not self.resize_before_projection:
-            y = _halve(y)
+            y = self.halve(y)
         return y, regions, assignments
+
+
+def _halve_align_corners(x: torch.Tensor) -> torch.Tensor:
+    """The published halving: bilinear at scale 0.5 with ``align_corners=True``.
+
+    Output sample i sits at input position ``i * (H - 1) / (h - 1)``: the corners are kept and
+    the inner samples mix neighbours with uneven weights, unlike the 2x2 mean.
+    """
+    return F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=True)
 
 
 def _halve(x: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone import Backbone
 from .classifier import cosine_class_scores
 from .decoder import AttributeDecoder
 from .granularity import GranularityModule
@@ -52,33 +51,48 @@ class MgMRN(nn.Module):
     """Multi-Granularity Mutual Refinement Network.
 
     Args:
-        backbone: multi-stage extractor returning maps at strides 8, 16, 32.
+        backbone: multi-stage extractor: any module that maps images (B, 3, H, W) to three maps
+            at strides 8, 16, 32 (finest first) and has ``channels``, their channel counts
+            (:class:`Backbone` wraps timm's models).
         attribute_vectors: (A, E) attribute word vectors, the decoder's queries.
         dim: D, channel width of the level maps.
         attn_dim: M, attention width of the decoders.
-        num_parts: K, region tokens per level.
+        num_parts: K, region-grouping parts per level.
         scaled_attention: divide attention logits by sqrt(M).
         resize_before_projection: halve fine and middle maps before their 3x3 projection.
         tau: temperature of the cosine classifier.
         norm: normalisation of the level projections, ``group`` (published) or ``batch``.
+        grouping: ``regions`` (K region tokens per level) or ``identity`` (as published).
+        halving: ``mean`` (2x2 mean) or ``align_corners`` (as published).
+        prototype_init: ``scaled`` (std D^-1/2) or ``normal`` (std 1, as published).
     """
 
-    def __init__(self, backbone: Backbone, attribute_vectors: torch.Tensor, dim: int = 2048,
+    levels = LEVELS
+
+    def __init__(self, backbone: nn.Module, attribute_vectors: torch.Tensor, dim: int = 2048,
                  attn_dim: int = 1024, num_parts: int = 5, scaled_attention: bool = False,
-                 resize_before_projection: bool = False, tau: float = 20.0, norm: str = "group"):
+                 resize_before_projection: bool = False, tau: float = 20.0, norm: str = "group",
+                 grouping: str = "regions", halving: str = "mean",
+                 prototype_init: str = "scaled"):
         super().__init__()
+        if len(backbone.channels) != len(LEVELS):
+            raise ValueError(f"the backbone must return {len(LEVELS)} maps, finest first; its "
+                             f"channels are {list(backbone.channels)}")
         self.backbone = backbone
-        self.register_buffer("word_vectors", attribute_vectors.float().clone())
+        # kept in the precision given (float64 for parity checks); cast to the weights' in forward
+        self.register_buffer("word_vectors", attribute_vectors.detach().clone())
         self.tau = tau
         num_attributes, word_dim = attribute_vectors.shape
         self.granularity = nn.ModuleList(
             GranularityModule(c, dim, num_parts, downsample=i < 2,
-                              resize_before_projection=resize_before_projection, norm=norm)
+                              resize_before_projection=resize_before_projection, norm=norm,
+                              grouping=grouping, halving=halving)
             for i, c in enumerate(backbone.channels)
         )
         self.refinement = MutualRefinement(dim, num_levels=len(LEVELS))
         self.decoders = nn.ModuleList(
-            AttributeDecoder(num_attributes, word_dim, dim, attn_dim, scaled=scaled_attention)
+            AttributeDecoder(num_attributes, word_dim, dim, attn_dim, scaled=scaled_attention,
+                             prototype_init=prototype_init)
             for _ in LEVELS
         )
 
@@ -90,8 +104,10 @@ class MgMRN(nn.Module):
         borrowed = self.refinement(list(maps))
         attribute_scores, class_scores, attention, layouts = [], [], [], []
         for level_map, extra, level_regions, decoder in zip(maps, borrowed, regions, self.decoders):
-            parts = [tokens(level_map)] + ([tokens(extra)] if extra is not None else []) + [level_regions]
-            scores, attn = decoder(torch.cat(parts, dim=1), self.word_vectors, return_attention)
+            parts = [tokens(level_map)] + ([tokens(extra)] if extra is not None else [])
+            parts += [level_regions] if level_regions.shape[1] else []
+            words = self.word_vectors.to(decoder.query.weight.dtype)
+            scores, attn = decoder(torch.cat(parts, dim=1), words, return_attention)
             attribute_scores.append(scores)
             class_scores.append(cosine_class_scores(scores, class_attributes, self.tau))
             attention.append(attn)
@@ -105,6 +121,7 @@ class MgMRN(nn.Module):
             attention=attention if return_attention else None,
             layouts=layouts if return_attention else None,
             assignments=list(assignments) if return_attention else None,
+            levels=self.levels,
         )
 
 

@@ -1,0 +1,239 @@
+"""Release parity: mgmrn with the published switches reproduces the published code's numbers.
+
+``tests/data/release_small.pt`` was made by running the authors' published code (reduced widths,
+float64, a small learnable stub backbone; ``../shared/parity/README.md`` says exactly how). Here
+the same network is built from mgmrn's modules with every switch at the published value, the
+published weights are loaded through :mod:`mgmrn.models.release`, and every stored number is
+reproduced to 1e-9: stage maps, level maps, SCAM outputs, scores, losses, gradients, two
+iterations of the alternating schedule with SGD, and the evaluation figures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mgmrn.config import ModelConfig, load_config
+from mgmrn.engine import train_one_epoch
+from mgmrn.evaluation import evaluate_zsl, gamma_sweep
+from mgmrn.losses import ZSLCriterion
+from mgmrn.models import build_model
+from mgmrn.models.release import convert_release_state_dict, release_key
+
+FIXTURE = Path(__file__).parent / "data" / "release_small.pt"
+ATOL = 1e-9
+# gradients that are pure rounding noise in the published code (constant under the softmax, or
+# of the identity grouping unit): compared with an absolute tolerance only
+NOISE = ("group.", "KeyW")
+
+
+@pytest.fixture(scope="module")
+def release():
+    return torch.load(FIXTURE, weights_only=True)
+
+
+class StubBackbone(nn.Module):
+    """The fixture's backbone: three 3x3 stride-2 convolutions without bias, each with a ReLU."""
+
+    def __init__(self, channels=(16, 24, 32)):
+        super().__init__()
+        self.channels = list(channels)
+        self.conv3 = nn.Conv2d(3, channels[0], 3, stride=2, padding=1, bias=False)
+        self.conv4 = nn.Conv2d(channels[0], channels[1], 3, stride=2, padding=1, bias=False)
+        self.conv5 = nn.Conv2d(channels[1], channels[2], 3, stride=2, padding=1, bias=False)
+
+    def forward(self, x):
+        c3 = torch.relu(self.conv3(x))
+        c4 = torch.relu(self.conv4(c3))
+        return [c3, c4, torch.relu(self.conv5(c4))]
+
+
+def release_model_config(config: dict) -> ModelConfig:
+    """The fixture's sizes with every switch of the ``*-release`` recipes."""
+    switches = load_config("demo-release").model
+    return ModelConfig(**{**vars(switches), "pretrained": False, "dim": config["D"],
+                          "attn_dim": config["M"], "num_parts": config["K"],
+                          "tau": config["scale"]})
+
+
+def release_net(release) -> nn.Module:
+    cfg = release["config"]
+    torch.manual_seed(0)  # every weight is overwritten by the published ones
+    net = build_model(release_model_config(cfg), release["inputs"]["w2v"],
+                      backbone=StubBackbone(cfg["stage_channels"])).double()
+    net.load_state_dict(convert_release_state_dict(release["state_dict"], net))
+    return net
+
+
+def to_release_names(net: nn.Module, release_names) -> dict[str, str]:
+    prefix = "backbone."
+    return {release_key(name, prefix): name for name in release_names}
+
+
+def assert_close(got: torch.Tensor, want: torch.Tensor, what: str, atol: float = ATOL) -> None:
+    assert got.dtype == torch.float64, what
+    assert got.numel() == want.numel(), f"{what}: shape {tuple(got.shape)} != {tuple(want.shape)}"
+    if "group.weight" in what:  # part centres: (K, C) here, (K, C, 1, 1) published
+        got = got.reshape(want.shape)
+    assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} != {tuple(want.shape)}"
+    err = (got - want).abs().max().item()
+    assert err <= atol, f"{what}: max |diff| {err:.3g} > {atol}"
+
+
+def forward_with_intermediates(net, x, seen_att):
+    captured = {}
+    net.backbone.register_forward_hook(lambda m, i, o: captured.update(stages=o))
+    for level, module in enumerate(net.granularity):
+        module.register_forward_hook(lambda m, i, o, level=level: captured.update({level: o[0]}))
+    net.refinement.register_forward_hook(lambda m, i, o: captured.update(borrowed=o))
+    out = net(x, seen_att)
+    return out, captured
+
+
+def test_parity_recipes_set_every_switch_to_the_published_value():
+    for name in ("cub-release", "sun-release", "awa2-release", "demo-release"):
+        cfg = load_config(name)
+        assert (cfg.model.grouping, cfg.model.halving, cfg.model.prototype_init) == \
+            ("identity", "align_corners", "normal"), name
+        assert (cfg.model.scaled_attention, cfg.model.norm, cfg.model.resize_before_projection) == \
+            (False, "group", False), name
+        assert (cfg.data.test_resize, cfg.train.lr_step_at, cfg.train.schedule, cfg.train.amp) == \
+            ("crop", "start", "alternating", "none"), name
+        assert cfg.eval.ausuc_order == "release", name
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_parity_forward_stage_maps_level_maps_scam_and_scores(release, mode):
+    net = release_net(release)
+    net.train(mode == "train")
+    inputs, inter, fwd = release["inputs"], release["intermediates"], release["forward"]
+    with torch.no_grad():
+        out, got = forward_with_intermediates(net, inputs["x"], inputs["seen_att"])
+    for name, tensor in zip(("c3", "c4", "c5"), got["stages"]):
+        assert_close(tensor, inter[name], f"backbone stage {name}")
+    for level, name in enumerate(("s3", "s4", "s5")):
+        assert_close(got[level], inter[name], f"level map {name}")
+    assert_close(got["borrowed"][0], inter["lateral1"], "SCAM of the fine level")
+    assert_close(got["borrowed"][1], inter["lateral2"], "SCAM of the middle level")
+    assert got["borrowed"][2] is None
+    for level in range(3):
+        assert_close(out.attribute_scores[level], fwd[f"v2s{level + 1}"], f"v2s{level + 1}")
+        assert_close(out.class_scores[level], fwd[f"score{level + 1}"], f"score{level + 1}")
+    assert_close(out.logits, fwd["score"], "summed score")
+
+
+def test_parity_losses_and_gradients_of_the_summed_losses(release):
+    net = release_net(release)
+    inputs = release["inputs"]
+    criterion = ZSLCriterion(inputs["seen_att"], release["config"]["lambda_reg"])
+    losses = criterion(net(inputs["x"], inputs["seen_att"]), inputs["labels"])
+    for level, loss in enumerate(losses):
+        assert_close(loss, release["fused_losses"][f"loss{level + 1}"], f"loss{level + 1}")
+    sum(losses).backward()
+    names = to_release_names(net, release["fused_grads"])
+    for key, param in net.named_parameters():
+        want = release["fused_grads"][names[key]]
+        assert param.grad is not None, key
+        atol = 1e-12 if any(n in names[key] for n in NOISE) else ATOL
+        assert_close(param.grad, want, f"gradient of {names[key]}", atol)
+
+
+def run_two_iterations(release, schedule: str, finetune: bool = True):
+    """train_one_epoch over the fixture's two batches, one batch per call: per-batch results."""
+    cfg, inputs = release["config"], release["inputs"]
+    net = release_net(release)
+    net.backbone.requires_grad_(finetune)
+    params = [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"],
+                                weight_decay=cfg["weight_decay"])
+    names = to_release_names(net, release["state_dict"])
+    stepped = []
+    optimizer.register_step_post_hook(lambda opt, *_: stepped.append(sorted(
+        names[k] for k, p in net.named_parameters() if p.grad is not None)))
+    criterion = ZSLCriterion(inputs["seen_att"], cfg["lambda_reg"])
+    losses, states = [], []
+    for i, (x, y) in enumerate([(inputs["x"], inputs["labels"]), (inputs["x2"], inputs["labels2"])]):
+        stats = train_one_epoch(net, [(x, y)], optimizer, criterion, torch.device("cpu"), i,
+                                schedule, show_progress=False)
+        losses.append([stats[f"loss_{level}"] for level in net.levels])
+        states.append({names[k]: v.detach().clone() for k, v in net.named_parameters()})
+    return torch.tensor(losses, dtype=torch.float64), states, stepped
+
+
+def assert_state(got: dict, want: dict, what: str, atol: float = ATOL) -> None:
+    assert got.keys() == want.keys()
+    for name in want:
+        assert_close(got[name], want[name], f"{what}: {name}", atol)
+
+
+def test_parity_alternating_schedule_two_iterations(release):
+    alt = release["alternating"]
+    losses, states, stepped = run_two_iterations(release, "alternating")
+    assert_close(losses, alt["losses"], "alternating losses [iteration, round]")
+    torch.testing.assert_close(alt["Lcls"] + 0.1 * alt["Lreg"], alt["losses"], rtol=0, atol=1e-12)
+    assert_state(states[0], alt["state_dict_iter1"], "after iteration 1")
+    assert_state(states[1], alt["state_dict_iter2"], "after iteration 2")
+    # every round steps exactly the parameters the published round steps
+    want = [sorted(names) for iteration in alt["updated_params"] for names in iteration]
+    assert stepped == want
+
+
+def test_parity_fused_schedule_matches_fused_iterations_not_alternating(release):
+    losses, states, _ = run_two_iterations(release, "fused")
+    fused, alt = release["fused_iterations"], release["alternating"]
+    assert_close(losses, fused["losses"], "fused losses [iteration, level]")
+    assert_state(states[1], fused["state_dict"], "fused, after iteration 2")
+    differences = [(states[1][n] - alt["state_dict_iter2"][n]).abs().max().item() for n in states[1]]
+    assert max(differences) > 0.05  # the two schedules really differ
+
+
+def test_parity_alternating_with_frozen_backbone(release):
+    losses, states, stepped = run_two_iterations(release, "alternating", finetune=False)
+    assert_close(losses, release["frozen_backbone"]["losses"], "frozen-backbone losses")
+    assert not any(name.startswith("backbone.") for names in stepped for name in names)
+    assert_close(states[1]["backbone.conv3.weight"], release["state_dict"]["backbone.conv3.weight"],
+                 "frozen backbone", atol=0.0)
+
+
+def test_parity_loss_parts_at_the_initial_weights(release):
+    net = release_net(release)
+    inputs, alt = release["inputs"], release["alternating"]
+    criterion = ZSLCriterion(inputs["seen_att"], release["config"]["lambda_reg"])
+    ce, reg = criterion.parts(net(inputs["x"], inputs["seen_att"]), inputs["labels"])[0]
+    # round 1 of iteration 1 runs at the initial weights
+    assert_close(ce, alt["Lcls"][0, 0], "Lcls")
+    assert_close(reg, alt["Lreg"][0, 0], "Lreg")
+
+
+def full_scores(scores: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """Scores whose columns follow ``columns`` (class ids) -> columns in class-id order."""
+    out = torch.empty_like(scores)
+    out[:, columns] = scores
+    return out
+
+
+def test_parity_evaluation_figures(release):
+    m_in, m_out = release["metrics"]["inputs"], release["metrics"]["outputs"]
+    order = m_in["train_test_id"]
+    ts, tu = full_scores(m_in["ts_scores"], order), full_scores(m_in["tu_scores"], order)
+    results = evaluate_zsl(ts, m_in["ts_labels"], tu, m_in["tu_labels"], m_in["seen_ids"],
+                           m_in["unseen_ids"], ausuc_order="release")
+    for key, want in (("czsl_acc", "zsl_acc"), ("gzsl_seen", "S"), ("gzsl_unseen", "U"),
+                      ("gzsl_h", "H"), ("ausuc", "AUSUC")):
+        assert results[key] == pytest.approx(100 * m_out[want], abs=1e-9), key
+    assert results["gamma"] == pytest.approx(m_out["best_gamma"], abs=1e-9)
+    zero = results["gzsl_uncalibrated"]
+    assert (zero["seen"], zero["unseen"], zero["h"]) == pytest.approx(
+        (100 * m_out["S0"], 100 * m_out["U0"], 100 * m_out["H0"]), abs=1e-9)
+    # the same points as the published sweep, and only the published order gives its AUSUC
+    sweep = gamma_sweep(ts, m_in["ts_labels"], tu, m_in["tu_labels"], m_in["seen_ids"])
+    points = np.array([(s, u) for _, s, u, _ in sweep["points"]])
+    want = m_out["ausuc_points"].numpy()
+    assert len(points) == len(want)
+    np.testing.assert_allclose(np.array(sorted(map(tuple, points))),
+                               np.array(sorted(map(tuple, want))), atol=1e-12)
+    assert abs(sweep["ausuc"] - m_out["AUSUC"]) > 1e-5  # the curve's own order differs
