@@ -15,6 +15,8 @@ Mg-MRN: Multi-Granularity Mutual Refinement Network for zero-shot image classifi
   mgmrn train --config cub data.root=/data  the published CUB recipe (also: sun, awa2)
   mgmrn eval --checkpoint runs/cub/checkpoints/best.pt
   mgmrn predict --checkpoint runs/demo/checkpoints/best.pt photo.jpg --explain figures/
+  mgmrn train --config cub-release ...      every switch at the published code's behaviour
+  mgmrn convert-release model.pth --config cub-release --out cub.pt   (published weights)
   torchrun --nproc_per_node=4 -m mgmrn train --config cub   (several GPUs)
 
 Any config field can be set as key=value with dotted keys (e.g. train.epochs=5).
@@ -59,6 +61,21 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--explain", metavar="DIR", default=None,
                     help="also write a figure of attention maps per image into DIR")
     pr.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1 or auto")
+
+    cv = sub.add_parser("convert-release", help="turn a checkpoint of the published code into an "
+                                                "mgmrn checkpoint",
+                        description="Rename the weights of a checkpoint saved by the published "
+                                    "train.py ({'model': state_dict}) for the network of a "
+                                    "*-release recipe; eval, predict and --explain accept the "
+                                    "result. The recipe's data section names the dataset (its "
+                                    "class list, attributes and word vectors are read; the images "
+                                    "are not needed).")
+    cv.add_argument("checkpoint", help="the published checkpoint (.pth)")
+    cv.add_argument("--config", required=True,
+                    help="cub-release, sun-release, awa2-release, demo-release or a YAML file")
+    cv.add_argument("--out", required=True, help="the mgmrn checkpoint to write (never overwritten)")
+    cv.add_argument("overrides", nargs="*", metavar="key=value",
+                    help="config overrides, e.g. data.root=/data/zsl")
     return parser
 
 
@@ -80,7 +97,14 @@ def _message(err: Exception) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse takes the positionals of one run only: overrides after an option arrive here
+    if extra and args.command in ("train", "eval", "convert-release") and all(
+            "=" in item and not item.startswith("-") for item in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _setup_logging(args.verbose)
     # heavy imports after parsing, so that --help answers at once
     from .config import ConfigError, load_config, parse_overrides
@@ -100,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
             from .predict import predict_command
 
             return predict_command(args)
+        elif args.command == "convert-release":
+            from .convert import convert_release
+
+            out = convert_release(args.checkpoint, load_config(args.config, args.overrides),
+                                  args.out)
+            print(f"wrote {out}; evaluate it with: mgmrn eval --checkpoint {out}")
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
         if args.verbose:
             raise

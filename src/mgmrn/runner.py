@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import time
 import warnings
 from pathlib import Path
@@ -302,7 +303,7 @@ def _step_before_training(scheduler) -> None:
     rate decays one epoch early (epoch e, from 0, runs at lr * gamma^floor((e + 1) / step))."""
     with warnings.catch_warnings():
         # PyTorch warns when a scheduler steps before the optimizer: that is the point here
-        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+        warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
         scheduler.step()
 
 
@@ -330,7 +331,7 @@ def evaluate_checkpoint(path: str | Path, overrides: dict | None = None,
         precision = resolve_precision(cfg, device)
         results = evaluate_model(model, data, cfg, device, precision, env)
         results["checkpoint"] = str(path)
-        results["epoch"] = saved["epoch"]
+        results["epoch"] = saved.get("epoch")
         out_path = Path(out) if out else Path(path).parent / "results.json"
         if env.is_main:
             write_json(results, out_path)

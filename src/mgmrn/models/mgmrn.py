@@ -150,6 +150,8 @@ def spatial_attention(attention: torch.Tensor, layout: TokenLayout,
         extra = attention[..., offset:offset + bh * bw].reshape(b, a, bh, bw)
         grid = grid + _resize_mass(extra, (h, w))
         offset += bh * bw
+    if not layout.regions:  # the published grouping has no region tokens
+        return grid
     region_weights = attention[..., offset:offset + layout.regions]  # (B, A, K)
     parts = _resize_mass(assignments, (h, w))  # (B, K, h, w)
     parts = parts / parts.sum(dim=(2, 3), keepdim=True).clamp_min(1e-12)

@@ -65,6 +65,30 @@ def release_key(name: str, backbone_prefix: str = "backbone.") -> str | None:
     raise ReleaseWeightsError(f"unexpected entry '{name}': not a parameter of the published model")
 
 
+def published_names() -> list[str]:
+    """Every name of the published heads (the backbone's names are the ResNet's own)."""
+    names = []
+    for i in (1, 2, 3):
+        names.append(f"V_att_final_branch{i}")
+        names += [f"{layer}{i}.{p}" for layer in _DECODER for p in ("weight", "bias")]
+    for stage in _STAGES:
+        names += [f"{stage}.group.weight", f"{stage}.group.smooth_factor",
+                  f"{stage}.conv.block.0.block.0.weight"]
+        names += [f"{stage}.conv.block.0.block.1.{p}" for p in ("weight", "bias")]
+    for i in (1, 2):
+        names += [f"lateral_conv{i}.conv.weight", f"lateral_conv{i}.s_attn.0.weight"]
+        names += [f"lateral_conv{i}.c_attn.{j}.{p}" for j in (0, 2) for p in ("weight", "bias")]
+    return names
+
+
+def _published_name(key: str, backbone_prefix: str) -> str:
+    """The published name of an mgmrn parameter, for messages."""
+    if key.startswith(backbone_prefix):
+        return "backbone." + key[len(backbone_prefix):]
+    inverse = {release_key(name): name for name in published_names()}
+    return inverse.get(key, key)
+
+
 def convert_release_state_dict(release: dict[str, torch.Tensor],
                                model: nn.Module) -> dict[str, torch.Tensor]:
     """A published state dict renamed and reshaped for ``model``; every entry must fit.
@@ -95,8 +119,8 @@ def convert_release_state_dict(release: dict[str, torch.Tensor],
             misshaped.append(f"{name} {tuple(value.shape)} (expected {tuple(target[key].shape)})")
             continue
         converted[key] = value.reshape(target[key].shape)  # group centres: (K, C, 1, 1) -> (K, C)
-    missing = sorted(k for k in target if k not in converted and k != "word_vectors"
-                     and not k.endswith("num_batches_tracked"))
+    missing = sorted(_published_name(k, prefix) for k in target if k not in converted
+                     and k != "word_vectors" and not k.endswith("num_batches_tracked"))
     problems = [f"{label}: {', '.join(items[:12])}{' ...' if len(items) > 12 else ''}"
                 f" ({len(items)})" for label, items in (("unexpected", unexpected),
                                                         ("missing", missing),

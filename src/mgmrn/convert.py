@@ -1,0 +1,85 @@
+"""``mgmrn convert-release``: a checkpoint of the published code -> an mgmrn checkpoint.
+
+The published ``train.py`` saves ``{"model": state_dict}`` with the ResNet's torchvision names
+under ``backbone.``. The weights are renamed for a network built from a ``*-release`` recipe (see
+:mod:`mgmrn.models.release`), checked entry by entry, and saved with the recipe's config and the
+dataset description, so that ``mgmrn eval``, ``mgmrn predict`` and ``--explain`` accept the file.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_atomic
+from .config import Config, ConfigError
+from .data import assemble as assemble_data
+from .data import read_records
+from .models import build_model
+from .models.release import ReleaseWeightsError, convert_release_state_dict
+
+log = logging.getLogger(__name__)
+
+
+def read_release_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict of a checkpoint saved by the published ``train.py``.
+
+    Accepts ``{"model": state_dict}`` (as published) or a bare state dict; a ``module.`` prefix
+    left by ``DataParallel`` is removed. Loaded with ``weights_only``: no code in it runs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"release checkpoint '{path}' does not exist")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"release checkpoint '{path}' cannot be loaded safely "
+                              f"({type(err).__name__}: {str(err).splitlines()[0]})") from err
+    state = saved.get("model", saved) if isinstance(saved, dict) else None
+    if not isinstance(state, dict) or not state or not all(
+            isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"release checkpoint '{path}' holds no state dict: expected "
+                              f"{{'model': state_dict}} as the published train.py saves it")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def convert_release(checkpoint: str | Path, cfg: Config, out: str | Path) -> Path:
+    """Convert a published checkpoint for ``cfg`` (a ``*-release`` recipe) and save it to ``out``.
+
+    Args:
+        checkpoint: the published checkpoint.
+        cfg: the run config; its data section names the dataset the model was trained on
+            (read for class names, attributes and word vectors, without the images).
+        out: the mgmrn checkpoint to write; an existing file is never overwritten.
+
+    Returns:
+        ``out``. Problems raise with one-line messages: missing, unexpected or mis-shaped
+        entries are named.
+    """
+    out = Path(out)
+    if out.exists():
+        raise ConfigError(f"--out '{out}' already exists; choose another file name")
+    if cfg.model.name != "mgmrn" or cfg.model.grouping != "identity":
+        raise ConfigError("the published network has no region-token layers: convert with a "
+                          "*-release recipe (e.g. --config cub-release), or set "
+                          "model.grouping=identity")
+    release = read_release_checkpoint(checkpoint)
+    data = assemble_data(read_records(cfg.data, seed=cfg.seed), cfg.data)
+    cfg.model.pretrained = False  # every weight comes from the checkpoint
+    model = build_model(cfg.model, data.attribute_vectors)
+    try:
+        state = convert_release_state_dict(release, model)
+    except ReleaseWeightsError as err:
+        raise CheckpointError(f"release checkpoint '{checkpoint}' does not fit the network of "
+                              f"this config: {err}") from err
+    model.load_state_dict(state)
+    from .runner import data_meta  # the runner's own checkpoint description of the data
+
+    saved = {"model": model.state_dict(), "config": cfg.to_dict(), "data": data_meta(data),
+             "epoch": None, "converted_from": str(checkpoint)}
+    save_atomic(saved, out)
+    model_from_checkpoint(load_checkpoint(out), out)  # it loads the way eval and predict load it
+    log.info("converted %s (%d entries) to %s", checkpoint, len(release), out)
+    return out

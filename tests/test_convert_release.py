@@ -1,0 +1,141 @@
+"""mgmrn convert-release: published checkpoints in, with clear errors otherwise.
+
+The published checkpoint is the parity fixture's head weights (``tests/data/release_small.pt``)
+plus a small ResNet (timm's resnet18 at widths 8/16/24/32, whose stage 2-4 channels match the
+fixture's heads) under ``backbone.`` with torchvision's names, as the published train.py saves it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+import mgmrn
+from mgmrn.cli import main
+
+FIXTURE = Path(__file__).parent / "data" / "release_small.pt"
+
+
+@pytest.fixture(scope="module")
+def release():
+    return torch.load(FIXTURE, weights_only=True)
+
+
+def write_dataset(root: Path, release) -> None:
+    """A custom-format set with the fixture's 12 attributes, 16-d word vectors, 6 + 4 classes."""
+    att = torch.rand(10, 12, generator=torch.Generator().manual_seed(0))
+    header = "class,split," + ",".join(f"a{i}" for i in range(12))
+    rows = [f"c{c},{'seen' if c < 6 else 'unseen'}," + ",".join(f"{v:.3f}" for v in att[c].tolist())
+            for c in range(10)]
+    root.mkdir()
+    (root / "classes.csv").write_text("\n".join([header, *rows]) + "\n")
+    np.save(root / "attribute_vectors.npy", release["inputs"]["w2v"].float().numpy())
+    rng = np.random.default_rng(0)
+    for c in range(10):
+        folder = root / "images" / f"c{c}"
+        folder.mkdir(parents=True)
+        for i in range(3):
+            pixels = rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+
+
+def write_recipe(path: Path, root: Path) -> None:
+    path.write_text(f"""base: demo-release
+model:
+  backbone: resnet18
+  backbone_args: {{layers: [1, 1, 1, 1], channels: [8, 16, 24, 32]}}
+  dim: 32
+  attn_dim: 16
+  num_parts: 5
+data:
+  name: custom
+  root: {root}
+  image_size: 64
+  test_batch_size: 8
+""")
+
+
+def release_checkpoint(path: Path, release, drop=(), extra=None, reshape=None) -> dict:
+    torch.manual_seed(1)
+    resnet = timm.create_model("resnet18", layers=[1, 1, 1, 1], channels=(8, 16, 24, 32))
+    state = {k: v.float() for k, v in release["state_dict"].items() if not k.startswith("backbone.")}
+    state.update({f"backbone.{k}": v for k, v in resnet.state_dict().items()})
+    for key in drop:
+        del state[key]
+    state.update(extra or {})
+    for key, shape in (reshape or {}).items():
+        state[key] = torch.zeros(shape)
+    torch.save({"model": state}, path)
+    return state
+
+
+@pytest.fixture()
+def setup(tmp_path, release):
+    write_dataset(tmp_path / "data", release)
+    write_recipe(tmp_path / "recipe.yaml", tmp_path / "data")
+    return tmp_path
+
+
+def test_parity_convert_release_checkpoint_for_eval_predict_and_explain(setup, release, capsys):
+    state = release_checkpoint(setup / "release.pth", release)
+    out = setup / "converted.pt"
+    assert main(["convert-release", str(setup / "release.pth"), "--config",
+                 str(setup / "recipe.yaml"), "--out", str(out)]) == 0
+    predictor = mgmrn.load(out)
+    params = dict(predictor.model.named_parameters())
+    # every published weight sits where the name mapping puts it
+    assert torch.equal(params["decoders.1.query.weight"], state["QueryW2.weight"])
+    assert torch.equal(params["decoders.2.prototypes"], state["V_att_final_branch3"])
+    assert torch.equal(params["granularity.0.grouping.centres"], state["s3.group.weight"][:, :, 0, 0])
+    assert torch.equal(params["refinement.attention.0.spatial_gate.0.weight"],
+                       state["lateral_conv1.s_attn.0.weight"])
+    assert torch.equal(params["backbone.body.layer3.0.conv1.weight"],
+                       state["backbone.layer3.0.conv1.weight"])
+    assert torch.equal(predictor.model.state_dict()["backbone.body.bn1.running_var"],
+                       state["backbone.bn1.running_var"])
+    # the converted model computes the published forward (float32 here, float64 in test_parity)
+    assert predictor.config.model.grouping == "identity"
+    image = setup / "data" / "images" / "c7" / "0.png"
+    results = predictor.predict([image], top_k=3, explain_dir=setup / "explain")
+    assert len(results[0]["classes"]) == 3 and Path(results[0]["explanation"]).is_file()
+    assert main(["eval", "--checkpoint", str(out), "--out", str(setup / "results.json")]) == 0
+    assert "czsl_acc" in json.loads((setup / "results.json").read_text())
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"drop": ["QueryW2.weight"]}, "missing: QueryW2.weight"),
+    ({"extra": {"QueryW4.weight": torch.zeros(16, 16)}}, "unexpected: QueryW4.weight"),
+    ({"reshape": {"KeyW1.weight": (16, 33)}}, "mis-shaped: KeyW1.weight (16, 33) (expected (16, 32))"),
+    ({"drop": ["backbone.layer2.0.conv1.weight"]}, "missing: backbone.layer2.0.conv1.weight"),
+])
+def test_parity_convert_release_refuses_what_does_not_fit(setup, release, capsys, change, message):
+    release_checkpoint(setup / "release.pth", release, **change)
+    out = setup / "converted.pt"
+    assert main(["convert-release", str(setup / "release.pth"), "--config",
+                 str(setup / "recipe.yaml"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "release.pth" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_convert_release_refuses_other_files_and_our_recipes(setup, release, capsys):
+    (setup / "broken.pth").write_bytes(b"not a checkpoint")
+    assert main(["convert-release", str(setup / "broken.pth"), "--config",
+                 str(setup / "recipe.yaml"), "--out", str(setup / "a.pt")]) == 2
+    assert "cannot be loaded" in capsys.readouterr().err
+    release_checkpoint(setup / "release.pth", release)
+    assert main(["convert-release", str(setup / "release.pth"), "--config",
+                 str(setup / "recipe.yaml"), "--out", str(setup / "a.pt"),
+                 "model.grouping=regions"]) == 2
+    assert "*-release recipe" in capsys.readouterr().err
+    (setup / "a.pt").write_text("mine")
+    assert main(["convert-release", str(setup / "release.pth"), "--config",
+                 str(setup / "recipe.yaml"), "--out", str(setup / "a.pt")]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (setup / "a.pt").read_text() == "mine"
