@@ -15,6 +15,8 @@ Mg-MRN: Multi-Granularity Mutual Refinement Network for zero-shot image classifi
   mgmrn train --config cub data.root=/data  the published CUB recipe (also: sun, awa2)
   mgmrn eval --checkpoint runs/cub/checkpoints/best.pt
   mgmrn predict --checkpoint runs/demo/checkpoints/best.pt photo.jpg --explain figures/
+  mgmrn data download cub --root /data/zsl   the xlsa17 splits and the CUB images
+  mgmrn data check --config cub data.root=/data/zsl
   torchrun --nproc_per_node=4 -m mgmrn train --config cub   (several GPUs)
 
 Any config field can be set as key=value with dotted keys (e.g. train.epochs=5).
@@ -59,7 +61,43 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--explain", metavar="DIR", default=None,
                     help="also write a figure of attention maps per image into DIR")
     pr.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1 or auto")
+    _data_parser(sub)
     return parser
+
+
+def _data_parser(sub) -> None:
+    data = sub.add_parser("data", help="download and check the benchmark datasets",
+                          description="Download CUB, SUN, AWA2 and the xlsa17 splits from their "
+                                      "official pages; check a dataset folder before training.")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    dl = data_sub.add_parser(
+        "download", help="fetch, verify and extract into the layout data.root expects",
+        description="Fetch the archives (resuming interrupted transfers), verify them, extract "
+                    "them into DIR and record their sha256 in DIR/mgmrn-download.json. A second "
+                    "run does nothing. cub, sun and awa2 also fetch the xlsa17 splits.")
+    dl.add_argument("names", nargs="+", choices=("cub", "sun", "awa2", "xlsa17", "all"),
+                    metavar="{cub,sun,awa2,xlsa17,all}", help="what to download")
+    dl.add_argument("--root", required=True, metavar="DIR", help="the folder to fill (data.root)")
+    dl.add_argument("--mirror", metavar="URL", default=None,
+                    help="base address serving every archive under its own file name, instead "
+                         "of the official addresses")
+    dl.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                    help="seconds without data before a transfer counts as stalled (default 60)")
+    dl.add_argument("--retries", type=int, default=3, metavar="N",
+                    help="further tries of a cut or stalled transfer, each resuming (default 3)")
+    dl.add_argument("--keep-archives", action="store_true",
+                    help="keep the archives in DIR/downloads/ after extracting them")
+    ck = data_sub.add_parser(
+        "check", help="check a dataset folder before training",
+        description="Check the layout, the files, every split size against the published "
+                    "counts, the attribute and word-vector shapes, and decode every image. "
+                    "Prints a table; exit status 1 when a check fails.")
+    ck.add_argument("--config", default=None,
+                    help="YAML file or bundled recipe name: demo (default), cub, sun, awa2")
+    ck.add_argument("--threads", type=int, default=None, help="image-decoding threads")
+    ck.add_argument("--json", dest="as_json", action="store_true", help="print JSON, not a table")
+    ck.add_argument("overrides", nargs="*", metavar="key=value",
+                    help="config overrides, e.g. data.root=/data/zsl data.name=custom")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -100,10 +138,15 @@ def main(argv: list[str] | None = None) -> int:
             from .predict import predict_command
 
             return predict_command(args)
+        elif args.command == "data":
+            from .data.commands import check_command, download_command
+
+            return (download_command if args.data_command == "download" else check_command)(args)
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
         if args.verbose:
             raise
-        print(f"mgmrn {args.command}: error: {_message(err)}", file=sys.stderr)
+        name = f"data {args.data_command}" if args.command == "data" else args.command
+        print(f"mgmrn {name}: error: {_message(err)}", file=sys.stderr)
         return 2
     return 0
 
