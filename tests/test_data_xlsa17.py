@@ -22,10 +22,9 @@ from mgmrn.data.xlsa17 import (
     read_xlsa17,
 )
 
-from ._tiny_benchmark import write_tree
+from ._tiny_benchmark import AUTHOR_PREFIX, cell, loc, write_tree
 from .conftest import shared_data
 
-AUTHOR_PREFIX = "/BS/xian/work/data/"
 # all-class order differs from folder numbering, as in the real CUB files
 CLASSES = ["003.Gamma", "001.Alpha", "004.Delta", "002.Beta"]
 SEEN, UNSEEN = [0, 1, 3], [2]
@@ -35,17 +34,6 @@ def tiny_jpeg() -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (8, 8), (200, 30, 30)).save(buf, "JPEG")
     return buf.getvalue()
-
-
-def cell(strings: list[str]) -> np.ndarray:
-    out = np.empty((len(strings), 1), dtype=object)
-    for i, s in enumerate(strings):
-        out[i, 0] = np.array([s])
-    return out
-
-
-def loc(indices: list[int]) -> np.ndarray:
-    return (np.asarray(indices, dtype=np.uint16) + 1).reshape(-1, 1)  # MATLAB: 1-based column
 
 
 def make_tiny(root: Path, n_per_class: int = 4, n_attr: int = 5, double_slash: bool = False):
