@@ -63,7 +63,10 @@ class Server:
         if ranged and not self.ignore_range:
             start = int(ranged.removeprefix("bytes=").split("-")[0])
             if start >= len(data):
-                handler.send_error(416, "Range Not Satisfiable")
+                handler.send_response(416)
+                handler.send_header("Content-Range", f"bytes */{len(data)}")
+                handler.send_header("Content-Length", "0")
+                handler.end_headers()
                 return
             handler.send_response(206)
             handler.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
@@ -177,6 +180,19 @@ def test_cut_transfer_resumes_with_range(tmp_path, server, archives, retries):
     assert manifest["CUB_200_2011.tgz"]["sha256"] == hashlib.sha256(
         archives["CUB_200_2011.tgz"]).hexdigest()
     assert (root / "CUB_200_2011/images/002.Beta/002.Beta_2.jpg").is_file()
+
+
+@pytest.mark.parametrize("extra", [0, 7])
+def test_part_holding_the_whole_file_or_more(tmp_path, server, archives, extra):
+    """A .part as long as the file is complete (416 says so); a longer one is fetched anew."""
+    root = tmp_path / "zsl"
+    (root / "downloads").mkdir(parents=True)
+    data = archives["CUB_200_2011.tgz"]
+    (root / "downloads/CUB_200_2011.tgz.part").write_bytes(data + b"x" * extra)
+    fetch_all(root, server, names=["cub"])
+    cub = [r for p, r in server.requests if p.endswith("CUB_200_2011.tgz")]
+    assert cub == [f"bytes={len(data) + extra}-"] + ([None] if extra else [])
+    assert (root / "CUB_200_2011/images/001.Alpha").is_dir()
 
 
 def test_server_ignoring_range_restarts_from_zero(tmp_path, server):

@@ -126,8 +126,9 @@ def _fetch_once(url: str, part: Path, timeout: float) -> None:
     except urllib.error.HTTPError as err:
         if err.code != 416 or not offset:
             raise
-        # the range starts at or past the end: the .part is not a prefix we can trust
-        part.unlink()
+        if (err.headers.get("Content-Range") or "") == f"bytes */{offset}":
+            return  # the .part already holds the whole file (stopped before its rename)
+        part.unlink()  # longer than the file: not a prefix of it
         offset, response = 0, _request(url, 0, timeout)
     with response:
         if offset and response.status != 206:
@@ -184,10 +185,10 @@ def fetch(source: Source, target: Path, timeout: float, retries: int, wait: floa
         if attempt < retries:
             log.warning("%s: %s; trying again (%d of %d)", source.url, reason, attempt + 1, retries)
             time.sleep(wait * 2 ** attempt)
-    kept = (f"; {part} holds the {part.stat().st_size} bytes fetched so far and the next run "
-            f"resumes it" if part.is_file() and part.stat().st_size else "")
+    kept = (f" {part} holds the {part.stat().st_size} bytes fetched so far and the next run "
+            f"resumes it; or" if part.is_file() and part.stat().st_size else "")
     raise DownloadError(f"cannot download {source.url} ({reason}, {attempt + 1} "
-                        f"tr{'y' if attempt == 0 else 'ies'}){kept}; or {_by_hand(source, target)}")
+                        f"tr{'y' if attempt == 0 else 'ies'});{kept} {_by_hand(source, target)}")
 
 
 def file_digests(path: Path) -> dict[str, str | int]:
@@ -307,4 +308,7 @@ def download(names: list[str], root: str | Path, mirror: str | None = None,
     for source in sources_for(names, mirror):
         done = prepare(source, root, timeout, retries, wait, keep_archives)
         rows.append((source.name, str(root / source.destination), done))
+    downloads = root / "downloads"
+    if downloads.is_dir() and not any(downloads.iterdir()):
+        downloads.rmdir()
     return rows
