@@ -15,11 +15,16 @@ from PIL import Image
 from mgmrn.config import DataConfig
 from mgmrn.data import DataError, build_data
 from mgmrn.data.records import load_attribute_vectors
-from mgmrn.data.xlsa17 import find_prefix_length, read_attribute_names, read_xlsa17
+from mgmrn.data.xlsa17 import (
+    PACKAGED_VECTORS,
+    find_prefix_length,
+    read_attribute_names,
+    read_xlsa17,
+)
 
+from ._tiny_benchmark import AUTHOR_PREFIX, cell, loc, write_tree
 from .conftest import shared_data
 
-AUTHOR_PREFIX = "/BS/xian/work/data/"
 # all-class order differs from folder numbering, as in the real CUB files
 CLASSES = ["003.Gamma", "001.Alpha", "004.Delta", "002.Beta"]
 SEEN, UNSEEN = [0, 1, 3], [2]
@@ -29,17 +34,6 @@ def tiny_jpeg() -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (8, 8), (200, 30, 30)).save(buf, "JPEG")
     return buf.getvalue()
-
-
-def cell(strings: list[str]) -> np.ndarray:
-    out = np.empty((len(strings), 1), dtype=object)
-    for i, s in enumerate(strings):
-        out[i, 0] = np.array([s])
-    return out
-
-
-def loc(indices: list[int]) -> np.ndarray:
-    return (np.asarray(indices, dtype=np.uint16) + 1).reshape(-1, 1)  # MATLAB: 1-based column
 
 
 def make_tiny(root: Path, n_per_class: int = 4, n_attr: int = 5, double_slash: bool = False):
@@ -274,3 +268,32 @@ def test_awa2_paths_map_through_double_slash(tmp_path):
     records = read_xlsa17(tmp_path, "awa2")
     assert records.files["dropped_prefix"] == "BS/xian/work/data"
     assert records.paths["train"][0].startswith(str(tmp_path / "Animals_with_Attributes2") + "/")
+
+
+@pytest.mark.parametrize("name,rows", [("CUB", 312), ("SUN", 102), ("AWA2", 85)])
+def test_packaged_word_vectors_equal_the_published_ones(name, rows):
+    with open(shared_data("w2v", f"{name}_attribute.pkl"), "rb") as fh:
+        published = pickle.load(fh)
+    packaged = np.load(PACKAGED_VECTORS / f"{name}_attribute.npy", allow_pickle=False)
+    assert packaged.dtype == np.float32 and packaged.shape == (rows, 300)
+    assert np.array_equal(packaged, published.astype(np.float32))  # float32 rounding only
+
+
+def test_word_vector_file_precedence(tmp_path):
+    """data.attribute_vectors, else <root>/w2v/, else the packaged copy."""
+    write_tree(tmp_path, "cub")
+    packaged = np.load(PACKAGED_VECTORS / "CUB_attribute.npy")
+    records = read_xlsa17(tmp_path, "cub")
+    assert records.files["attribute_vectors"] == str(PACKAGED_VECTORS / "CUB_attribute.npy")
+    assert np.array_equal(records.attribute_vectors, packaged)
+    in_root = np.random.default_rng(0).normal(size=(312, 4))
+    (tmp_path / "w2v").mkdir()
+    with open(tmp_path / "w2v" / "CUB_attribute.pkl", "wb") as fh:
+        pickle.dump(in_root, fh)
+    records = read_xlsa17(tmp_path, "cub")
+    assert np.allclose(records.attribute_vectors, in_root)
+    chosen = tmp_path / "chosen.npy"
+    np.save(chosen, np.ones((312, 6)))
+    records = read_xlsa17(tmp_path, "cub", attribute_vectors=chosen)
+    assert records.attribute_vectors.shape == (312, 6)
+    assert records.files["attribute_vectors"] == str(chosen)

@@ -17,6 +17,8 @@ Mg-MRN: Multi-Granularity Mutual Refinement Network for zero-shot image classifi
   mgmrn predict --checkpoint runs/demo/checkpoints/best.pt photo.jpg --explain figures/
   mgmrn train --config cub-release ...      every switch at the published code's behaviour
   mgmrn convert-release model.pth --config cub-release --out cub.pt   (published weights)
+  mgmrn data download cub --root /data/zsl   the xlsa17 splits and the CUB images
+  mgmrn data check --config cub data.root=/data/zsl
   torchrun --nproc_per_node=4 -m mgmrn train --config cub   (several GPUs)
 
 Any config field can be set as key=value with dotted keys (e.g. train.epochs=5).
@@ -76,7 +78,43 @@ def _parser() -> argparse.ArgumentParser:
     cv.add_argument("--out", required=True, help="the mgmrn checkpoint to write (never overwritten)")
     cv.add_argument("overrides", nargs="*", metavar="key=value",
                     help="config overrides, e.g. data.root=/data/zsl")
+    _data_parser(sub)
     return parser
+
+
+def _data_parser(sub) -> None:
+    data = sub.add_parser("data", help="download and check the benchmark datasets",
+                          description="Download CUB, SUN, AWA2 and the xlsa17 splits from their "
+                                      "official pages; check a dataset folder before training.")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    dl = data_sub.add_parser(
+        "download", help="fetch, verify and extract into the layout data.root expects",
+        description="Fetch the archives (resuming interrupted transfers), verify them, extract "
+                    "them into DIR and record their sha256 in DIR/mgmrn-download.json. A second "
+                    "run does nothing. cub, sun and awa2 also fetch the xlsa17 splits.")
+    dl.add_argument("names", nargs="+", choices=("cub", "sun", "awa2", "xlsa17", "all"),
+                    metavar="{cub,sun,awa2,xlsa17,all}", help="what to download")
+    dl.add_argument("--root", required=True, metavar="DIR", help="the folder to fill (data.root)")
+    dl.add_argument("--mirror", metavar="URL", default=None,
+                    help="base address serving every archive under its own file name, instead "
+                         "of the official addresses")
+    dl.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                    help="seconds without data before a transfer counts as stalled (default 60)")
+    dl.add_argument("--retries", type=int, default=3, metavar="N",
+                    help="further tries of a cut or stalled transfer, each resuming (default 3)")
+    dl.add_argument("--keep-archives", action="store_true",
+                    help="keep the archives in DIR/downloads/ after extracting them")
+    ck = data_sub.add_parser(
+        "check", help="check a dataset folder before training",
+        description="Check the layout, the files, every split size against the published "
+                    "counts, the attribute and word-vector shapes, and decode every image. "
+                    "Prints a table; exit status 1 when a check fails.")
+    ck.add_argument("--config", default=None,
+                    help="YAML file or bundled recipe name: demo (default), cub, sun, awa2")
+    ck.add_argument("--threads", type=int, default=None, help="image-decoding threads")
+    ck.add_argument("--json", dest="as_json", action="store_true", help="print JSON, not a table")
+    ck.add_argument("overrides", nargs="*", metavar="key=value",
+                    help="config overrides, e.g. data.root=/data/zsl data.name=custom")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -100,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     # argparse takes the positionals of one run only: overrides after an option arrive here
-    if extra and args.command in ("train", "eval", "convert-release") and all(
+    if extra and hasattr(args, "overrides") and all(
             "=" in item and not item.startswith("-") for item in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:
@@ -130,10 +168,15 @@ def main(argv: list[str] | None = None) -> int:
             out = convert_release(args.checkpoint, load_config(args.config, args.overrides),
                                   args.out)
             print(f"wrote {out}; evaluate it with: mgmrn eval --checkpoint {out}")
+        elif args.command == "data":
+            from .data.commands import check_command, download_command
+
+            return (download_command if args.data_command == "download" else check_command)(args)
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
         if args.verbose:
             raise
-        print(f"mgmrn {args.command}: error: {_message(err)}", file=sys.stderr)
+        name = f"data {args.data_command}" if args.command == "data" else args.command
+        print(f"mgmrn {name}: error: {_message(err)}", file=sys.stderr)
         return 2
     return 0
 

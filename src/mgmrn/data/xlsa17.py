@@ -7,7 +7,8 @@ Expected under ``data.root``::
                                          allclasses_names
     xlsa17/data/<NAME>/trainclasses1.txt, valclasses1.txt   (for data.split = "val")
     xlsa17/data/<NAME>/attributes.txt | predicates.txt | attributes.mat   (optional names)
-    w2v/<NAME>_attribute.pkl             (A, E) word vectors, unless data.attribute_vectors is set
+    w2v/<NAME>_attribute.pkl             (A, E) word vectors, unless data.attribute_vectors is set;
+                                         without either, the copy packaged in mgmrn/data/w2v/
     <the image folders>                  e.g. CUB_200_2011/images/..., found from res101.mat paths
 
 Labels follow ``allclasses_names`` order, which is not the folder numbering (CUB's
@@ -36,6 +37,7 @@ from .records import (
 log = logging.getLogger(__name__)
 
 FOLDERS = {"cub": "CUB", "sun": "SUN", "awa2": "AWA2"}
+PACKAGED_VECTORS = Path(__file__).parent / "w2v"  # float32 copies of the published word vectors
 PROBES = 10  # images tried when looking for the prefix to drop, in case the first few are missing
 
 
@@ -164,9 +166,20 @@ def read_attributes(att_path: Path, semantic: str) -> tuple[np.ndarray, list[str
     return attributes, class_names
 
 
+def attribute_vector_file(root: str | Path, name: str,
+                          attribute_vectors: str | Path | None = None) -> Path:
+    """The word-vector file used for ``name``: ``attribute_vectors`` when set, else
+    ``<root>/w2v/<NAME>_attribute.pkl`` when present, else the copy packaged with mgmrn."""
+    if attribute_vectors:
+        return Path(attribute_vectors)
+    in_root = Path(root) / "w2v" / f"{FOLDERS[name]}_attribute.pkl"
+    return in_root if in_root.is_file() else PACKAGED_VECTORS / f"{FOLDERS[name]}_attribute.npy"
+
+
 def read_xlsa17(root: str | Path, name: str, semantic: str = "original", split: str = "trainval",
                 val_fraction: float = 0.2, seed: int = 0,
-                attribute_vectors: str | Path | None = None) -> ZSLRecords:
+                attribute_vectors: str | Path | None = None,
+                load_vectors: bool = True) -> ZSLRecords:
     """Read one xlsa17 benchmark; image files are mapped but checked for existence by the caller.
 
     Args:
@@ -176,7 +189,9 @@ def read_xlsa17(root: str | Path, name: str, semantic: str = "original", split: 
         split: "trainval" (the proposed test splits) or "val" (trainclasses1 / valclasses1).
         val_fraction: for "val": share of each training class's images held out as seen test set.
         seed: for "val": seed of that held-out draw.
-        attribute_vectors: (A, E) file; default ``<root>/w2v/<NAME>_attribute.pkl``.
+        attribute_vectors: (A, E) file; default from :func:`attribute_vector_file`.
+        load_vectors: False leaves the vectors unread, as an (A, 0) array (``mgmrn data check``
+            checks them on their own, so that a bad vector file does not hide the splits).
     """
     root = Path(root)
     folder_name = FOLDERS[name]
@@ -193,14 +208,16 @@ def read_xlsa17(root: str | Path, name: str, semantic: str = "original", split: 
            (("train", "trainval_loc"), ("test_seen", "test_seen_loc"),
             ("test_unseen", "test_unseen_loc"))}
     paths, dropped = map_image_paths(image_files, root)
-    vec_path = Path(attribute_vectors or root / "w2v" / f"{folder_name}_attribute.pkl")
-    attribute_names, names_file = read_attribute_names(folder, class_attributes.shape[1])
+    vec_path = attribute_vector_file(root, name, attribute_vectors)
+    n_attributes = class_attributes.shape[1]
+    attribute_names, names_file = read_attribute_names(folder, n_attributes)
     records = ZSLRecords(
         name=name,
         class_names=class_names,
         attribute_names=attribute_names,
         class_attributes=class_attributes,
-        attribute_vectors=load_attribute_vectors(vec_path, class_attributes.shape[1], att_path),
+        attribute_vectors=(load_attribute_vectors(vec_path, n_attributes, att_path) if load_vectors
+                           else np.zeros((n_attributes, 0), dtype=np.float32)),
         seen=np.unique(labels[idx["train"]]),
         unseen=np.unique(labels[idx["test_unseen"]]),
         paths={s: [paths[i] for i in ix] for s, ix in idx.items()},
