@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -13,31 +11,11 @@ from tqdm import tqdm
 
 from .distributed import all_gather_variable
 from .losses import ZSLCriterion
+from .precision import Precision
 
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss."""
-
-
-@dataclass
-class Precision:
-    """How tensors are computed: autocast dtype (None = fp32), channels_last, gradient scaler."""
-
-    dtype: torch.dtype | None = None
-    channels_last: bool = False
-    scaler: torch.amp.GradScaler | None = None
-
-    def autocast(self, device: torch.device, cache: bool = True):
-        """Autocast to ``dtype``; ``cache=False`` recasts weights at every use (graph capture)."""
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=self.dtype, cache_enabled=cache)
-
-    def prepare(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
-        images = images.to(device, non_blocking=True)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return images
 
 
 def _losses(model: nn.Module, images, labels, criterion: ZSLCriterion, precision, device,

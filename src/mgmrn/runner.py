@@ -15,14 +15,15 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt_io
-from .config import Config, ConfigError, save_config
+from .config import Config, save_config
 from .data import build_data, build_test_loader, build_train_loader, check_sampler_fits
 from .distributed import DistEnv, barrier, cleanup, init_distributed, resolve_device
-from .engine import GraphedStep, Precision, predict_logits, train_one_epoch
+from .engine import GraphedStep, predict_logits, train_one_epoch
 from .evaluation import class_accuracies, evaluate_zsl
 from .evaluation.selection import protocol_report, update_selection
 from .losses import ZSLCriterion
 from .models import build_model
+from .precision import Precision, resolve_cuda_graphs, resolve_precision
 from .report import format_results, write_json
 from .viz import write_eval_figures
 
@@ -37,36 +38,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def resolve_precision(cfg: Config, device: torch.device) -> Precision:
-    amp = cfg.train.amp
-    if amp == "auto":
-        amp = "bf16" if device.type == "cuda" else "none"
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[amp]
-    channels_last = cfg.train.channels_last
-    if channels_last is None:
-        channels_last = device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
-    return Precision(dtype=dtype, channels_last=channels_last, scaler=scaler)
-
-
-def resolve_cuda_graphs(cfg: Config, device: torch.device, env: DistEnv,
-                        precision: Precision) -> bool:
-    """Whether fused steps replay as CUDA graphs: ``train.cuda_graphs``, or where supported."""
-    unmet = [why for why, bad in (
-        ("need a CUDA device", device.type != "cuda"),
-        ("need train.schedule=fused", cfg.train.schedule != "fused"),
-        ("run in a single process, not under torchrun", env.enabled),
-        ("do not support train.amp=fp16 (use bf16)", precision.scaler is not None),
-        ("do not combine with train.compile", cfg.train.compile),
-    ) if bad]
-    if cfg.train.cuda_graphs is None:
-        return not unmet
-    if cfg.train.cuda_graphs and unmet:
-        raise ConfigError(f"config key 'train.cuda_graphs': CUDA graphs {'; '.join(unmet)}; set "
-                          f"train.cuda_graphs=false, or leave it unset to use them where they work")
-    return cfg.train.cuda_graphs
 
 
 def prepare_run_folder(folder: Path, resume: bool) -> Path | None:

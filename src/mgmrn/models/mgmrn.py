@@ -148,18 +148,18 @@ def spatial_attention(attention: torch.Tensor, layout: TokenLayout,
     if layout.borrowed is not None:
         bh, bw = layout.borrowed
         extra = attention[..., offset:offset + bh * bw].reshape(b, a, bh, bw)
-        grid = grid + _resize_mass(extra, (h, w))
+        grid = grid + resize_keeping_mass(extra, (h, w))
         offset += bh * bw
     if not layout.regions:  # the published grouping has no region tokens
         return grid
     region_weights = attention[..., offset:offset + layout.regions]  # (B, A, K)
-    parts = _resize_mass(assignments, (h, w))  # (B, K, h, w)
+    parts = resize_keeping_mass(assignments, (h, w))  # (B, K, h, w)
     parts = parts / parts.sum(dim=(2, 3), keepdim=True).clamp_min(1e-12)
     return grid + torch.einsum("bak,bkhw->bahw", region_weights, parts)
 
 
-def _resize_mass(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize maps (B, N, h, w) to ``size`` keeping each map's total."""
+def resize_keeping_mass(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of (B, N, h, w) maps to ``size``, rescaled to keep each map's total."""
     total = x.sum(dim=(2, 3), keepdim=True)
     y = F.interpolate(x, size=size, mode="bilinear", align_corners=False).clamp_min(0)
     return y / y.sum(dim=(2, 3), keepdim=True).clamp_min(1e-12) * total

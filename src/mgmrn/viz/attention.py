@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..models.mgmrn import ZSLOutput, spatial_attention
+from ..models.mgmrn import ZSLOutput, resize_keeping_mass, spatial_attention
 from ._figure import new_figure, save_png
 
 PANEL = 170  # pixels per panel side
@@ -42,15 +41,8 @@ def level_attention_maps(output: ZSLOutput, size: tuple[int, int]) -> torch.Tens
     for attention, layout, assignments in zip(output.attention, output.layouts,
                                               output.assignments, strict=True):
         grid = spatial_attention(attention.float(), layout, assignments.float())  # (B, A, h, w)
-        maps.append(_resize_keeping_mass(grid, size))
+        maps.append(resize_keeping_mass(grid, size))
     return torch.stack(maps, dim=1)
-
-
-def _resize_keeping_mass(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of (B, N, h, w) maps to ``size``, rescaled to keep each map's total."""
-    total = maps.sum(dim=(2, 3), keepdim=True)
-    resized = F.interpolate(maps, size=size, mode="bilinear", align_corners=False).clamp_min(0)
-    return resized / resized.sum(dim=(2, 3), keepdim=True).clamp_min(1e-12) * total
 
 
 def plot_attention(image: torch.Tensor, maps: torch.Tensor, attribute_names: Sequence[str],

@@ -1,0 +1,63 @@
+"""Precision policy: autocast dtype, memory layout, gradient scaling and CUDA-graph replay."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from .config import Config, ConfigError
+from .distributed import DistEnv
+
+
+@dataclass
+class Precision:
+    """How tensors are computed: autocast dtype (None = fp32), channels_last, gradient scaler."""
+
+    dtype: torch.dtype | None = None
+    channels_last: bool = False
+    scaler: torch.amp.GradScaler | None = None
+
+    def autocast(self, device: torch.device, cache: bool = True):
+        """Autocast to ``dtype``; ``cache=False`` recasts weights at every use (graph capture)."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.dtype, cache_enabled=cache)
+
+    def prepare(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+        images = images.to(device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
+
+def resolve_precision(cfg: Config, device: torch.device) -> Precision:
+    """The precision of ``train.amp`` and ``train.channels_last`` on ``device``."""
+    amp = cfg.train.amp
+    if amp == "auto":
+        amp = "bf16" if device.type == "cuda" else "none"
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[amp]
+    channels_last = cfg.train.channels_last
+    if channels_last is None:
+        channels_last = device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
+    return Precision(dtype=dtype, channels_last=channels_last, scaler=scaler)
+
+
+def resolve_cuda_graphs(cfg: Config, device: torch.device, env: DistEnv,
+                        precision: Precision) -> bool:
+    """Whether fused steps replay as CUDA graphs: ``train.cuda_graphs``, or where supported."""
+    unmet = [why for why, bad in (
+        ("need a CUDA device", device.type != "cuda"),
+        ("need train.schedule=fused", cfg.train.schedule != "fused"),
+        ("run in a single process, not under torchrun", env.enabled),
+        ("do not support train.amp=fp16 (use bf16)", precision.scaler is not None),
+        ("do not combine with train.compile", cfg.train.compile),
+    ) if bad]
+    if cfg.train.cuda_graphs is None:
+        return not unmet
+    if cfg.train.cuda_graphs and unmet:
+        raise ConfigError(f"config key 'train.cuda_graphs': CUDA graphs {'; '.join(unmet)}; set "
+                          f"train.cuda_graphs=false, or leave it unset to use them where they work")
+    return cfg.train.cuda_graphs
