@@ -88,3 +88,41 @@ def test_validation_split_reports_its_gamma_as_such(tmp_path):
     assert results["split"] == "val" and "validation" in results["calibration"]
     # a fifth of the 14 seen classes (rounded) play the unseen part
     assert results["data"]["n_unseen_classes"] + results["data"]["n_seen_classes"] == 14
+    protocol = results["release_protocol"]
+    assert protocol["chosen_on"] == "validation split"
+    assert results["chosen_on_validation"] == {"epoch": protocol["gzsl_epoch"],
+                                               "gamma": protocol["gamma"]}
+
+
+def test_release_recipe_end_to_end_with_the_papers_protocol(tmp_path, capsys):
+    # GroupNorm(32) as published needs more than one cell per group: 64 px gives 2x2 coarse maps
+    args = tiny(tmp_path, "release", "data.image_size=64", "train.epochs=3", "train.lr_step=1")
+    assert main(["train", "--config", "demo-release", *args]) == 0
+    run = tmp_path / "release"
+    results = json.loads((run / "results.json").read_text())
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    # the published order: the scheduler steps before each epoch, so the decay comes one epoch early
+    assert [r["lr"] for r in records] == pytest.approx([1e-3, 1e-4, 1e-5])
+    protocol = results["release_protocol"]
+    assert protocol["chosen_on"] == "test set (as the paper reports)"
+    for key, epoch in (("czsl_acc", "czsl_epoch"), ("ausuc", "ausuc_epoch")):
+        values = [r[key] for r in records]
+        assert protocol[key] == max(values) and protocol[epoch] == values.index(max(values))
+    h = [r["gzsl_h"] for r in records]
+    best = h.index(max(h))
+    assert protocol["gzsl_h"] == max(h) and protocol["gzsl_epoch"] == best
+    assert (protocol["gzsl_seen"], protocol["gzsl_unseen"], protocol["gamma"]) == (
+        records[best]["gzsl_seen"], records[best]["gzsl_unseen"], records[best]["gamma"])
+    # the top-level figures are the last epoch's
+    assert results["czsl_acc"] == records[-1]["czsl_acc"]
+    saved = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert saved["epoch"] == best
+    out = capsys.readouterr().out
+    assert "last epoch (epoch 3)" in out and "best over epochs, chosen on the test set" in out
+
+
+def test_learning_rate_steps_after_each_epoch_by_default(tmp_path):
+    assert main(["train", *tiny(tmp_path, "run", "train.epochs=3", "train.lr_step=1",
+                                "train.eval_every=0")]) == 0
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in records] == pytest.approx([1e-2, 1e-3, 1e-4])
