@@ -6,9 +6,9 @@ This set models that, to measure whether a design choice helps on such attribute
 multi-granularity levels of Mg-MRN against one pooled feature), without any download.
 
 Each image shows one bird-like creature on a cluttered background (see :mod:`.parts_draw`). A class
-is a (body colour, wing colour, beak colour) combination, one part per scale: the body covers about
-6-10% of the image (coarse), the wing about 2.5-3.5% (middle), the beak about 0.3-0.5%, a few
-pixels wide at 96 px (fine). Its attributes are ``body_color_*``, ``wing_color_*`` and
+is a (body colour, wing colour, beak colour) combination, one part per scale: the visible body
+covers 6-10% of the image (coarse), the wing 2.3-3.5% (middle), the beak 0.26-0.54%, a few pixels
+wide at 96 px (fine). Its attributes are ``body_color_*``, ``wing_color_*`` and
 ``beak_color_*``, one-hot per part. All parts take their colours from one shared palette, and
 loose wing-sized feathers and beak-sized seeds in the same colours, whatever the class, litter the
 background: a colour's presence anywhere in the image, at any size, says little about which part
