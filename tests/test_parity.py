@@ -95,7 +95,7 @@ def forward_with_intermediates(net, x, seen_att):
 
 
 def test_parity_recipes_set_every_switch_to_the_published_value():
-    for name in ("cub-release", "sun-release", "awa2-release", "demo-release"):
+    for name in ("cub-release", "sun-release", "awa2-release", "demo-release", "parts-release"):
         cfg = load_config(name)
         assert (cfg.model.grouping, cfg.model.halving, cfg.model.prototype_init) == \
             ("identity", "align_corners", "normal"), name

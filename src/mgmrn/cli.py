@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
                            description="Train Mg-MRN (or the baseline) and evaluate it; writes "
                                        "checkpoints, metrics.jsonl and results.json to output_dir.")
     train.add_argument("--config", default=None,
-                       help="YAML file or bundled recipe name: demo (default), cub, sun, awa2")
+                       help="YAML file or bundled recipe name: demo (default), parts, cub, sun, awa2")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in output_dir from its last checkpoint")
     train.add_argument("overrides", nargs="*", metavar="key=value",

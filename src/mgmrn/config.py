@@ -55,8 +55,19 @@ class DemoConfig:
 
 
 @dataclass
+class PartsConfig:
+    image_size: int = 96
+    num_body_colors: int = 4  # coarse part
+    num_wing_colors: int = 4  # middle part
+    num_beak_colors: int = 5  # fine part
+    num_unseen: int = 16
+    images_per_class: int = 40
+    seed: int = 0
+
+
+@dataclass
 class DataConfig:
-    name: str = "demo"  # demo, cub, sun, awa2, custom
+    name: str = "demo"  # demo, parts, cub, sun, awa2, custom
     root: str = ".cache/mgmrn/demo"
     attribute_vectors: str | None = None  # (A, E) .pkl or .npy; default per dataset
     semantic: str = "original"  # "original" (original_att) or "normalized" (att)
@@ -72,6 +83,7 @@ class DataConfig:
     skip_bad_images: bool = False
     val_fraction: float = 0.2  # seen images held out as the seen test set of the val split
     demo: DemoConfig = field(default_factory=DemoConfig)
+    parts: PartsConfig = field(default_factory=PartsConfig)
 
 
 @dataclass
@@ -124,7 +136,7 @@ CHOICES = {
     "data.test_resize": ("ratio", "crop"),
     "train.lr_step_at": ("end", "start"),
     "eval.ausuc_order": ("gamma", "release"),
-    "data.name": ("demo", "cub", "sun", "awa2", "custom"),
+    "data.name": ("demo", "parts", "cub", "sun", "awa2", "custom"),
     "data.semantic": ("original", "normalized"),
     "data.split": ("trainval", "val"),
     "data.sampler": ("episodic", "random"),
@@ -197,7 +209,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
 
 
 def resolve_config_path(name: str | Path) -> Path:
-    """A YAML path, or the name of a bundled recipe (``cub``, ``sun``, ``awa2``, ``demo``)."""
+    """A YAML path, or a bundled recipe's name (``cub``, ``sun``, ``awa2``, ``demo``, ``parts``)."""
     path = Path(name)
     if path.is_file():
         return path

@@ -1,8 +1,8 @@
 """Data: files on disk -> zero-shot splits -> image datasets -> batches for the network.
 
-``build_data(cfg)`` reads a benchmark (xlsa17 CUB/SUN/AWA2), a custom-format folder or the built-in
-demo set, checks every image, and returns a :class:`ZSLData`. ``build_train_loader`` and
-``build_test_loader`` turn its datasets into DataLoaders.
+``build_data(cfg)`` reads a benchmark (xlsa17 CUB/SUN/AWA2), a custom-format folder or a built-in
+drawn set (demo, parts), checks every image, and returns a :class:`ZSLData`. ``build_train_loader``
+and ``build_test_loader`` turn its datasets into DataLoaders.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from .datasets import ImageDataset
 from .demo import ensure_demo
 from .errors import DataError
 from .loaders import build_test_loader, build_train_loader
+from .parts import ensure_parts
 from .records import ZSLRecords
 from .transforms import test_transform, train_transform
 from .xlsa17 import FOLDERS, read_xlsa17
@@ -85,7 +86,7 @@ class ZSLData:
 
 
 def read_records(cfg: DataConfig, seed: int = 0) -> ZSLRecords:
-    """Read the split named by ``cfg.name`` (drawing the demo set first if needed), no checks.
+    """Read the split named by ``cfg.name`` (drawing a built-in set first if needed), no checks.
 
     Args:
         cfg: data config.
@@ -96,11 +97,13 @@ def read_records(cfg: DataConfig, seed: int = 0) -> ZSLRecords:
                            cfg.attribute_vectors)
     if cfg.name == "demo":
         folder = ensure_demo(cfg.root, cfg.demo)
+    elif cfg.name == "parts":
+        folder = ensure_parts(cfg.root, cfg.parts)
     elif cfg.name == "custom":
         folder = cfg.root
     else:
-        raise DataError(f"config key 'data.name': expected demo, cub, sun, awa2 or custom, "
-                        f"got {cfg.name!r}")
+        raise DataError(f"config key 'data.name': expected demo, parts, cub, sun, awa2 or "
+                        f"custom, got {cfg.name!r}")
     return read_custom(folder, cfg.split, cfg.val_fraction, seed, name=cfg.name,
                        attribute_vectors=cfg.attribute_vectors)
 
@@ -179,8 +182,8 @@ def check_sampler_fits(data: ZSLData, cfg: DataConfig) -> None:
     if cfg.shots > counts[smallest]:
         name = data.class_names[int(data.seen_classes[smallest])]
         where = data.files.get("images")
-        if data.name == "demo":
-            hint = " or raise data.demo.images_per_class"
+        if data.name in ("demo", "parts"):
+            hint = f" or raise data.{data.name}.images_per_class"
         else:
             hint = f" or add images to {where}/{name}" if where else ""
         raise DataError(f"data.shots={cfg.shots} but seen class '{name}' has only "

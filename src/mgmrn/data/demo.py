@@ -5,56 +5,32 @@ A class is a (shape, colour, pattern) combination; its attributes are those thre
 so that every attribute value still occurs in at least :data:`MIN_SEEN_CLASSES` seen classes: an
 unseen class is a new combination of values the model has only seen apart.
 
-The set is written once, in the custom format (``classes.csv``, ``images/<class>/``,
-``test_seen.txt``), plus ``demo.json`` with the generator parameters, to ``data.root``; it is
-regenerated when those parameters differ. Generation goes to a temporary folder that is renamed
-into place, so an interrupted run or a concurrent rank never sees a half-written set.
+The set is written once, in the custom format, plus ``demo.json`` with the generator parameters,
+to ``data.root``, and regenerated when those parameters differ (see :mod:`.procedural`).
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
-import logging
-import os
-import shutil
-import tempfile
-import time
 from pathlib import Path
-
-import numpy as np
-from PIL import Image
 
 from ..config import DemoConfig
 from .demo_draw import COLORS, PATTERNS, SHAPES, draw_image
 from .errors import DataError
+from .procedural import (
+    MIN_SEEN_CLASSES,
+    DrawnClasses,
+    choose_unseen,
+    ensure_drawn,
+    one_hot_classes,
+    write_set,
+)
 
-log = logging.getLogger(__name__)
+__all__ = ["MIN_SEEN_CLASSES", "DemoClasses", "choose_unseen", "demo_classes", "demo_params",
+           "ensure_demo", "write_demo"]
 
 GENERATOR_VERSION = 2  # bump when drawing changes, so that old caches are regenerated
-MIN_SEEN_CLASSES = 3
-TEST_SEEN_FRACTION = 0.2
-MAX_TRIES = 2000
-
-
-@dataclasses.dataclass
-class DemoClasses:
-    """The demo's classes.
-
-    Attributes:
-        combos: C (shape, colour, pattern) names, class c is combos[c].
-        names: C class names, ``<colour>_<pattern>_<shape>``.
-        attribute_names: A names, ``shape_*``, ``color_*``, ``pattern_*``.
-        attributes: (C, A) 0/1 float32.
-        unseen: sorted indices of the unseen classes.
-    """
-
-    combos: list[tuple[str, str, str]]
-    names: list[str]
-    attribute_names: list[str]
-    attributes: np.ndarray
-    unseen: np.ndarray
+DemoClasses = DrawnClasses  # combos are (shape, colour, pattern); names <colour>_<pattern>_<shape>
 
 
 def _values(cfg: DemoConfig) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
@@ -68,55 +44,12 @@ def _values(cfg: DemoConfig) -> tuple[tuple[str, ...], tuple[str, ...], tuple[st
     return out[0], out[1], out[2]
 
 
-def choose_unseen(attributes: np.ndarray, groups: list[np.ndarray], num_unseen: int,
-                  seed: int) -> np.ndarray:
-    """Unseen classes such that every attribute value keeps >= MIN_SEEN_CLASSES seen classes.
-
-    When there are enough unseen classes, every value also occurs in some unseen class, so that
-    the test exercises every value.
-
-    Args:
-        attributes: (C, A) 0/1 class attributes.
-        groups: attribute columns of each group (shape, colour, pattern).
-        num_unseen: how many classes to make unseen.
-        seed: seed of the draw.
-
-    Returns:
-        Sorted class indices.
-    """
-    n_classes = len(attributes)
-    if not 1 <= num_unseen < n_classes:
-        raise DataError(f"config key 'data.demo.num_unseen' must lie in 1..{n_classes - 1} "
-                        f"({n_classes} classes), got {num_unseen}")
-    cover = num_unseen >= max(len(g) for g in groups)
-    rng = np.random.default_rng([seed, 2])
-    for _ in range(MAX_TRIES):
-        unseen = np.sort(rng.choice(n_classes, num_unseen, replace=False))
-        seen_counts = np.delete(attributes, unseen, axis=0).sum(axis=0)
-        if seen_counts.min() < MIN_SEEN_CLASSES:
-            continue
-        if cover and attributes[unseen].sum(axis=0).min() < 1:
-            continue
-        return unseen
-    raise DataError(f"cannot choose {num_unseen} unseen demo classes so that every attribute value "
-                    f"occurs in {MIN_SEEN_CLASSES} seen classes; lower data.demo.num_unseen")
-
-
 def demo_classes(cfg: DemoConfig) -> DemoClasses:
-    """Classes, attributes and unseen split of a demo configuration."""
+    """Classes, attributes (``shape_*``, ``color_*``, ``pattern_*``) and unseen split."""
     shapes, colors, patterns = _values(cfg)
-    combos = [(s, c, p) for s in shapes for c in colors for p in patterns]
-    attribute_names = ([f"shape_{s}" for s in shapes] + [f"color_{c}" for c in colors]
-                       + [f"pattern_{p}" for p in patterns])
-    column = {name: i for i, name in enumerate(attribute_names)}
-    attributes = np.zeros((len(combos), len(attribute_names)), dtype=np.float32)
-    for i, (s, c, p) in enumerate(combos):
-        attributes[i, [column[f"shape_{s}"], column[f"color_{c}"], column[f"pattern_{p}"]]] = 1
-    bounds = np.cumsum([0, len(shapes), len(colors), len(patterns)])
-    groups = [np.arange(bounds[i], bounds[i + 1]) for i in range(3)]
-    unseen = choose_unseen(attributes, groups, cfg.num_unseen, cfg.seed)
-    names = [f"{c}_{p}_{s}" for s, c, p in combos]
-    return DemoClasses(combos, names, attribute_names, attributes, unseen)
+    groups = [("shape", shapes), ("color", colors), ("pattern", patterns)]
+    return one_hot_classes(groups, cfg.num_unseen, cfg.seed, "demo",
+                           name=lambda combo: f"{combo[1]}_{combo[2]}_{combo[0]}")
 
 
 def demo_params(cfg: DemoConfig) -> dict:
@@ -133,33 +66,12 @@ def write_demo(folder: Path, cfg: DemoConfig) -> None:
     """
     classes = demo_classes(cfg)
     shapes, colors, _ = _values(cfg)
-    unseen = set(classes.unseen.tolist())
-    n_test = min(round(cfg.images_per_class * TEST_SEEN_FRACTION), cfg.images_per_class - 1)
-    test_seen = []
-    for c, (shape, color, pattern) in enumerate(classes.combos):
-        class_dir = folder / "images" / classes.names[c]
-        class_dir.mkdir(parents=True)
-        for i in range(cfg.images_per_class):
-            rng = np.random.default_rng([cfg.seed, c, i])
-            pixels = draw_image(rng, cfg.image_size, shape, color, pattern, shapes, colors)
-            Image.fromarray(pixels).save(class_dir / f"{i:04d}.png", optimize=False)
-            if c not in unseen and i >= cfg.images_per_class - n_test:
-                test_seen.append(f"{classes.names[c]}/{i:04d}.png")
-    with open(folder / "classes.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["class", "split", *classes.attribute_names])
-        for c, name in enumerate(classes.names):
-            split = "unseen" if c in unseen else "seen"
-            writer.writerow([name, split, *(f"{v:g}" for v in classes.attributes[c])])
-    (folder / "test_seen.txt").write_text("\n".join(test_seen) + "\n")
-    (folder / "demo.json").write_text(json.dumps(demo_params(cfg), indent=2) + "\n")
 
+    def draw(rng, c):
+        shape, color, pattern = classes.combos[c]
+        return draw_image(rng, cfg.image_size, shape, color, pattern, shapes, colors)
 
-def _cached(root: Path, cfg: DemoConfig) -> bool:
-    try:
-        return json.loads((root / "demo.json").read_text()) == demo_params(cfg)
-    except (OSError, ValueError):
-        return False
+    write_set(folder, classes, cfg.images_per_class, cfg.seed, draw, "demo.json", demo_params(cfg))
 
 
 def ensure_demo(root: str | Path, cfg: DemoConfig) -> Path:
@@ -169,43 +81,6 @@ def ensure_demo(root: str | Path, cfg: DemoConfig) -> Path:
         root: the cache folder (data.root).
         cfg: demo parameters.
     """
-    root = Path(root)
-    if _cached(root, cfg):
-        return root
-    if root.exists() and any(root.iterdir()) and not (root / "demo.json").is_file():
-        raise DataError(f"{root} (data.root) is not empty and holds no demo.json: it is not a demo "
-                        f"cache, and it will not be overwritten; point data.root elsewhere")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary folder
-    try:
-        write_demo(tmp, cfg)
-        _swap_into_place(tmp, root, cfg)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    log.info("drew the demo set (%d images) into %s in %.1f s", cfg.images_per_class *
-             len(demo_classes(cfg).names), root, time.perf_counter() - start)
-    return root
-
-
-def _swap_into_place(tmp: Path, root: Path, cfg: DemoConfig) -> None:
-    """Rename ``tmp`` to ``root``, replacing an outdated cache; tolerate a concurrent winner."""
-    old = None
-    if _cached(root, cfg):  # a concurrent process finished first: keep its copy, in use already
-        return
-    if root.exists():
-        old = root.parent / f".{root.name}-old-{os.getpid()}"
-        try:
-            os.rename(root, old)
-        except FileNotFoundError:  # a concurrent process moved it first
-            old = None
-    try:
-        os.rename(tmp, root)
-    except OSError:
-        if not _cached(root, cfg):  # another process put something else there meanwhile
-            raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    n_images = cfg.images_per_class * cfg.num_shapes * cfg.num_colors * cfg.num_patterns
+    return ensure_drawn(root, "demo.json", demo_params(cfg), lambda folder: write_demo(folder, cfg),
+                        "demo", n_images)
