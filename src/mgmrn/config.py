@@ -40,7 +40,7 @@ class ModelConfig:
     norm: str = "group"  # normalisation of the level projections: "group" (published) or "batch"
     grouping: str = "regions"  # "regions" (K region tokens per level) or "identity" (published: x/K)
     halving: str = "mean"  # fine/middle maps halved by "mean" (2x2) or "align_corners" (published)
-    prototype_init: str = "scaled"  # attribute prototypes: "scaled" (std D^-1/2) or "normal" (std 1)
+    prototype_init: str = "normal"  # prototypes: "normal" (std 1, published) or "scaled" (std D^-1/2)
 
 
 @dataclass

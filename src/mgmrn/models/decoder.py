@@ -22,12 +22,13 @@ class AttributeDecoder(nn.Module):
         dim: D, width of the tokens.
         attn_dim: M.
         scaled: divide ``Q K^T`` by ``sqrt(M)``; the published model does not.
-        prototype_init: ``scaled`` (normal, std ``D^-1/2``: the score ``<f_a, p_a>`` starts with
-            the scale of one feature) or ``normal`` (std 1, as published).
+        prototype_init: ``normal`` (std 1, as published) or ``scaled`` (std ``D^-1/2``: the
+            score ``<f_a, p_a>`` starts with the scale of one feature; it helped on no proxy set,
+            see the README's ablation).
     """
 
     def __init__(self, num_attributes: int, word_dim: int, dim: int, attn_dim: int,
-                 scaled: bool = False, prototype_init: str = "scaled"):
+                 scaled: bool = False, prototype_init: str = "normal"):
         super().__init__()
         if prototype_init not in PROTOTYPE_INITS:
             raise ValueError(f"prototype_init must be one of {PROTOTYPE_INITS}, got {prototype_init!r}")

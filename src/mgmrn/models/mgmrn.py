@@ -64,7 +64,7 @@ class MgMRN(nn.Module):
         norm: normalisation of the level projections, ``group`` (published) or ``batch``.
         grouping: ``regions`` (K region tokens per level) or ``identity`` (as published).
         halving: ``mean`` (2x2 mean) or ``align_corners`` (as published).
-        prototype_init: ``scaled`` (std D^-1/2) or ``normal`` (std 1, as published).
+        prototype_init: ``normal`` (std 1, as published) or ``scaled`` (std D^-1/2).
     """
 
     levels = LEVELS
@@ -73,7 +73,7 @@ class MgMRN(nn.Module):
                  attn_dim: int = 1024, num_parts: int = 5, scaled_attention: bool = False,
                  resize_before_projection: bool = False, tau: float = 20.0, norm: str = "group",
                  grouping: str = "regions", halving: str = "mean",
-                 prototype_init: str = "scaled"):
+                 prototype_init: str = "normal"):
         super().__init__()
         if len(backbone.channels) != len(LEVELS):
             raise ValueError(f"the backbone must return {len(LEVELS)} maps, finest first; its "
