@@ -7,8 +7,12 @@ unseen class is a new combination of values the model has only seen apart.
 
 The set is written once, in the custom format (``classes.csv``, ``images/<class>/``,
 ``test_seen.txt``), plus ``demo.json`` with the generator parameters, to ``data.root``; it is
-regenerated when those parameters differ. Generation goes to a temporary folder that is renamed
-into place, so an interrupted run or a concurrent rank never sees a half-written set.
+regenerated when those parameters differ. ``demo.num_withheld`` further classes, drawn like the
+unseen ones, are left out of the run entirely (neither seen nor unseen): their images and attribute
+rows go to ``withheld/images/<class>/`` and ``withheld/classes.csv`` (``class,<attributes...>``, the
+format of ``mgmrn predict --add-classes``), to be added as new classes after training.
+Generation goes to a temporary folder that is renamed into place, so an interrupted run or a
+concurrent rank never sees a half-written set.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class DemoClasses:
         attribute_names: A names, ``shape_*``, ``color_*``, ``pattern_*``.
         attributes: (C, A) 0/1 float32.
         unseen: sorted indices of the unseen classes.
+        withheld: sorted indices of the classes left out of the run (``demo.num_withheld``).
     """
 
     combos: list[tuple[str, str, str]]
@@ -55,6 +60,7 @@ class DemoClasses:
     attribute_names: list[str]
     attributes: np.ndarray
     unseen: np.ndarray
+    withheld: np.ndarray
 
 
 def _values(cfg: DemoConfig) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
@@ -86,8 +92,8 @@ def choose_unseen(attributes: np.ndarray, groups: list[np.ndarray], num_unseen: 
     """
     n_classes = len(attributes)
     if not 1 <= num_unseen < n_classes:
-        raise DataError(f"config key 'data.demo.num_unseen' must lie in 1..{n_classes - 1} "
-                        f"({n_classes} classes), got {num_unseen}")
+        raise DataError(f"config keys 'data.demo.num_unseen' + 'data.demo.num_withheld' must lie "
+                        f"in 1..{n_classes - 1} ({n_classes} classes), got {num_unseen}")
     cover = num_unseen >= max(len(g) for g in groups)
     rng = np.random.default_rng([seed, 2])
     for _ in range(MAX_TRIES):
@@ -114,14 +120,24 @@ def demo_classes(cfg: DemoConfig) -> DemoClasses:
         attributes[i, [column[f"shape_{s}"], column[f"color_{c}"], column[f"pattern_{p}"]]] = 1
     bounds = np.cumsum([0, len(shapes), len(colors), len(patterns)])
     groups = [np.arange(bounds[i], bounds[i + 1]) for i in range(3)]
-    unseen = choose_unseen(attributes, groups, cfg.num_unseen, cfg.seed)
+    if cfg.num_withheld < 0:
+        raise DataError(f"config key 'data.demo.num_withheld' must be 0 or more, got "
+                        f"{cfg.num_withheld}")
+    # withheld classes are drawn with the unseen ones, so the seen classes still cover every value
+    unseen = choose_unseen(attributes, groups, cfg.num_unseen + cfg.num_withheld, cfg.seed)
+    withheld = np.sort(np.random.default_rng([cfg.seed, 3]).choice(unseen, cfg.num_withheld,
+                                                                    replace=False))
     names = [f"{c}_{p}_{s}" for s, c, p in combos]
-    return DemoClasses(combos, names, attribute_names, attributes, unseen)
+    return DemoClasses(combos, names, attribute_names, attributes,
+                       np.setdiff1d(unseen, withheld), withheld)
 
 
 def demo_params(cfg: DemoConfig) -> dict:
     """What ``demo.json`` records; a cache whose record differs is regenerated."""
-    return {"generator_version": GENERATOR_VERSION, **dataclasses.asdict(cfg)}
+    params = {"generator_version": GENERATOR_VERSION, **dataclasses.asdict(cfg)}
+    if not params["num_withheld"]:  # caches drawn before the key existed stay valid
+        del params["num_withheld"]
+    return params
 
 
 def write_demo(folder: Path, cfg: DemoConfig) -> None:
@@ -134,23 +150,31 @@ def write_demo(folder: Path, cfg: DemoConfig) -> None:
     classes = demo_classes(cfg)
     shapes, colors, _ = _values(cfg)
     unseen = set(classes.unseen.tolist())
+    withheld = set(classes.withheld.tolist())
     n_test = min(round(cfg.images_per_class * TEST_SEEN_FRACTION), cfg.images_per_class - 1)
     test_seen = []
     for c, (shape, color, pattern) in enumerate(classes.combos):
-        class_dir = folder / "images" / classes.names[c]
+        class_dir = folder / ("withheld/images" if c in withheld else "images") / classes.names[c]
         class_dir.mkdir(parents=True)
         for i in range(cfg.images_per_class):
             rng = np.random.default_rng([cfg.seed, c, i])
             pixels = draw_image(rng, cfg.image_size, shape, color, pattern, shapes, colors)
             Image.fromarray(pixels).save(class_dir / f"{i:04d}.png", optimize=False)
-            if c not in unseen and i >= cfg.images_per_class - n_test:
+            if c not in unseen | withheld and i >= cfg.images_per_class - n_test:
                 test_seen.append(f"{classes.names[c]}/{i:04d}.png")
     with open(folder / "classes.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["class", "split", *classes.attribute_names])
         for c, name in enumerate(classes.names):
-            split = "unseen" if c in unseen else "seen"
-            writer.writerow([name, split, *(f"{v:g}" for v in classes.attributes[c])])
+            if c not in withheld:
+                split = "unseen" if c in unseen else "seen"
+                writer.writerow([name, split, *(f"{v:g}" for v in classes.attributes[c])])
+    if withheld:
+        with open(folder / "withheld" / "classes.csv", "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["class", *classes.attribute_names])
+            for c in sorted(withheld):
+                writer.writerow([classes.names[c], *(f"{v:g}" for v in classes.attributes[c])])
     (folder / "test_seen.txt").write_text("\n".join(test_seen) + "\n")
     (folder / "demo.json").write_text(json.dumps(demo_params(cfg), indent=2) + "\n")
 
