@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -30,6 +32,15 @@ def png_bytes(size=(80, 80), seed=0) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares its size and holds no pixels: what a decompression bomb starts with."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
 
 
 def make_dataset(root: Path) -> Path:
@@ -61,15 +72,23 @@ def make_run(folder: Path, with_confusions: bool, example: Path) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve")
+def checkpoint_with_data(root: Path, calibration: dict | None = None) -> tuple[Path, Path]:
+    """A tiny checkpoint whose run data is a custom dataset written under ``root``."""
     data = make_dataset(root / "data")
     checkpoint = write_checkpoint(root / "tiny.pt")
     saved = torch.load(checkpoint, weights_only=True)
     saved["config"]["data"].update(name="custom", root=str(data), verify_images=False)
-    saved["calibration"] = {"gamma": 0.25, "split": "trainval", "source": "test set (oracle)"}
+    if calibration is not None:
+        saved["calibration"] = calibration
     torch.save(saved, checkpoint)
+    return checkpoint, data
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    checkpoint, data = checkpoint_with_data(root, {"gamma": 0.25, "split": "trainval",
+                                                   "source": "test set (oracle)"})
     example = data / "images" / "green_square" / "0.png"
     return {"checkpoint": checkpoint, "data": data, "example": example,
             "run": make_run(root / "run", True, example),
@@ -183,6 +202,9 @@ def test_bad_uploads_get_a_message_and_the_server_keeps_serving(setup):
         Image.new("RGB", (1000, 100)).save(wide, "PNG")  # small file, 100,000 pixels
         status, answer = client.request("/api/predict?name=wide.png", wide.getvalue(), "POST")
         assert status == 413 and "1000 x 100 pixels" in answer["error"]
+        status, answer = client.request("/api/predict?name=bomb.png",
+                                        png_header_only(20_000, 10_000), "POST")
+        assert status == 413 and "'bomb.png' has too many pixels" in answer["error"]
         status, answer = client.request("/api/predict?name=a.png&top_k=x", png_bytes(), "POST")
         assert status == 400 and "top_k must be a whole number" in answer["error"]
         assert client.request("/api/nothing")[0] == 404

@@ -15,14 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from mgmrn.data.demo_draw import COLORS, SHAPES, draw_image
 from mgmrn.predict import load
 from mgmrn.serve import make_server
-from tests.test_predict import write_checkpoint
-from tests.test_serve import make_dataset, make_run
+from tests.test_serve import checkpoint_with_data, make_run
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed "
                                 "(pip install -e .[test])")
@@ -40,11 +38,7 @@ pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason=(
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
-    data = make_dataset(root / "data")
-    checkpoint = write_checkpoint(root / "tiny.pt")
-    saved = torch.load(checkpoint, weights_only=True)
-    saved["config"]["data"].update(name="custom", root=str(data))
-    torch.save(saved, checkpoint)
+    checkpoint, data = checkpoint_with_data(root)
     run = make_run(root / "run", True, data / "images" / "green_square" / "0.png")
     server = make_server(checkpoint, run, port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()

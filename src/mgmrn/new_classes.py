@@ -60,11 +60,16 @@ def read_class_table(path: str | Path, attribute_names: Sequence[str]) -> tuple[
     if not path.is_file():
         raise FileNotFoundError(f"class table '{path}' does not exist")
     with open(path, newline="", encoding="utf-8-sig") as fh:
-        rows = [row for row in csv.reader(fh)]
+        return parse_class_rows(list(csv.reader(fh)), attribute_names, str(path))
+
+
+def parse_class_rows(rows: list[list[str]], attribute_names: Sequence[str],
+                     source: str) -> tuple[list[str], np.ndarray]:
+    """:func:`read_class_table` on rows already split into cells; messages name ``source``."""
     if not rows:
-        raise ValueError(f"{path} is empty; expected the header class,<attribute names...>")
+        raise ValueError(f"{source} is empty; expected the header class,<attribute names...>")
     header = [h.strip() for h in rows[0]]
-    _check_header(header, attribute_names, path)
+    _check_header(header, attribute_names, source)
     position = {name: i for i, name in enumerate(header)}
     order = [position[name] for name in attribute_names]
     names, values = [], []
@@ -72,16 +77,16 @@ def read_class_table(path: str | Path, attribute_names: Sequence[str]) -> tuple[
         if not any(cell.strip() for cell in row):
             continue
         if len(row) != len(header):
-            raise ValueError(f"{path} line {line}: {len(row)} fields, expected {len(header)} "
+            raise ValueError(f"{source} line {line}: {len(row)} fields, expected {len(header)} "
                              f"(class and {len(header) - 1} attributes)")
         names.append(row[position["class"]].strip())
-        values.append([_number(row[i], header[i], path, line) for i in order])
+        values.append([_number(row[i], header[i], source, line) for i in order])
     if not names:
-        raise ValueError(f"{path}: no class rows below the header")
+        raise ValueError(f"{source}: no class rows below the header")
     return names, np.asarray(values, dtype=np.float32)
 
 
-def _check_header(header: list[str], attribute_names: Sequence[str], path: Path) -> None:
+def _check_header(header: list[str], attribute_names: Sequence[str], path: str) -> None:
     repeated = sorted({h for h in header if header.count(h) > 1})
     if repeated:
         raise ValueError(f"{path} line 1: column(s) given twice: {', '.join(repeated)}")

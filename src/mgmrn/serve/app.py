@@ -7,6 +7,7 @@ added classes never change under a running prediction); pages wait for it in tur
 
 from __future__ import annotations
 
+import csv
 import io
 import tempfile
 import threading
@@ -19,7 +20,7 @@ import torch
 from PIL import Image
 
 from ..data.transforms import denormalize
-from ..new_classes import read_class_table
+from ..new_classes import parse_class_rows
 from ..predict import Predictor
 from .run_view import RunView
 
@@ -82,6 +83,8 @@ class Explorer:
         try:
             image = Image.open(io.BytesIO(data))
             width, height = image.size
+        except Image.DecompressionBombError as err:  # PIL's own limit, far above ours
+            raise ApiError(413, f"'{name}' has too many pixels to be read safely ({err})") from err
         except Exception as err:  # noqa: BLE001 - PIL raises many types for what is no image
             raise ApiError(400, f"'{name}' is not an image that can be read (jpg, png, bmp, webp, "
                                 f"...): {type(err).__name__}") from err
@@ -182,13 +185,11 @@ class Explorer:
         lines = [line for line in text.strip().splitlines() if line.strip()]
         names = self.predictor.attribute_names
         if len(lines) == 2:  # a header and a row, columns by name in any order
-            path = self.scratch / "pasted.csv"
-            path.write_text(f"class,{lines[0]}\n{name or 'new'},{lines[1]}\n")
+            rows = list(csv.reader([f"class,{lines[0]}", f"{name or 'new'},{lines[1]}"]))
             try:
-                return read_class_table(path, names)[1][0].tolist()
+                return parse_class_rows(rows, names, "pasted row")[1][0].tolist()
             except ValueError as err:
-                raise ApiError(400, str(err).replace(f"{path} line 1: ", "pasted header: ")
-                               .replace(f"{path} line 2, ", "pasted row, ")) from err
+                raise ApiError(400, str(err)) from err
         if len(lines) != 1:
             raise ApiError(400, "paste one row of values, or a header line and a row of values")
         cells = [c for c in lines[0].replace(",", " ").replace("\t", " ").split(" ") if c]

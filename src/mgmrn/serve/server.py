@@ -234,6 +234,9 @@ def serve_command(args) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: anyone who can reach this machine can use the page",
                     args.host)
+    predictor = server.explorer.predictor
+    log.info("calibration: gamma = %.3g (%s); the page can override it", predictor.gamma,
+             predictor.gamma_source)
     print(f"mgmrn explorer at {server.url} (Ctrl-C stops it)", flush=True)
     try:
         server.serve_forever()
