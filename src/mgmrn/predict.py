@@ -51,7 +51,7 @@ class Predictor:
                  attribute_names: Sequence[str], class_attributes: torch.Tensor,
                  seen_classes: torch.Tensor, unseen_classes: torch.Tensor,
                  device: str | torch.device = "cpu", gamma: float = 0.0,
-                 gamma_source: str = "not given, so 0 (uncalibrated)"):
+                 gamma_source: str = "not given: 0, uncalibrated"):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config = config

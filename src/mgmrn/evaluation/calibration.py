@@ -78,8 +78,8 @@ def default_gamma(record: dict[str, Any] | None,
     if eval_gamma is not None:
         return float(eval_gamma), "eval.gamma of the run's config"
     if record:
-        return float(record["gamma"]), "chosen on the run's test set (oracle)"
-    return 0.0, "none stored in the checkpoint, so 0 (uncalibrated)"
+        return float(record["gamma"]), "chosen on the run's test set, an oracle"
+    return 0.0, "none stored in the checkpoint: 0, uncalibrated"
 
 
 def ausuc(seen: Any, unseen: Any) -> float:
