@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # torch and torchvision are pinned to releases that pip resolves from local wheels where present.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench lint browser clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: install
 
 bench: install
 	$(PY) benchmarks/throughput.py
+
+# Debian's headless Chromium and its driver, for the browser tests (which skip without them); root.
+browser:
+	apt-get install -y chromium chromium-driver || (apt-get update && apt-get install -y chromium chromium-driver)
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

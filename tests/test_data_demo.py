@@ -111,3 +111,28 @@ def test_patterns_cover_distinct_shares():
     assert shares["solid"] == 0
     assert 0.4 < shares["stripes"] < 0.5 and 0.15 < shares["dots"] < 0.35
     assert 0.4 < shares["checker"] < 0.6
+
+
+def test_withheld_classes_are_left_out_of_the_run_and_written_for_adding(tmp_path):
+    from mgmrn.new_classes import read_class_table
+
+    cfg = DemoConfig(image_size=32, images_per_class=3, num_withheld=3)
+    classes = demo_classes(cfg)
+    withheld = set(classes.withheld.tolist())
+    assert len(withheld) == 3 and not withheld & set(classes.unseen.tolist())
+    seen = np.setdiff1d(np.arange(75), np.concatenate([classes.unseen, classes.withheld]))
+    assert len(classes.unseen) == 15 and len(seen) == 57
+    # the seen classes alone still show every attribute value often enough
+    assert classes.attributes[seen].sum(axis=0).min() >= MIN_SEEN_CLASSES
+    root = ensure_demo(tmp_path / "demo", cfg)
+    data = build_data(DataConfig(name="demo", root=str(root), image_size=32, demo=cfg))
+    assert len(data.class_names) == 72 and not withheld & {
+        classes.names.index(n) for n in data.class_names}
+    names, rows = read_class_table(root / "withheld" / "classes.csv", data.attribute_names)
+    assert names == [classes.names[c] for c in sorted(withheld)]
+    np.testing.assert_array_equal(rows, classes.attributes[sorted(withheld)])
+    for name in names:
+        assert len(list((root / "withheld" / "images" / name).glob("*.png"))) == 3
+    # without withheld classes the cache record is that of earlier versions: no redraw
+    assert "num_withheld" not in json.loads((ensure_demo(tmp_path / "d0", SMALL) / "demo.json")
+                                            .read_text())

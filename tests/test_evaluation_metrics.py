@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mgmrn.evaluation import harmonic_mean, per_class_accuracy
+from mgmrn.evaluation import confused_pairs, harmonic_mean, per_class_accuracy
 
 
 def test_per_class_accuracy_differs_from_overall_on_imbalanced_classes():
@@ -80,3 +80,16 @@ def test_class_accuracies_by_hand():
     # class 0: 1/1 right; class 1: one of two right; class 2: 2/2 right
     got = class_accuracies([0, 0, 1, 2, 2], [0, 1, 1, 2, 2], [0, 1, 2])
     assert list(got) == [1.0, 0.5, 1.0]
+
+
+def test_confused_pairs_by_hand():
+    # class 7: 4 images, 2 taken for 9 (positions 1, 3), 1 for 8 (position 2)
+    # class 8: 2 images, both taken for 7 (positions 4, 5); class 9: 1 image, right
+    labels = [7, 7, 7, 7, 8, 8, 9]
+    predictions = [7, 9, 8, 9, 7, 7, 9]
+    pairs = confused_pairs(predictions, labels, top=2, examples=1)
+    # two pairs of count 2: 8->7 goes first, its share (2/2) beats 7->9 (2/4)
+    assert pairs == [{"true": 8, "predicted": 7, "count": 2, "share": 1.0, "examples": [4]},
+                     {"true": 7, "predicted": 9, "count": 2, "share": 0.5, "examples": [1]}]
+    assert confused_pairs(labels, labels) == []
+    assert len(confused_pairs(predictions, labels)) == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -38,6 +39,18 @@ def test_train_then_eval_through_the_command(tmp_path, capsys):
     for key in ("czsl_acc", "gzsl_seen", "gzsl_unseen", "gzsl_h"):
         assert 0.0 <= results[key] <= 100.0
     assert results["calibration"].endswith("(oracle)")
+    # prediction's default gamma travels in the checkpoint, with where it was chosen
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["calibration"] == {
+        "gamma": results["gamma"], "split": "trainval", "source": "test set (oracle)"}
+    # the confused unseen pairs account for the CZSL mistakes (6 test images per unseen class)
+    for pair in results["unseen_confusions"]:
+        assert pair["true"] != pair["predicted"] and pair["count"] == pair["share"] * 6
+        assert {Path(e).parent.name for e in pair["examples"]} == {pair["true"]}
+    for name, accuracy in results["czsl_per_class"].items():
+        wrong = sum(p["count"] for p in results["unseen_confusions"] if p["true"] == name)
+        assert wrong <= round((100 - accuracy) * 6 / 100)
+        if len(results["unseen_confusions"]) < 10:  # not cut: every mistake is in a pair
+            assert wrong == round((100 - accuracy) * 6 / 100)
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [0, 1]
     assert (run / "config.yaml").is_file()

@@ -19,6 +19,8 @@ from mgmrn.viz import (
     plot_embedding,
     plot_per_class_accuracy,
     plot_seen_unseen_curve,
+    plot_training_curves,
+    read_metrics,
     write_eval_figures,
 )
 from mgmrn.viz.curves import per_class_figure_size
@@ -64,6 +66,13 @@ def test_level_attention_maps_are_distributions_at_image_resolution():
     assert maps.shape == (2, 3, 5, 64, 96)
     assert (maps >= 0).all()
     torch.testing.assert_close(maps.sum(dim=(-2, -1)), torch.ones(2, 3, 5))
+
+
+def test_level_attention_maps_of_chosen_attributes_are_those_of_all(tmp_path):
+    with torch.no_grad():
+        out = tiny_net()(torch.randn(2, 3, 64, 64), torch.rand(4, 5), return_attention=True)
+    torch.testing.assert_close(level_attention_maps(out, (64, 64), [3, 1]),
+                               level_attention_maps(out, (64, 64))[:, :, [3, 1]])
 
 
 def test_level_attention_maps_refuse_outputs_without_attention():
@@ -217,3 +226,24 @@ def test_fine_level_colour_attention_sits_in_the_object_quadrant(corner_shares):
 def test_colour_attention_summed_over_levels_sits_in_the_object_quadrant(corner_shares):
     summed = corner_shares["shares"].mean(axis=-1)  # the levels' maps each sum to one
     assert (summed > 0.5).all(), f"level-mean shares (colours x corners):\n{summed}"
+
+
+# --- training curves ------------------------------------------------------------------------
+
+def test_training_curves_from_metrics_jsonl_with_a_torn_last_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 0, "loss": 3.0, "loss_fine": 1.2}\n'
+                    '{"epoch": 1, "loss": 2.0, "loss_fine": 0.9, "czsl_acc": 40.0, "gzsl_h": 30.0}\n'
+                    '{"epoch": 2, "lo')
+    records = read_metrics(path)
+    assert [r["epoch"] for r in records] == [0, 1] and records[1]["czsl_acc"] == 40.0
+    assert png_size(plot_training_curves(records, tmp_path / "t.png")) == (900, 360)
+
+
+def test_metrics_with_a_broken_middle_line_name_the_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 0, "loss": 3.0}\nnot json\n{"epoch": 2, "loss": 1.0}\n')
+    with pytest.raises(ValueError, match="metrics.jsonl line 2"):
+        read_metrics(path)
+    with pytest.raises(ValueError, match="no metrics records"):
+        plot_training_curves([], tmp_path / "t.png")

@@ -19,6 +19,8 @@ Mg-MRN: Multi-Granularity Mutual Refinement Network for zero-shot image classifi
   mgmrn convert-release model.pth --config cub-release --out cub.pt   (published weights)
   mgmrn data download cub --root /data/zsl   the xlsa17 splits and the CUB images
   mgmrn data check --config cub data.root=/data/zsl
+  mgmrn predict --checkpoint C --add-classes new.csv --classes added,unseen photos/
+  mgmrn serve --checkpoint runs/demo/checkpoints/best.pt --run runs/demo
   torchrun --nproc_per_node=4 -m mgmrn train --config cub   (several GPUs)
 
 Any config field can be set as key=value with dotted keys (e.g. train.epochs=5).
@@ -56,8 +58,15 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER",
                     help="image files, or folders of them (jpg, jpeg, png, bmp, webp)")
     pr.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
-    pr.add_argument("--classes", choices=("all", "unseen", "seen"), default="all",
-                    help="the classes to search (default all)")
+    pr.add_argument("--classes", default="all",
+                    help="the classes to search: all (default), or a comma-separated combination "
+                         "of seen, unseen, added (e.g. added,unseen)")
+    pr.add_argument("--add-classes", action="append", metavar="CSV", default=[],
+                    help="new classes given by attributes: a CSV with a 'class' column and one "
+                         "column per training attribute, by name, any order (repeatable)")
+    pr.add_argument("--gamma", type=float, default=None,
+                    help="calibration: subtracted from seen-class scores when they are searched "
+                         "with others (default: the checkpoint's gamma, whose source is printed)")
     pr.add_argument("--json", dest="as_json", action="store_true",
                     help="print the predictions as JSON")
     pr.add_argument("--explain", metavar="DIR", default=None,
@@ -79,6 +88,21 @@ def _parser() -> argparse.ArgumentParser:
     cv.add_argument("overrides", nargs="*", metavar="key=value",
                     help="config overrides, e.g. data.root=/data/zsl")
     _data_parser(sub)
+    sv = sub.add_parser("serve", help="a local web page to classify images and browse a run",
+                        description="Serve a page (on 127.0.0.1 unless --host says otherwise) to "
+                                    "classify images with a checkpoint, see attention maps, "
+                                    "define new classes by their attributes and browse a run.")
+    sv.add_argument("--checkpoint", required=True, help="a .pt file written by mgmrn train")
+    sv.add_argument("--run", default=None, metavar="DIR",
+                    help="a run folder to browse (metrics.jsonl, results.json)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free)")
+    sv.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default 127.0.0.1: this machine only)")
+    sv.add_argument("--add-classes", action="append", metavar="CSV", default=[],
+                    help="new classes to offer from the start (as for predict)")
+    sv.add_argument("--max-upload-mb", type=float, default=16.0,
+                    help="largest upload accepted, in MB (default 16)")
+    sv.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1 or auto")
     return parser
 
 
@@ -172,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
             from .data.commands import check_command, download_command
 
             return (download_command if args.data_command == "download" else check_command)(args)
+        elif args.command == "serve":
+            from .serve import serve_command
+
+            return serve_command(args)
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
         if args.verbose:
             raise

@@ -50,6 +50,7 @@ class DemoConfig:
     num_colors: int = 5
     num_patterns: int = 3
     num_unseen: int = 15
+    num_withheld: int = 0  # classes kept out of the run entirely, to be added at prediction time
     images_per_class: int = 40
     seed: int = 0
 

@@ -41,11 +41,16 @@ def init_distributed(device: str = "auto") -> DistEnv:
     return env
 
 
-def resolve_device(name: str, env: DistEnv) -> torch.device:
-    """``auto`` picks this process's GPU when there is one, else the CPU."""
-    if name == "auto":
+def resolve_device(name: str | torch.device, env: DistEnv | None = None) -> torch.device:
+    """``auto`` picks this process's GPU when there is one, else the CPU; a GPU asked for where
+    CUDA is not available is a clear error."""
+    env = env or DistEnv()
+    if str(name) == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device '{name}' was asked for but CUDA is not available here; "
+                         f"use the CPU (device cpu)")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", env.local_rank)
     if device.type == "cuda":

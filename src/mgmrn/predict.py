@@ -9,23 +9,23 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 import torch
-from PIL import Image
 
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from .config import Config
 from .data.transforms import denormalize, test_transform
+from .distributed import resolve_device
+from .evaluation import calibrated_stacking, default_gamma
+from .new_classes import CLASS_GROUPS, check_new_classes, parse_class_sets, read_class_table
+from .predict_inputs import ImageInput, expand_inputs, image_batches
 
 log = logging.getLogger(__name__)
 
-CLASS_SETS = ("all", "unseen", "seen")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-ImageInput = str | Path | Image.Image
+CLASS_SETS = ("all", *CLASS_GROUPS)
 
 
 class Predictor:
@@ -40,12 +40,18 @@ class Predictor:
         seen_classes: (S,) indices of the classes seen in training.
         unseen_classes: (U,) indices of the unseen classes.
         device: where the network runs.
+        gamma: the default calibration (see :meth:`predict`).
+        gamma_source: where ``gamma`` comes from, for messages.
+
+    Classes added with :meth:`add_classes` follow the C classes of the checkpoint, as the group
+    ``added``.
     """
 
     def __init__(self, model: torch.nn.Module, config: Config, class_names: Sequence[str],
                  attribute_names: Sequence[str], class_attributes: torch.Tensor,
                  seen_classes: torch.Tensor, unseen_classes: torch.Tensor,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", gamma: float = 0.0,
+                 gamma_source: str = "not given: 0, uncalibrated"):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config = config
@@ -54,21 +60,121 @@ class Predictor:
         self.class_attributes = class_attributes.float().to(self.device)
         self.seen_classes = seen_classes.long().cpu()
         self.unseen_classes = unseen_classes.long().cpu()
+        self.added_classes = torch.zeros(0, dtype=torch.long)
         self._seen = set(self.seen_classes.tolist())
+        self.gamma, self.gamma_source = float(gamma), gamma_source
         self.image_size = config.data.image_size
         self.transform = test_transform(self.image_size, config.data.test_resize)
 
-    def candidates(self, classes: str = "all") -> torch.Tensor:
-        """Sorted indices of the classes to search: ``all``, ``unseen`` or ``seen``."""
-        if classes not in CLASS_SETS:
-            raise ValueError(f"classes must be one of {', '.join(CLASS_SETS)}, got {classes!r}")
-        if classes == "all":
-            return torch.arange(len(self.class_names))
-        return torch.sort(self.seen_classes if classes == "seen" else self.unseen_classes).values
+    def add_classes(self, names: Sequence[str], attributes: Any) -> list[int]:
+        """Make new classes searchable, given only their attributes; no retraining.
+
+        The trained network scores them with the same cosine classifier as every other class,
+        so the scores of the other classes do not change.
+
+        Args:
+            names: N new class names, distinct from every class already known.
+            attributes: (N, A) rows in the order of ``attribute_names`` (array, tensor or
+                lists), or N mappings attribute name -> value naming every attribute.
+
+        Returns:
+            The N indices of the new classes (group ``added``).
+
+        Raises:
+            ValueError: a repeated or known name, a missing or unknown attribute, a row of the
+                wrong length, a value that is not a finite number, or a row of zeros.
+        """
+        rows = check_new_classes(names, attributes, self.attribute_names, self.class_names)
+        return self._append(list(names), rows)
+
+    def add_classes_from_csv(self, path: str | Path) -> list[int]:
+        """:meth:`add_classes` from a CSV file: a ``class`` column and one per attribute, by
+        name in any order; errors name the file."""
+        names, rows = read_class_table(path, self.attribute_names)
+        check_new_classes(names, rows, self.attribute_names, self.class_names, source=str(path))
+        return self._append(names, rows)
+
+    def _append(self, names: list[str], rows) -> list[int]:
+        start = len(self.class_names)
+        self.class_names.extend(names)
+        self.class_attributes = torch.cat([self.class_attributes,
+                                           torch.as_tensor(rows).to(self.class_attributes)])
+        new = torch.arange(start, start + len(rows))
+        self.added_classes = torch.cat([self.added_classes, new])
+        return new.tolist()
+
+    def remove_added_classes(self, names: Sequence[str]) -> None:
+        """Forget classes made with :meth:`add_classes`; the others keep their indices.
+
+        Raises:
+            ValueError: a name that is not an added class.
+        """
+        added = {self.class_names[int(i)] for i in self.added_classes}
+        unknown = [n for n in names if n not in added]
+        if unknown:
+            raise ValueError(f"not added classes: {', '.join(unknown)}")
+        drop = set(names)
+        keep = [i for i, name in enumerate(self.class_names) if name not in drop]
+        first_added = len(self.class_names) - len(self.added_classes)
+        self.class_names = [self.class_names[i] for i in keep]
+        self.class_attributes = self.class_attributes[torch.tensor(keep, device=self.device)]
+        self.added_classes = torch.arange(first_added, len(self.class_names))
+
+    def group(self, index: int) -> str:
+        """``seen``, ``unseen`` or ``added``: the group of class ``index``."""
+        if index in self._seen:
+            return "seen"
+        return "added" if index >= len(self.class_names) - len(self.added_classes) else "unseen"
+
+    def candidates(self, classes: str | Sequence[str] = "all") -> torch.Tensor:
+        """Sorted indices of the classes to search.
+
+        Args:
+            classes: ``all`` or a combination of ``seen``, ``unseen``, ``added``, comma-separated
+                (``added,unseen``) or as a list.
+
+        Raises:
+            ValueError: an unknown group, or groups that hold no class (e.g. ``added`` before
+                any class was added).
+        """
+        groups = parse_class_sets(classes)
+        members = {"seen": self.seen_classes, "unseen": self.unseen_classes,
+                   "added": self.added_classes}
+        chosen = torch.cat([members[g] for g in groups])
+        if not len(chosen):
+            raise ValueError(f"no class to search in {','.join(groups)}"
+                             + ("; add classes first (--add-classes)" if "added" in groups else ""))
+        return torch.sort(chosen).values
+
+    def calibration(self, candidates: torch.Tensor, gamma: float | None = None) -> dict[str, Any]:
+        """The gamma to apply over ``candidates`` and where it comes from.
+
+        Calibration applies only when seen and other classes are searched together; gamma None
+        takes the predictor's default (:attr:`gamma`, :attr:`gamma_source`).
+
+        Returns:
+            {``gamma``, ``source``}.
+        """
+        seen = torch.isin(candidates, self.seen_classes)
+        if bool(seen.all()) or not bool(seen.any()):
+            return {"gamma": 0.0, "source": "not applied: the seen classes are not searched "
+                                            "together with others"}
+        if gamma is None:
+            return {"gamma": self.gamma, "source": self.gamma_source}
+        return {"gamma": float(gamma), "source": "given (--gamma)"}
+
+    def calibrate(self, scores: torch.Tensor, candidates: torch.Tensor,
+                  gamma: float) -> torch.Tensor:
+        """(B, C') scores over ``candidates`` with ``gamma`` taken off the seen-class columns."""
+        seen = torch.isin(candidates, self.seen_classes)
+        if not gamma or not bool(seen.any()):
+            return scores
+        return calibrated_stacking(scores, seen.nonzero().flatten(), gamma)
 
     @torch.no_grad()
     def predict(self, images: ImageInput | Sequence[ImageInput] | torch.Tensor, top_k: int = 5,
-                classes: str = "all", top_attributes: int = 5, gamma: float = 0.0,
+                classes: str | Sequence[str] = "all", top_attributes: int = 5,
+                gamma: float | None = None,
                 explain_dir: str | Path | None = None, explain_attributes: int = 3,
                 batch_size: int | None = None) -> list[dict[str, Any]]:
         """Top-k classes and strongest attributes of each image.
@@ -78,10 +184,12 @@ class Predictor:
                 (3, H, W). A float tensor is taken as already transformed (normalised as by
                 ``test_transform``); a uint8 tensor is transformed first.
             top_k: classes per image (fewer if the class set is smaller).
-            classes: the classes to search: ``all`` (generalized ZSL), ``unseen`` or ``seen``.
+            classes: the classes to search: ``all`` (generalized ZSL) or a combination of
+                ``seen``, ``unseen`` and ``added`` (see :meth:`candidates`).
             top_attributes: attributes per image, by predicted strength (mean over levels).
-            gamma: calibrated stacking, subtracted from seen-class scores when ``classes`` is
-                ``all``; 0 leaves the scores as the network gives them.
+            gamma: calibrated stacking, subtracted from seen-class scores when seen and other
+                classes are searched together; None (default) takes :attr:`gamma` (from the
+                checkpoint), 0 leaves the scores as the network gives them.
             explain_dir: when given, one attention figure per image is written there (models
                 with attention only) and its path is returned under ``explanation``.
             explain_attributes: attributes shown in each figure.
@@ -89,18 +197,21 @@ class Predictor:
 
         Returns:
             One dict per image: ``image`` (its name), ``classes`` (list of {rank, name, index,
-            score, probability, seen}; score = summed tau-scaled cosine over levels,
-            probability = softmax of the scores over the searched classes), ``attributes``
-            (list of {name, index, value}) and, with ``explain_dir``, ``explanation``.
+            score, probability, seen, group}; score = summed tau-scaled cosine over levels,
+            calibrated; probability = softmax of the scores over the searched classes),
+            ``attributes`` (list of {name, index, value}), ``calibration`` ({gamma, source}: the
+            gamma applied, 0 when one side alone is searched) and, with ``explain_dir``,
+            ``explanation``.
         """
         if top_k < 1 or top_attributes < 0:
             raise ValueError(f"top_k must be at least 1 and top_attributes at least 0, got "
                              f"{top_k} and {top_attributes}")
         candidates = self.candidates(classes)
+        calibration = self.calibration(candidates, gamma)
         explain = explain_dir is not None
         used_names: set[str] = set()
         results = []
-        for batch, names in _batches(images, self.transform, batch_size
+        for batch, names in image_batches(images, self.transform, batch_size
                                      or self.config.data.test_batch_size):
             batch = batch.to(self.device)
             output = self.model(batch, self.class_attributes[candidates.to(self.device)],
@@ -109,11 +220,10 @@ class Predictor:
                 log.warning("this %s model has no attention maps: no explanation figures are "
                             "drawn", self.config.model.name)
                 explain = False
-            scores = output.logits.float().cpu()
-            if classes == "all" and gamma:
-                scores[:, torch.isin(candidates, self.seen_classes)] -= gamma
+            scores = self.calibrate(output.logits.float().cpu(), candidates, calibration["gamma"])
             strength = torch.stack(output.attribute_scores).float().mean(0).cpu()  # (B, A)
             found = [self._describe(name, s, a, candidates, top_k, top_attributes)
+                     | {"calibration": calibration}
                      for name, s, a in zip(names, scores, strength, strict=True)]
             if explain:
                 self._explain(batch, output, strength, found, Path(explain_dir),
@@ -128,7 +238,8 @@ class Predictor:
         best = scores.topk(min(top_k, len(candidates))).indices
         ranked = [{"rank": r + 1, "name": self.class_names[int(candidates[i])],
                    "index": int(candidates[i]), "score": float(scores[i]),
-                   "probability": float(probabilities[i]), "seen": int(candidates[i]) in self._seen}
+                   "probability": float(probabilities[i]), "seen": int(candidates[i]) in self._seen,
+                   "group": self.group(int(candidates[i]))}
                   for r, i in enumerate(best)]
         strongest = strength.topk(min(top_attributes, len(strength))).indices
         attributes = [{"name": self.attribute_names[int(a)], "index": int(a),
@@ -169,62 +280,15 @@ def load(checkpoint: str | Path, device: str | torch.device = "cpu") -> Predicto
         raise CheckpointError(f"checkpoint '{checkpoint}' lacks the dataset description ('data' "
                               f"with {', '.join(needed)}) that prediction needs")
     model, config = model_from_checkpoint(saved, checkpoint)
+    gamma, source = default_gamma(saved.get("calibration"), config.eval.gamma)
     predictor = Predictor(model, config, meta["class_names"], meta["attribute_names"],
                           meta["class_attributes"], meta["seen_classes"], meta["unseen_classes"],
-                          _device(device))
+                          resolve_device(device), gamma, source)
     log.info("loaded %s (%s, epoch %s): %d classes (%d unseen), %d attributes, %d px, %s",
              checkpoint, config.model.name, saved.get("epoch", "?"), len(predictor.class_names),
              len(predictor.unseen_classes), len(predictor.attribute_names),
              predictor.image_size, predictor.device)
     return predictor
-
-
-def _device(name: str | torch.device) -> torch.device:
-    if str(name) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device '{name}' was asked for but CUDA is not available here; "
-                         f"use --device cpu")
-    return device
-
-
-def _batches(images, transform, batch_size: int) -> Iterator[tuple[torch.Tensor, list[str]]]:
-    """(B, 3, H, W) network inputs and image names, ``batch_size`` at a time.
-
-    Files are read batch by batch, so a long list of images never sits in memory at once.
-    """
-    if isinstance(images, torch.Tensor):
-        tensor = images.unsqueeze(0) if images.dim() == 3 else images
-        if tensor.dim() != 4 or tensor.shape[1] != 3:
-            raise ValueError(f"an image tensor must be (B, 3, H, W) or (3, H, W), got "
-                             f"{tuple(images.shape)}")
-        for start in range(0, len(tensor), batch_size):
-            chunk = tensor[start:start + batch_size]
-            if chunk.dtype == torch.uint8:  # raw pixels: resize, crop and normalise first
-                chunk = torch.stack([transform(image) for image in chunk])
-            yield chunk.float(), [f"image_{start + i}" for i in range(len(chunk))]
-        return
-    items = [images] if isinstance(images, (str, Path, Image.Image)) else list(images)
-    for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
-        pictures, names = zip(*(_read(item, start + i) for i, item in enumerate(chunk)),
-                                strict=True)
-        yield torch.stack([transform(p) for p in pictures]), list(names)
-
-
-def _read(item: ImageInput, position: int) -> tuple[Image.Image, str]:
-    """An RGB image and its name (the path, the PIL file name, or ``image_<position>``)."""
-    if isinstance(item, Image.Image):
-        return item.convert("RGB"), getattr(item, "filename", "") or f"image_{position}"
-    path = Path(item)
-    if not path.is_file():
-        raise FileNotFoundError(f"image '{path}' does not exist")
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB"), str(path)
-    except Exception as err:  # noqa: BLE001 - PIL raises many types for broken files
-        raise ValueError(f"cannot read image '{path}' ({type(err).__name__}: {err})") from err
 
 
 def _short(name: str) -> str:
@@ -242,35 +306,12 @@ def _unique_stem(name: str, used: set[str]) -> str:
     return candidate
 
 
-def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
-    """Image files from files and folders; a folder gives its image files, sorted by name.
-
-    Raises:
-        FileNotFoundError: an input does not exist, or a folder holds no image file.
-    """
-    paths: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir()
-                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise FileNotFoundError(f"folder '{path}' holds no image files "
-                                        f"({', '.join(s[1:] for s in IMAGE_SUFFIXES)})")
-            paths.extend(found)
-        elif path.is_file():
-            paths.append(path)
-        else:
-            raise FileNotFoundError(f"image or folder '{path}' does not exist")
-    return paths
-
-
 def format_prediction(result: dict[str, Any]) -> str:
     """A readable block for one image's prediction."""
     lines = [result["image"]]
     width = max(len(c["name"]) for c in result["classes"])
     for c in result["classes"]:
-        split = "seen" if c["seen"] else "unseen"
+        split = c.get("group", "seen" if c["seen"] else "unseen")
         lines.append(f"  {c['rank']:>2}. {c['name'].ljust(width)}  {c['score']:8.2f}  "
                      f"p {c['probability']:.3f}  {split}")
     if result["attributes"]:
@@ -283,31 +324,39 @@ def format_prediction(result: dict[str, Any]) -> str:
 
 def run_predict(checkpoint: str | Path, inputs: Sequence[str | Path], top_k: int = 5,
                 classes: str = "all", as_json: bool = False, explain_dir: str | Path | None = None,
-                device: str = "cpu", out: TextIO | None = None) -> int:
+                device: str = "cpu", out: TextIO | None = None,
+                add_classes: Sequence[str | Path] = (), gamma: float | None = None) -> int:
     """``mgmrn predict``: print the predictions for image files and folders.
 
     Args:
         checkpoint: a .pt file written by ``mgmrn train``.
         inputs: image files and folders (a folder's jpg, jpeg, png, bmp, webp files, sorted).
         top_k: classes per image.
-        classes: ``all``, ``unseen`` or ``seen``.
+        classes: ``all`` or a comma-separated combination of ``seen``, ``unseen``, ``added``.
         as_json: print one JSON list instead of readable text.
         explain_dir: also write an attention figure per image there.
         device: where the network runs.
         out: where to print (default: standard output).
+        add_classes: CSV files of new classes (``class`` and attribute columns) to search too.
+        gamma: calibration; None takes the checkpoint's (its source is logged).
 
     Returns:
         0; problems raise (FileNotFoundError, ValueError, CheckpointError) with a message that
         names the file.
     """
     out = out or sys.stdout
-    if classes not in CLASS_SETS:
-        raise ValueError(f"--classes must be one of {', '.join(CLASS_SETS)}, got {classes!r}")
+    parse_class_sets(classes)
     if top_k < 1:
         raise ValueError(f"--top-k must be at least 1, got {top_k}")
     paths = expand_inputs(inputs)
     predictor = load(checkpoint, device)
-    results = predictor.predict(paths, top_k=top_k, classes=classes, explain_dir=explain_dir)
+    for table in add_classes:
+        added = predictor.add_classes_from_csv(table)
+        log.info("added %d classes from %s", len(added), table)
+    calibration = predictor.calibration(predictor.candidates(classes), gamma)
+    log.info("calibration: gamma = %.3g (%s)", calibration["gamma"], calibration["source"])
+    results = predictor.predict(paths, top_k=top_k, classes=classes, explain_dir=explain_dir,
+                                gamma=gamma)
     if as_json:
         print(json.dumps(results, indent=2), file=out)
     else:
@@ -320,4 +369,6 @@ def run_predict(checkpoint: str | Path, inputs: Sequence[str | Path], top_k: int
 def predict_command(args) -> int:
     """Run ``mgmrn predict`` from parsed arguments (see ``cli.py``)."""
     return run_predict(args.checkpoint, args.inputs, top_k=args.top_k, classes=args.classes,
-                       as_json=args.as_json, explain_dir=args.explain, device=args.device)
+                       as_json=args.as_json, explain_dir=args.explain, device=args.device,
+                       add_classes=getattr(args, "add_classes", None) or (),
+                       gamma=getattr(args, "gamma", None))

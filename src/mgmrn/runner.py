@@ -19,7 +19,7 @@ from .config import Config, save_config
 from .data import build_data, build_test_loader, build_train_loader, check_sampler_fits
 from .distributed import DistEnv, barrier, cleanup, init_distributed, resolve_device
 from .engine import GraphedStep, predict_logits, train_one_epoch
-from .evaluation import class_accuracies, evaluate_zsl
+from .evaluation import calibration_record, class_accuracies, confused_pairs, evaluate_zsl
 from .evaluation.selection import protocol_report, update_selection
 from .losses import ZSLCriterion
 from .models import build_model
@@ -89,10 +89,21 @@ def evaluate_model(model: nn.Module, data, cfg: Config, device: torch.device,
                                  for c, a in zip(unseen.tolist(), accuracies, strict=True)}
     results["calibration"] = ("gamma chosen on the validation split" if cfg.data.split == "val"
                               else "gamma chosen on the test set (oracle)")
+    results["unseen_confusions"] = _confusions(czsl_predictions, unseen_labels, data)
     results["split"] = cfg.data.split
     results["model"] = cfg.model.name
     results["data"] = data.summary()
     return results
+
+
+def _confusions(predictions: torch.Tensor, labels: torch.Tensor, data) -> list[dict]:
+    """The most confused pairs of unseen classes (CZSL), named, with example test images."""
+    paths = getattr(data.test_unseen, "paths", None)
+    pairs = confused_pairs(predictions, labels)
+    for pair in pairs:
+        pair["true"], pair["predicted"] = (data.class_names[pair[k]] for k in ("true", "predicted"))
+        pair["examples"] = [paths[i] for i in pair["examples"]] if paths is not None else []
+    return pairs
 
 
 def _build_optimizer(model: nn.Module, cfg: Config, device: torch.device):
@@ -112,8 +123,12 @@ def _build_optimizer(model: nn.Module, cfg: Config, device: torch.device):
     return optimizer, scheduler
 
 
-def _checkpoint(model, optimizer, scheduler, cfg, data, epoch, best, precision) -> dict:
+def _checkpoint(model, optimizer, scheduler, cfg, data, epoch, best, precision,
+                results=None) -> dict:
+    calibration = None if results is None else calibration_record(results["gamma"],
+                                                                  cfg.data.split)
     return {
+        "calibration": calibration,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -225,7 +240,8 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
                                                      "gzsl_h", "ausuc", "gamma")})
             best = update_selection(best, results, epoch)
         if env.is_main:
-            state = _checkpoint(model, optimizer, scheduler, cfg, data, epoch, best, precision)
+            state = _checkpoint(model, optimizer, scheduler, cfg, data, epoch, best, precision,
+                                results)
             if best.get("gzsl_epoch") == epoch:
                 ckpt_io.save_atomic(state, folder / "checkpoints" / "best.pt")
             ckpt_io.save_atomic(state, folder / "checkpoints" / "last.pt")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .datasets import IMAGE_SUFFIXES
 from .errors import DataError
 from .records import (
     ZSLRecords,
@@ -33,7 +34,6 @@ from .records import (
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 HOLDOUT_FRACTION = 0.2
 SPLIT_WORDS = ("seen", "unseen")
 

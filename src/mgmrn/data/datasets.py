@@ -14,6 +14,9 @@ from .errors import DataError
 
 log = logging.getLogger(__name__)
 
+# image files read everywhere: custom datasets, prediction inputs, the explorer page
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
 
 def load_rgb(path: str) -> Image.Image:
     """Decode an image file to RGB (grey and palette images are expanded, alpha is dropped)."""

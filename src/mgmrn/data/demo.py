@@ -5,6 +5,11 @@ A class is a (shape, colour, pattern) combination; its attributes are those thre
 so that every attribute value still occurs in at least :data:`MIN_SEEN_CLASSES` seen classes: an
 unseen class is a new combination of values the model has only seen apart.
 
+``demo.num_withheld`` further classes, drawn like the unseen ones, are left out of the run entirely
+(neither seen nor unseen): their images and attribute rows go to ``withheld/images/<class>/`` and
+``withheld/classes.csv`` (the format of ``mgmrn predict --add-classes``), to be added as new classes
+after training.
+
 The set is written once, in the custom format, plus ``demo.json`` with the generator parameters,
 to ``data.root``, and regenerated when those parameters differ (see :mod:`.procedural`).
 """
@@ -49,12 +54,16 @@ def demo_classes(cfg: DemoConfig) -> DemoClasses:
     shapes, colors, patterns = _values(cfg)
     groups = [("shape", shapes), ("color", colors), ("pattern", patterns)]
     return one_hot_classes(groups, cfg.num_unseen, cfg.seed, "demo",
-                           name=lambda combo: f"{combo[1]}_{combo[2]}_{combo[0]}")
+                           name=lambda combo: f"{combo[1]}_{combo[2]}_{combo[0]}",
+                           num_withheld=cfg.num_withheld)
 
 
 def demo_params(cfg: DemoConfig) -> dict:
     """What ``demo.json`` records; a cache whose record differs is regenerated."""
-    return {"generator_version": GENERATOR_VERSION, **dataclasses.asdict(cfg)}
+    params = {"generator_version": GENERATOR_VERSION, **dataclasses.asdict(cfg)}
+    if not params["num_withheld"]:  # caches drawn before the key existed stay valid
+        del params["num_withheld"]
+    return params
 
 
 def write_demo(folder: Path, cfg: DemoConfig) -> None:

@@ -47,6 +47,8 @@ class DrawnClasses:
         attribute_names: A names, ``<group>_<value>``, group after group.
         attributes: (C, A) 0/1 float32.
         unseen: sorted indices of the unseen classes.
+        withheld: sorted indices of the classes left out of the run entirely (neither seen nor
+            unseen), to be added as new classes after training.
     """
 
     combos: list[tuple[str, ...]]
@@ -54,6 +56,7 @@ class DrawnClasses:
     attribute_names: list[str]
     attributes: np.ndarray
     unseen: np.ndarray
+    withheld: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 def choose_unseen(attributes: np.ndarray, groups: list[np.ndarray], num_unseen: int,
@@ -93,7 +96,8 @@ def choose_unseen(attributes: np.ndarray, groups: list[np.ndarray], num_unseen: 
 
 
 def one_hot_classes(groups: list[tuple[str, tuple[str, ...]]], num_unseen: int, seed: int,
-                    section: str, name: Callable[[tuple[str, ...]], str]) -> DrawnClasses:
+                    section: str, name: Callable[[tuple[str, ...]], str],
+                    num_withheld: int = 0) -> DrawnClasses:
     """Every combination of one value per group, one-hot attributes, and the unseen choice.
 
     Args:
@@ -103,7 +107,12 @@ def one_hot_classes(groups: list[tuple[str, tuple[str, ...]]], num_unseen: int, 
         seed: seed of the unseen draw.
         section: config section of the set, for messages.
         name: class name of a combination.
+        num_withheld: further classes left out of the run; drawn with the unseen ones, so that
+            the seen classes still cover every value.
     """
+    if num_withheld < 0:
+        raise DataError(f"config key 'data.{section}.num_withheld' must be 0 or more, got "
+                        f"{num_withheld}")
     combos = list(itertools.product(*(values for _, values in groups)))
     attribute_names = [f"{group}_{value}" for group, values in groups for value in values]
     bounds = np.cumsum([0, *(len(values) for _, values in groups)])
@@ -112,8 +121,10 @@ def one_hot_classes(groups: list[tuple[str, tuple[str, ...]]], num_unseen: int, 
         columns = [bounds[g] + groups[g][1].index(value) for g, value in enumerate(combo)]
         attributes[i, columns] = 1
     columns = [np.arange(bounds[g], bounds[g + 1]) for g in range(len(groups))]
-    unseen = choose_unseen(attributes, columns, num_unseen, seed, section)
-    return DrawnClasses(combos, [name(c) for c in combos], attribute_names, attributes, unseen)
+    unseen = choose_unseen(attributes, columns, num_unseen + num_withheld, seed, section)
+    withheld = np.sort(np.random.default_rng([seed, 3]).choice(unseen, num_withheld, replace=False))
+    return DrawnClasses(combos, [name(c) for c in combos], attribute_names, attributes,
+                        np.setdiff1d(unseen, withheld), withheld)
 
 
 def write_set(folder: Path, classes: DrawnClasses, images_per_class: int, seed: int,
@@ -131,23 +142,30 @@ def write_set(folder: Path, classes: DrawnClasses, images_per_class: int, seed: 
         record: file name of the parameter record, e.g. ``demo.json``.
         params: what the record holds.
     """
-    unseen = set(classes.unseen.tolist())
+    unseen, withheld = set(classes.unseen.tolist()), set(classes.withheld.tolist())
     n_test = min(round(images_per_class * TEST_SEEN_FRACTION), images_per_class - 1)
     test_seen = []
     for c, name in enumerate(classes.names):
-        class_dir = folder / "images" / name
+        class_dir = folder / ("withheld/images" if c in withheld else "images") / name
         class_dir.mkdir(parents=True)
         for i in range(images_per_class):
             pixels = draw(np.random.default_rng([seed, c, i]), c)
             Image.fromarray(pixels).save(class_dir / f"{i:04d}.png", optimize=False)
-            if c not in unseen and i >= images_per_class - n_test:
+            if c not in unseen | withheld and i >= images_per_class - n_test:
                 test_seen.append(f"{name}/{i:04d}.png")
     with open(folder / "classes.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["class", "split", *classes.attribute_names])
         for c, name in enumerate(classes.names):
-            split = "unseen" if c in unseen else "seen"
-            writer.writerow([name, split, *(f"{v:g}" for v in classes.attributes[c])])
+            if c not in withheld:
+                split = "unseen" if c in unseen else "seen"
+                writer.writerow([name, split, *(f"{v:g}" for v in classes.attributes[c])])
+    if withheld:  # the rows of ``mgmrn predict --add-classes``: class,<attributes...>
+        with open(folder / "withheld" / "classes.csv", "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["class", *classes.attribute_names])
+            for c in sorted(withheld):
+                writer.writerow([classes.names[c], *(f"{v:g}" for v in classes.attributes[c])])
     (folder / "test_seen.txt").write_text("\n".join(test_seen) + "\n")
     (folder / record).write_text(json.dumps(params, indent=2) + "\n")
 

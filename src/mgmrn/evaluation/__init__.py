@@ -4,15 +4,29 @@ Pure functions of scores and labels (torch tensors or numpy arrays, computed on 
 numpy); they know nothing of models.
 """
 
-from mgmrn.evaluation.calibration import ausuc, calibrated_stacking, gamma_sweep
-from mgmrn.evaluation.metrics import class_accuracies, harmonic_mean, per_class_accuracy
+from mgmrn.evaluation.calibration import (
+    ausuc,
+    calibrated_stacking,
+    calibration_record,
+    default_gamma,
+    gamma_sweep,
+)
+from mgmrn.evaluation.metrics import (
+    class_accuracies,
+    confused_pairs,
+    harmonic_mean,
+    per_class_accuracy,
+)
 from mgmrn.evaluation.protocols import czsl_accuracy, evaluate_zsl, gzsl_accuracy
 
 __all__ = [
     "ausuc",
     "calibrated_stacking",
+    "calibration_record",
     "class_accuracies",
+    "confused_pairs",
     "czsl_accuracy",
+    "default_gamma",
     "evaluate_zsl",
     "gamma_sweep",
     "gzsl_accuracy",

@@ -46,6 +46,42 @@ def calibrated_stacking(scores: Any, seen_classes: Any, gamma: float) -> Any:
     return calibrated
 
 
+def calibration_record(gamma: float, split: str) -> dict[str, Any]:
+    """What a checkpoint keeps of its run's calibration, for prediction to use.
+
+    Args:
+        gamma: the gamma of best H in the run's evaluation.
+        split: the run's ``data.split``: ``val`` (gamma chosen on validation classes) or
+            ``trainval`` (chosen on the test set: an oracle).
+    """
+    source = "validation split" if split == "val" else "test set (oracle)"
+    return {"gamma": float(gamma), "split": split, "source": source}
+
+
+def default_gamma(record: dict[str, Any] | None,
+                  eval_gamma: float | None) -> tuple[float, str]:
+    """The gamma that prediction uses unless told otherwise, and where it comes from.
+
+    In order of preference: a gamma chosen on the validation split; the run's ``eval.gamma``
+    (a gamma chosen elsewhere, by the user); the gamma chosen on the run's test set (an
+    oracle, but the run's own); none (0).
+
+    Args:
+        record: :func:`calibration_record` of the checkpoint, or None for older checkpoints.
+        eval_gamma: the run's ``eval.gamma``.
+
+    Returns:
+        (gamma, a phrase saying where it comes from).
+    """
+    if record and record.get("split") == "val":
+        return float(record["gamma"]), "chosen on the validation split"
+    if eval_gamma is not None:
+        return float(eval_gamma), "eval.gamma of the run's config"
+    if record:
+        return float(record["gamma"]), "chosen on the run's test set, an oracle"
+    return 0.0, "none stored in the checkpoint: 0, uncalibrated"
+
+
 AUSUC_ORDERS = ("gamma", "release")
 
 

@@ -83,3 +83,36 @@ def class_accuracies(predictions: Any, labels: Any, classes: Any = None) -> np.n
     sizes = np.bincount(slot, minlength=classes.size)
     hits = np.bincount(slot, weights=predictions[keep] == labels[keep], minlength=classes.size)
     return hits / sizes
+
+
+def confused_pairs(predictions: Any, labels: Any, top: int = 10,
+                   examples: int = 3) -> list[dict[str, Any]]:
+    """The most frequent mistakes: (true class, predicted class) pairs with the images behind them.
+
+    Args:
+        predictions: (N,) predicted class indices.
+        labels: (N,) true class indices.
+        top: pairs returned at most.
+        examples: image positions kept per pair at most (the first ones, in input order).
+
+    Returns:
+        Up to ``top`` dicts ``true``, ``predicted``, ``count`` (images of ``true`` predicted as
+        ``predicted``), ``share`` (count over the images of ``true``, a fraction) and
+        ``examples`` (positions into the inputs), by count, then share, then class indices.
+    """
+    predictions = as_labels(predictions, "predictions")
+    labels = as_labels(labels, "labels")
+    if predictions.shape != labels.shape:
+        raise ValueError(f"predictions {predictions.shape} and labels {labels.shape} differ")
+    wrong = np.flatnonzero(predictions != labels)
+    pairs, counts = np.unique(np.stack([labels[wrong], predictions[wrong]], axis=1), axis=0,
+                              return_counts=True) if wrong.size else (np.zeros((0, 2)), [])
+    classes, sizes = np.unique(labels, return_counts=True)
+    size_of = dict(zip(classes.tolist(), sizes.tolist(), strict=True))
+    found = [{"true": int(t), "predicted": int(p), "count": int(n), "share": n / size_of[int(t)]}
+             for (t, p), n in zip(pairs, counts, strict=True)]
+    found.sort(key=lambda f: (-f["count"], -f["share"], f["true"], f["predicted"]))
+    for pair in found[:top]:
+        at = wrong[(labels[wrong] == pair["true"]) & (predictions[wrong] == pair["predicted"])]
+        pair["examples"] = at[:examples].tolist()
+    return found[:top]

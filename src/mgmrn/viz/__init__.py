@@ -11,6 +11,7 @@ from .curves import (
     plot_seen_unseen_curve,
     write_eval_figures,
 )
+from .training import plot_training_curves, read_metrics
 
 __all__ = [
     "level_attention_maps",
@@ -18,5 +19,7 @@ __all__ = [
     "plot_embedding",
     "plot_per_class_accuracy",
     "plot_seen_unseen_curve",
+    "plot_training_curves",
+    "read_metrics",
     "write_eval_figures",
 ]

@@ -16,7 +16,8 @@ TITLE = 40  # pixels above the panels for the figure title
 FLAT_CONTRAST = 4.0  # a map's colour scale reaches at least this multiple of a uniform spread
 
 
-def level_attention_maps(output: ZSLOutput, size: tuple[int, int]) -> torch.Tensor:
+def level_attention_maps(output: ZSLOutput, size: tuple[int, int],
+                         attributes: Sequence[int] | None = None) -> torch.Tensor:
     """Each level's attention over image locations, at image resolution.
 
     A level's attention over all its tokens (own map, borrowed map, region tokens) is folded onto
@@ -26,9 +27,11 @@ def level_attention_maps(output: ZSLOutput, size: tuple[int, int]) -> torch.Tens
     Args:
         output: a forward pass run with ``return_attention=True``.
         size: (H, W) of the input images.
+        attributes: only these K attributes (default: all A); chosen before resizing, which
+            would otherwise hold A full-size maps per level.
 
     Returns:
-        (B, L, A, H, W) attention mass per pixel; each (H, W) map sums to one.
+        (B, L, K, H, W) attention mass per pixel; each (H, W) map sums to one.
 
     Raises:
         ValueError: the output carries no attention (the baseline has none, or the forward pass
@@ -41,6 +44,8 @@ def level_attention_maps(output: ZSLOutput, size: tuple[int, int]) -> torch.Tens
     for attention, layout, assignments in zip(output.attention, output.layouts,
                                               output.assignments, strict=True):
         grid = spatial_attention(attention.float(), layout, assignments.float())  # (B, A, h, w)
+        if attributes is not None:
+            grid = grid[:, list(attributes)]
         maps.append(resize_keeping_mass(grid, size))
     return torch.stack(maps, dim=1)
 

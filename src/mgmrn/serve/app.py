@@ -1,0 +1,203 @@
+"""The explorer's work, apart from HTTP: classify uploads, draw attention, add classes.
+
+Every method returns plain data or PNG bytes, or raises :class:`ApiError` with the HTTP status and
+the one-line message the page shows. One lock serialises the network (memory stays bounded, the
+added classes never change under a running prediction); pages wait for it in turn.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import tempfile
+import threading
+import uuid
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from ..data.transforms import denormalize
+from ..new_classes import parse_class_rows
+from ..predict import Predictor
+from .run_view import RunView
+
+MAX_PIXELS = 40_000_000  # decoded size refused beyond this (a 1 MB PNG can decode to gigabytes)
+CACHED_IMAGES = 32  # uploads kept for re-ranking and attention maps
+
+
+class ApiError(Exception):
+    """A request the page gets an answer to: ``status`` and a one-line ``message``."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Explorer:
+    """A served checkpoint and, optionally, its run folder.
+
+    Args:
+        predictor: the loaded model.
+        run: a run folder to browse, or None.
+        max_pixels: largest decoded image accepted (width x height).
+    """
+
+    def __init__(self, predictor: Predictor, run: str | Path | None = None,
+                 max_pixels: int = MAX_PIXELS):
+        self.predictor = predictor
+        self.max_pixels = max_pixels
+        self.model_lock = threading.Lock()
+        self._cache_lock = threading.Lock()
+        self._images: OrderedDict[str, tuple[torch.Tensor, str]] = OrderedDict()
+        self._scratch = tempfile.TemporaryDirectory(prefix="mgmrn-serve-")
+        self.scratch = Path(self._scratch.name)
+        self.run = RunView(run, self.scratch, predictor, self.model_lock) if run else None
+        attributes = predictor.class_attributes
+        self.levels = ["global"] if predictor.config.model.name == "baseline" else [
+            "fine", "middle", "coarse"]
+        self.attribute_range = [min(0.0, float(attributes.min())), float(attributes.max())]
+
+    def close(self) -> None:
+        self._scratch.cleanup()
+
+    def info(self) -> dict[str, Any]:
+        p = self.predictor
+        return {
+            "model": p.config.model.name, "dataset": p.config.data.name,
+            "classes": self.classes(), "attributes": p.attribute_names,
+            "attribute_range": self.attribute_range, "gamma": p.gamma,
+            "gamma_source": p.gamma_source, "levels": self.levels,
+            "attention": p.config.model.name != "baseline", "run": self.run is not None,
+        }
+
+    def classes(self) -> list[dict[str, Any]]:
+        p = self.predictor
+        return [{"index": i, "name": n, "group": p.group(i)} for i, n in enumerate(p.class_names)]
+
+    def upload(self, data: bytes, name: str) -> str:
+        """Decode an uploaded image, keep it, and return its id."""
+        try:
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+        except Image.DecompressionBombError as err:  # PIL's own limit, far above ours
+            raise ApiError(413, f"'{name}' has too many pixels to be read safely ({err})") from err
+        except Exception as err:  # noqa: BLE001 - PIL raises many types for what is no image
+            raise ApiError(400, f"'{name}' is not an image that can be read (jpg, png, bmp, webp, "
+                                f"...): {type(err).__name__}") from err
+        if width * height > self.max_pixels:
+            raise ApiError(413, f"'{name}' is {width} x {height} pixels, more than the "
+                                f"{self.max_pixels / 1e6:.0f} megapixels accepted; resize it")
+        try:
+            tensor = self.predictor.transform(image.convert("RGB"))
+        except Exception as err:  # noqa: BLE001 - a truncated file fails only when decoded
+            raise ApiError(400, f"'{name}' cannot be decoded ({type(err).__name__}: {err})") from err
+        key = uuid.uuid4().hex[:12]
+        with self._cache_lock:
+            self._images[key] = (tensor, name)
+            while len(self._images) > CACHED_IMAGES:
+                self._images.popitem(last=False)
+        return key
+
+    def _image(self, key: str) -> tuple[torch.Tensor, str]:
+        with self._cache_lock:
+            if key not in self._images:
+                raise ApiError(404, "this image is no longer held by the server; upload it again")
+            self._images.move_to_end(key)
+            return self._images[key]
+
+    def rank(self, key: str, top_k: int = 5, classes: str = "all",
+             gamma: float | None = None, top_attributes: int = 8) -> dict[str, Any]:
+        """Top-k classes of an uploaded image and the rank of every added class."""
+        tensor, name = self._image(key)
+        if not 1 <= top_k <= 100:
+            raise ApiError(400, f"top_k must lie in 1..100, got {top_k}")
+        with self.model_lock:
+            try:
+                everything = self.predictor.predict(tensor, top_k=len(self.predictor.class_names),
+                                                    classes=classes, gamma=gamma,
+                                                    top_attributes=top_attributes)[0]
+            except ValueError as err:
+                raise ApiError(400, str(err)) from err
+        ranked = everything["classes"]
+        added = [c for c in ranked if c["group"] == "added"]
+        return {"id": key, "image": name, "classes": ranked[:top_k], "added": added,
+                "searched": len(ranked), "attributes": everything["attributes"],
+                "calibration": everything["calibration"]}
+
+    def attention(self, key: str, attribute: int) -> bytes:
+        """PNG: the image and the attention of one attribute at each level over it."""
+        p = self.predictor
+        if not 0 <= attribute < len(p.attribute_names):
+            raise ApiError(400, f"attribute must lie in 0..{len(p.attribute_names) - 1}")
+        if p.config.model.name == "baseline":
+            raise ApiError(400, "the baseline model has no attention maps")
+        from ..viz import level_attention_maps, plot_attention
+
+        tensor, name = self._image(key)
+        batch = tensor.unsqueeze(0).to(p.device)
+        with self.model_lock, torch.no_grad():
+            output = p.model(batch, p.class_attributes[:1], return_attention=True)
+            strength = float(torch.stack(output.attribute_scores).float().mean(0)[0, attribute])
+            maps = level_attention_maps(output, tuple(batch.shape[-2:]), [attribute]).cpu()
+        path = self.scratch / f"attention-{key}-{attribute}.png"
+        plot_attention(denormalize(batch.float()).cpu()[0], maps[0], [p.attribute_names[attribute]],
+                       list(output.levels), path, attribute_values=[strength],
+                       title=f"{Path(name).name}: where the model looks for "
+                             f"{p.attribute_names[attribute]}")
+        data = path.read_bytes()
+        path.unlink()
+        return data
+
+    def add_class(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Add a class from ``{"name", "attributes": {name: value}}`` or ``{"name", "row"}``.
+
+        ``row`` is pasted text: values in training attribute order (commas, spaces or tabs), or
+        a CSV header naming the attributes and a line of values.
+        """
+        name = str(request.get("name", "")).strip()
+        p = self.predictor
+        if "row" in request:
+            attributes = [self._parse_row(str(request["row"]), name)]
+        elif isinstance(request.get("attributes"), dict):
+            attributes = [request["attributes"]]
+        else:
+            raise ApiError(400, "give the class's attributes as 'attributes' or a pasted 'row'")
+        with self.model_lock:
+            try:
+                index = p.add_classes([name], attributes)[0]
+            except ValueError as err:
+                raise ApiError(400, str(err).replace("add_classes: ", "")) from err
+        return {"added": {"index": index, "name": name}, "classes": self.classes()}
+
+    def remove_class(self, name: str) -> dict[str, Any]:
+        with self.model_lock:
+            try:
+                self.predictor.remove_added_classes([name])
+            except ValueError as err:
+                raise ApiError(404, str(err)) from err
+        return {"classes": self.classes()}
+
+    def _parse_row(self, text: str, name: str) -> list[float]:
+        lines = [line for line in text.strip().splitlines() if line.strip()]
+        names = self.predictor.attribute_names
+        if len(lines) == 2:  # a header and a row, columns by name in any order
+            rows = list(csv.reader([f"class,{lines[0]}", f"{name or 'new'},{lines[1]}"]))
+            try:
+                return parse_class_rows(rows, names, "pasted row")[1][0].tolist()
+            except ValueError as err:
+                raise ApiError(400, str(err)) from err
+        if len(lines) != 1:
+            raise ApiError(400, "paste one row of values, or a header line and a row of values")
+        cells = [c for c in lines[0].replace(",", " ").replace("\t", " ").split(" ") if c]
+        if len(cells) != len(names):
+            raise ApiError(400, f"the pasted row has {len(cells)} values; expected "
+                                f"{len(names)}, one per attribute in training order")
+        try:
+            return [float(c) for c in cells]
+        except ValueError as err:
+            raise ApiError(400, f"the pasted row holds something that is not a number: {err}") \
+                from err

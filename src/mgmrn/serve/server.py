@@ -1,0 +1,248 @@
+"""``mgmrn serve``: the explorer page and its JSON API on a small threaded HTTP server.
+
+Standard library only (``http.server``): the page is static HTML, CSS and JavaScript shipped in
+the package, and every answer of the API is JSON or a PNG. Bound to 127.0.0.1 unless told
+otherwise. Limits keep one bad request from hurting the others: uploads above ``max_upload``
+bytes and images above ``max_pixels`` are refused with a message, at most ``max_busy`` requests
+wait for the network at once (the next get "busy, try again"), and any failure inside a request
+becomes a JSON error for the page while the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from .app import MAX_PIXELS, ApiError, Explorer
+
+log = logging.getLogger(__name__)
+
+MAX_UPLOAD = 16 * 1024 * 1024  # bytes
+MAX_BUSY = 4  # requests waiting for the network at once; more are told to try again
+DRAIN_LIMIT = 256 * 1024 * 1024  # a refused body up to this size is read to the end first
+STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
+          "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+          "/style.css": ("style.css", "text/css; charset=utf-8")}
+
+
+class ExplorerServer(ThreadingHTTPServer):
+    """An HTTP server holding the :class:`Explorer` and the request limits."""
+
+    daemon_threads = True
+
+    def __init__(self, explorer: Explorer, host: str = "127.0.0.1", port: int = 8000,
+                 max_upload: int = MAX_UPLOAD, max_busy: int = MAX_BUSY):
+        self.explorer = explorer
+        self.max_upload = max_upload
+        self.max_busy = max_busy
+        self.busy = threading.BoundedSemaphore(max_busy)
+        super().__init__((host, port), Handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}/"
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: ExplorerServer
+    timeout = 60  # seconds a client may take to send its request
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self._answer(self._get)
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._answer(self._post)
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._answer(self._delete)
+
+    def _answer(self, route) -> None:
+        url = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        try:
+            status, kind, body = route(url.path, query)
+        except ApiError as err:
+            status, kind, body = err.status, "json", {"error": err.message}
+        except FileNotFoundError as err:
+            status, kind, body = 404, "json", {"error": str(err)}
+        except Exception as err:  # noqa: BLE001 - one failed request must not stop the server
+            log.exception("request %s failed", self.path)
+            status, kind, body = 500, "json", {"error": f"the server failed on this request "
+                                                        f"({type(err).__name__}: {err})"}
+        if status >= 400:  # the body may be unread: start afresh on a new connection
+            self.close_connection = True
+        self._send(status, kind, body)
+
+    def _send(self, status: int, kind: str, body: Any) -> None:
+        if kind == "json":
+            kind, body = "application/json", json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the page moved on (a newer request)
+            self.close_connection = True
+            log.debug("%s left before the answer to %s", self.address_string(), self.path)
+
+    def _get(self, path: str, query: dict[str, str]):
+        explorer = self.server.explorer
+        if path in STATIC:
+            name, kind = STATIC[path]
+            return 200, kind, resources.files(__package__).joinpath("static", name).read_bytes()
+        if path == "/api/info":
+            return 200, "json", {**explorer.info(), "max_upload": self.server.max_upload}
+        if path.startswith("/api/attention/"):
+            with self._slot():
+                return 200, "image/png", explorer.attention(path.rsplit("/", 1)[1],
+                                                            _int(query, "attribute", 0))
+        if path.startswith("/api/run"):
+            return self._run(path)
+        raise FileNotFoundError(f"nothing at {path}")
+
+    def _run(self, path: str):
+        run = self.server.explorer.run
+        if run is None:
+            raise ApiError(404, "no run folder is served; start with mgmrn serve --run DIR")
+        if path == "/api/run":
+            return 200, "json", run.summary()
+        if path.startswith("/api/run/figure/"):
+            with self._slot():
+                return 200, "image/png", run.figure(path.rsplit("/", 1)[1])
+        if path.startswith("/api/run/example/"):
+            file = run.example(_int({"n": path.rsplit("/", 1)[1]}, "n", -1))
+            kind = "image/png" if file.suffix.lower() == ".png" else "image/jpeg"
+            return 200, kind, file.read_bytes()
+        raise FileNotFoundError(f"nothing at {path}")
+
+    def _post(self, path: str, query: dict[str, str]):
+        explorer = self.server.explorer
+        body = self._body()
+        if path == "/api/predict":
+            with self._slot():
+                key = explorer.upload(body, unquote(query.get("name", "upload")))
+                return 200, "json", self._rank(key, query)
+        if path.startswith("/api/predict/"):
+            with self._slot():
+                return 200, "json", self._rank(path.rsplit("/", 1)[1], query)
+        if path == "/api/classes":
+            try:
+                request = json.loads(body or b"{}")
+            except ValueError as err:
+                raise ApiError(400, "the request is not JSON") from err
+            return 200, "json", explorer.add_class(request if isinstance(request, dict) else {})
+        raise FileNotFoundError(f"nothing at {path}")
+
+    def _delete(self, path: str, query: dict[str, str]):
+        if path.startswith("/api/classes/"):
+            return 200, "json", self.server.explorer.remove_class(unquote(path.rsplit("/", 1)[1]))
+        raise FileNotFoundError(f"nothing at {path}")
+
+    def _rank(self, key: str, query: dict[str, str]) -> dict[str, Any]:
+        gamma = query.get("gamma", "")
+        try:
+            gamma_value = float(gamma) if gamma.strip() else None
+        except ValueError as err:
+            raise ApiError(400, f"gamma must be a number, got '{gamma}'") from err
+        return self.server.explorer.rank(key, _int(query, "top_k", 5), query.get("classes", "all"),
+                                         gamma_value)
+
+    def _body(self) -> bytes:
+        """The request body, refused (after reading it, so the answer arrives) when too large."""
+        length = _int({"n": self.headers.get("Content-Length", "0")}, "n", 0)
+        limit = self.server.max_upload
+        if length > limit:
+            if length <= DRAIN_LIMIT:
+                remaining = length
+                while remaining > 0:
+                    chunk = self.rfile.read(min(remaining, 1 << 20))
+                    if not chunk:
+                        break
+                    remaining -= len(chunk)
+            self.close_connection = True
+            raise ApiError(413, f"the upload is {length / 2**20:.1f} MB, more than the "
+                                f"{limit / 2**20:.0f} MB accepted; send a smaller image")
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _slot(self):
+        """Hold one of the server's places for network work, or refuse the request at once."""
+        if not self.server.busy.acquire(blocking=False):
+            raise ApiError(503, f"the server is busy with {self.server.max_busy} requests; try "
+                                f"again in a moment")
+        return _Release(self.server.busy)
+
+
+class _Release:
+    def __init__(self, semaphore: threading.BoundedSemaphore):
+        self.semaphore = semaphore
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        self.semaphore.release()
+
+
+def _int(query: dict[str, str], key: str, default: int) -> int:
+    value = query.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as err:
+        raise ApiError(400, f"{key} must be a whole number, got '{value}'") from err
+
+
+def make_server(checkpoint: str | Path, run: str | Path | None = None, host: str = "127.0.0.1",
+                port: int = 8000, device: str = "cpu", max_upload: int = MAX_UPLOAD,
+                max_pixels: int = MAX_PIXELS, max_busy: int = MAX_BUSY,
+                add_classes: tuple[str | Path, ...] = ()) -> ExplorerServer:
+    """Load the checkpoint and bind the server (port 0: any free port); not yet serving."""
+    from ..predict import load
+
+    predictor = load(checkpoint, device)
+    for table in add_classes:
+        predictor.add_classes_from_csv(table)
+    explorer = Explorer(predictor, run, max_pixels)
+    try:
+        return ExplorerServer(explorer, host, port, max_upload, max_busy)
+    except OSError as err:
+        explorer.close()
+        raise ValueError(f"cannot listen on {host}:{port} ({err.strerror}); choose another "
+                         f"--port") from err
+
+
+def serve_command(args) -> int:
+    """``mgmrn serve``: serve until interrupted (Ctrl-C)."""
+    server = make_server(args.checkpoint, args.run, args.host, args.port, args.device,
+                         int(args.max_upload_mb * 2**20), add_classes=tuple(args.add_classes))
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("serving on %s: anyone who can reach this machine can use the page",
+                    args.host)
+    predictor = server.explorer.predictor
+    log.info("calibration: gamma = %.3g (%s); the page can override it", predictor.gamma,
+             predictor.gamma_source)
+    print(f"mgmrn explorer at {server.url} (Ctrl-C stops it)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        server.explorer.close()
+    return 0

@@ -1,0 +1,292 @@
+"""``mgmrn serve`` over real HTTP on 127.0.0.1: predictions, attention, new classes, a run folder,
+and bad requests that get a message while the server keeps serving."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import threading
+import time
+import urllib.error
+import urllib.request
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mgmrn.predict import load
+from mgmrn.serve import make_server
+from tests.test_predict import ATTRIBUTE_NAMES, CLASS_NAMES, SEEN, png_size, write_checkpoint
+
+ATTRIBUTES = [[1, 0, 1, 0, 0], [0, 1, 1, 0, 0], [1, 0, 0, 1, 0], [0, 1, 0, 1, 0],
+              [1, 0, 0, 0, 1], [0, 1, 0, 0, 1]]
+
+
+def png_bytes(size=(80, 80), seed=0) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares its size and holds no pixels: what a decompression bomb starts with."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def make_dataset(root: Path) -> Path:
+    """A custom dataset with the checkpoint's classes: 3 images per class."""
+    rows = ["class,split," + ",".join(ATTRIBUTE_NAMES)]
+    for c, name in enumerate(CLASS_NAMES):
+        rows.append(f"{name},{'seen' if c in SEEN else 'unseen'}," + ",".join(map(str, ATTRIBUTES[c])))
+        (root / "images" / name).mkdir(parents=True)
+        for i in range(3):
+            (root / "images" / name / f"{i}.png").write_bytes(png_bytes((40, 40), seed=10 * c + i))
+    (root / "classes.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def make_run(folder: Path, with_confusions: bool, example: Path) -> Path:
+    folder.mkdir()
+    (folder / "metrics.jsonl").write_text(
+        '{"epoch": 0, "loss": 3.0, "loss_fine": 1.0}\n'
+        '{"epoch": 1, "loss": 2.0, "loss_fine": 0.8, "czsl_acc": 50.0, "gzsl_h": 20.0}\n')
+    results = {"czsl_acc": 50.0, "gzsl_seen": 30.0, "gzsl_unseen": 20.0, "gzsl_h": 24.0,
+               "gamma": 0.5, "ausuc": 10.0, "calibration": "gamma chosen on the test set (oracle)",
+               "curve": {"gamma": [0.0, 0.5, 1.0], "seen": [40.0, 30.0, 0.0],
+                         "unseen": [10.0, 20.0, 50.0], "h": [16.0, 24.0, 0.0]},
+               "czsl_per_class": {"green_circle": 100.0, "green_square": 0.0}}
+    if with_confusions:
+        results["unseen_confusions"] = [{"true": "green_square", "predicted": "green_circle",
+                                         "count": 3, "share": 1.0, "examples": [str(example)]}]
+    (folder / "results.json").write_text(json.dumps(results))
+    return folder
+
+
+def checkpoint_with_data(root: Path, calibration: dict | None = None) -> tuple[Path, Path]:
+    """A tiny checkpoint whose run data is a custom dataset written under ``root``."""
+    data = make_dataset(root / "data")
+    checkpoint = write_checkpoint(root / "tiny.pt")
+    saved = torch.load(checkpoint, weights_only=True)
+    saved["config"]["data"].update(name="custom", root=str(data), verify_images=False)
+    if calibration is not None:
+        saved["calibration"] = calibration
+    torch.save(saved, checkpoint)
+    return checkpoint, data
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    checkpoint, data = checkpoint_with_data(root, {"gamma": 0.25, "split": "trainval",
+                                                   "source": "test set (oracle)"})
+    example = data / "images" / "green_square" / "0.png"
+    return {"checkpoint": checkpoint, "data": data, "example": example,
+            "run": make_run(root / "run", True, example),
+            "old_run": make_run(root / "old_run", False, example)}
+
+
+class Client:
+    def __init__(self, server):
+        self.server = server
+        self.url = server.url.rstrip("/")
+
+    def request(self, path, data=None, method=None, as_json=True):
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=60) as response:
+                status, body = response.status, response.read()
+        except urllib.error.HTTPError as err:
+            status, body = err.code, err.read()
+        return status, (json.loads(body) if as_json else body)
+
+
+def start(setup, run_key="run", **options):
+    server = make_server(setup["checkpoint"], setup[run_key], port=0, **options)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def client(setup):
+    server = start(setup)
+    yield Client(server)
+    server.shutdown()
+    server.server_close()
+    server.explorer.close()
+
+
+def test_binds_to_localhost_and_serves_the_page(client):
+    assert client.server.server_address[0] == "127.0.0.1"
+    status, page = client.request("/", as_json=False)
+    assert status == 200 and b"mgmrn explorer" in page and b"/app.js" in page
+    for asset in ("/app.js", "/style.css"):
+        assert client.request(asset, as_json=False)[0] == 200
+    status, info = client.request("/api/info")
+    assert status == 200 and info["attributes"] == ATTRIBUTE_NAMES
+    assert [c["name"] for c in info["classes"]] == CLASS_NAMES
+    assert info["gamma"] == 0.25 and "oracle" in info["gamma_source"]
+
+
+def test_upload_ranks_as_the_predictor_does_with_the_checkpoint_gamma(client, setup, tmp_path):
+    status, result = client.request("/api/predict?name=a.png&top_k=3", png_bytes(), "POST")
+    assert status == 200 and len(result["classes"]) == 3 and result["searched"] == 6
+    (tmp_path / "a.png").write_bytes(png_bytes())
+    expected = load(setup["checkpoint"]).predict(tmp_path / "a.png", top_k=3)[0]
+    assert [c["name"] for c in result["classes"]] == [c["name"] for c in expected["classes"]]
+    assert [c["score"] for c in result["classes"]] == pytest.approx(
+        [c["score"] for c in expected["classes"]], abs=1e-4)
+    assert result["calibration"]["gamma"] == 0.25
+    status, again = client.request(f"/api/predict/{result['id']}?classes=unseen&top_k=5", b"",
+                                   "POST")
+    assert {c["group"] for c in again["classes"]} == {"unseen"}
+    assert again["calibration"]["gamma"] == 0.0  # one side alone
+
+
+def test_attention_png_of_one_attribute_at_each_level(client):
+    _, result = client.request("/api/predict?name=a.png", png_bytes(), "POST")
+    status, png = client.request(f"/api/attention/{result['id']}?attribute=3", as_json=False)
+    assert status == 200
+    path = Path(client.server.explorer.scratch) / "check.png"
+    path.write_bytes(png)
+    assert png_size(path) == (4 * 170, 170 + 40)
+    assert client.request(f"/api/attention/{result['id']}?attribute=99")[0] == 400
+    assert client.request("/api/attention/unknown?attribute=1")[0] == 404
+
+
+def test_a_class_defined_in_the_page_is_ranked_and_can_be_removed(client):
+    _, first = client.request("/api/predict?name=a.png", png_bytes(), "POST")
+    twin = dict(zip(ATTRIBUTE_NAMES, [3, 0, 0, 0, 3], strict=True))  # green_circle, scaled
+    status, added = client.request("/api/classes", json.dumps(
+        {"name": "my_green_circle", "attributes": twin}).encode(), "POST")
+    assert status == 200 and added["added"] == {"index": 6, "name": "my_green_circle"}
+    _, ranked = client.request(f"/api/predict/{first['id']}?classes=unseen,added&top_k=3", b"",
+                               "POST")
+    scores = {c["name"]: c["score"] for c in ranked["classes"]}
+    assert scores["my_green_circle"] == pytest.approx(scores["green_circle"], abs=1e-5)
+    assert [c["name"] for c in ranked["added"]] == ["my_green_circle"]
+    status, pasted = client.request("/api/classes", json.dumps(
+        {"name": "pasted", "row": "color_green,shape_square,color_blue,color_red,shape_circle\n"
+                                  "1,1,0,0,0"}).encode(), "POST")
+    assert status == 200 and pasted["added"]["index"] == 7
+    for request, message in [({"name": "pasted", "row": "1 0 0 0 1"}, "already exists"),
+                             ({"name": "x", "row": "1 0 1"}, "has 3 values; expected 5"),
+                             ({"name": "x", "attributes": {"wings": 1}}, "'wings'"),
+                             ({"name": "x", "row": "shape_circle\n1"}, "missing attribute")]:
+        status, answer = client.request("/api/classes", json.dumps(request).encode(), "POST")
+        assert status == 400 and message in answer["error"]
+    for name in ("my_green_circle", "pasted"):
+        assert client.request(f"/api/classes/{name}", method="DELETE")[0] == 200
+    assert client.request("/api/classes/red_circle", method="DELETE")[0] == 404
+    assert len(client.request("/api/info")[1]["classes"]) == 6
+
+
+def test_bad_uploads_get_a_message_and_the_server_keeps_serving(setup):
+    server = start(setup, max_upload=100_000, max_pixels=50_000)
+    client = Client(server)
+    try:
+        status, answer = client.request("/api/predict?name=notes.txt", b"just text", "POST")
+        assert status == 400 and "'notes.txt' is not an image" in answer["error"]
+        status, answer = client.request("/api/predict?name=big.bin", b"\0" * 3_000_000, "POST")
+        assert status == 413 and "2.9 MB, more than the 0 MB accepted" in answer["error"]
+        wide = io.BytesIO()
+        Image.new("RGB", (1000, 100)).save(wide, "PNG")  # small file, 100,000 pixels
+        status, answer = client.request("/api/predict?name=wide.png", wide.getvalue(), "POST")
+        assert status == 413 and "1000 x 100 pixels" in answer["error"]
+        status, answer = client.request("/api/predict?name=bomb.png",
+                                        png_header_only(20_000, 10_000), "POST")
+        assert status == 413 and "'bomb.png' has too many pixels" in answer["error"]
+        status, answer = client.request("/api/predict?name=a.png&top_k=x", png_bytes(), "POST")
+        assert status == 400 and "top_k must be a whole number" in answer["error"]
+        assert client.request("/api/nothing")[0] == 404
+        assert client.request("/api/predict?name=a.png", png_bytes(), "POST")[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+        server.explorer.close()
+
+
+def test_requests_beyond_the_limit_are_told_to_wait_and_the_rest_are_served(setup):
+    server = start(setup, max_busy=2)
+    client = Client(server)
+    pool = ThreadPoolExecutor(8)
+    try:
+        with server.explorer.model_lock:  # the network is busy: requests pile up
+            futures = [pool.submit(client.request, "/api/predict?name=a.png", png_bytes(),
+                                   "POST") for _ in range(8)]
+            deadline = time.time() + 30
+            while sum(f.done() for f in futures) < 6 and time.time() < deadline:
+                time.sleep(0.05)
+            refused = [f.result() for f in futures if f.done()]
+            assert len(refused) == 6
+            assert all(s == 503 and "busy with 2 requests" in a["error"] for s, a in refused)
+            assert client.request("/api/info")[0] == 200  # light requests still answered
+        served = [f.result() for f in futures if f.result()[0] == 200]
+        assert len(served) == 2
+        assert client.request("/api/predict?name=a.png", png_bytes(), "POST")[0] == 200
+    finally:
+        pool.shutdown()
+        server.shutdown()
+        server.server_close()
+        server.explorer.close()
+
+
+def test_run_folder_figures_and_confusions_from_results(client, setup):
+    status, run = client.request("/api/run")
+    assert status == 200 and run["epochs"] == 2 and run["results"]["gzsl_h"] == 24.0
+    assert run["figures"] == ["training_curves.png", "seen_unseen_curve.png",
+                              "per_class_accuracy.png"]
+    for figure in run["figures"]:
+        status, png = client.request(f"/api/run/figure/{figure}", as_json=False)
+        assert status == 200 and png[:4] == b"\x89PNG"
+    pair = run["confusions"]["pairs"][0]
+    assert run["confusions"]["status"] == "from results.json"
+    assert (pair["true"], pair["predicted"]) == ("green_square", "green_circle")
+    status, image = client.request(pair["examples"][0], as_json=False)
+    assert status == 200 and image == setup["example"].read_bytes()
+    assert client.request("/api/run/example/7")[0] == 404  # only the listed files are served
+    assert client.request("/api/run/figure/..%2Fresults.json")[0] == 404
+
+
+def test_confusions_of_an_older_run_are_computed_from_the_checkpoint(setup):
+    server = start(setup, run_key="old_run")
+    client = Client(server)
+    try:
+        deadline = time.time() + 60
+        while True:
+            confusions = client.request("/api/run")[1]["confusions"]
+            if confusions["status"].startswith(("computed", "not available")):
+                break
+            assert time.time() < deadline, confusions
+            time.sleep(0.2)
+        assert confusions["status"] == "computed from the checkpoint on 6 unseen test images"
+        predictor = load(setup["checkpoint"])
+        expected = []
+        for name in ("green_circle", "green_square"):
+            for result in predictor.predict(sorted((setup["data"] / "images" / name).iterdir()),
+                                            top_k=1, classes="unseen"):
+                if result["classes"][0]["name"] != name:
+                    expected.append((name, result["classes"][0]["name"]))
+        found = {(p["true"], p["predicted"]): p["count"] for p in confusions["pairs"]}
+        assert found == {pair: expected.count(pair) for pair in set(expected)}
+    finally:
+        server.shutdown()
+        server.server_close()
+        server.explorer.close()
+
+
+def test_cli_serve_errors_are_one_line(tmp_path, capsys):
+    from mgmrn import cli
+
+    assert cli.main(["serve", "--checkpoint", str(tmp_path / "none.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mgmrn serve: error: ") and "none.pt" in err
