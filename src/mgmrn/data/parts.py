@@ -9,12 +9,14 @@ Each image shows one bird-like creature on a cluttered background (see :mod:`.pa
 is a (body colour, wing colour, beak colour) combination, one part per scale: the visible body
 covers 6-10% of the image (coarse), the wing 2.3-3.5% (middle), the beak 0.26-0.54%, a few pixels
 wide at 96 px (fine). Its attributes are ``body_color_*``, ``wing_color_*`` and
-``beak_color_*``, one-hot per part. All parts take their colours from one shared palette, and
-loose wing-sized feathers and beak-sized seeds in the same colours, whatever the class, litter the
-background: a colour's presence anywhere in the image, at any size, says little about which part
-wears it, so the wing and beak attributes are found only by looking at that part at its scale
-(the body colour, the largest area, stays easy). Position, size, rotation, mirroring, tail shape
-and tones vary from image to image.
+``beak_color_*``, one-hot per part; all three are colours, so that the groups differ only in
+the part and its scale, not in the kind of cue (the tail's shape varies, but carries no class).
+All parts take their colours from one shared palette, and loose wing-sized feathers and
+beak-sized seeds in the same colours, whatever the class, litter the background: a colour's
+presence anywhere in the image, at any size, says little about which part wears it, so the wing
+and beak attributes have to be read off that part at its scale (the body colour, the largest area,
+stays easy; ``tests/test_data_parts.py`` checks that a global colour histogram gives the body
+colour but not the beak colour). Position, size, rotation and mirroring vary from image to image.
 
 ``parts.num_unseen`` combinations are unseen, chosen as in the demo set so that every attribute
 value still occurs in at least :data:`MIN_SEEN_CLASSES` seen classes. The set is written once, in

@@ -90,8 +90,7 @@ def creature_layers(rng: np.random.Generator, u: np.ndarray,
     tilt, beak_len = rng.uniform(-0.35, -0.1), rng.uniform(0.42, 0.55)
     zone = (u - HEAD_ZONE[0]) ** 2 + (v - HEAD_ZONE[1]) ** 2 <= HEAD_ZONE[2] ** 2
     rows, cols = np.flatnonzero(zone.any(axis=1)), np.flatnonzero(zone.any(axis=0))
-    head = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)) if len(rows) else \
-        (slice(0, 0), slice(0, 0))
+    head = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))  # inside u: never empty
     whole = (slice(None), slice(None))
     hu, hv = u[head], v[head]
     return [
@@ -112,21 +111,24 @@ def _distractors(rng: np.random.Generator, image: np.ndarray, palette: tuple[str
     A distractor touching ``keep_out`` (around the head and beak) is drawn again elsewhere, so
     that no seed passes for a second beak; after PLACE_TRIES failures it is left out.
     """
-    r_mid = np.mean(BODY_RADIUS)
-    kinds = {FEATHERS: (1.1 * r_mid, 1.4 * r_mid), SEEDS: (0.4 * r_mid, 0.6 * r_mid)}  # diameters
-    for count, size in kinds.items():
+    def feather(u, v):
+        return _ellipse(u, v, (0, 0), 0.9, 0.42, 0.1)
+
+    def seed(u, v):
+        return _wedge(u, v, -1.0, 2.0, 0.62, 0.0, 0.0, 0.12)
+
+    r = float(np.mean(BODY_RADIUS))
+    kinds = [(FEATHERS, (1.1 * r, 1.4 * r), feather), (SEEDS, (0.4 * r, 0.6 * r), seed)]
+    for count, diameter, shape in kinds:  # diameter: a share of the image side
         for _ in range(rng.integers(*count)):
             for _ in range(PLACE_TRIES):
-                rows, cols, u, v, _, _ = place(rng, image.shape[0], size)
-                if count is FEATHERS:
-                    outer, inner = _ellipse(u, v, (0, 0), 0.9, 0.42, 0.1)
-                else:
-                    outer, inner = _wedge(u, v, -1.0, 2.0, 0.62, 0.0, 0.0, 0.12)
+                rows, cols, u, v, _, _ = place(rng, image.shape[0], diameter)
+                outer, inner = shape(u, v)
                 if not (outer & keep_out[rows, cols]).any():
                     break
             else:
                 continue
-            paint(image[rows, cols], outer, np.float32(OUTLINE))
+            paint(image[rows, cols], outer, np.array(OUTLINE, dtype=np.float32))
             paint(image[rows, cols], inner, jitter_tone(rng, palette[rng.integers(len(palette))]))
 
 
