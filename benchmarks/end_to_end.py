@@ -184,7 +184,7 @@ def measure_loader(files: list[str], path: str, transform: str, size: int, worke
             "workers": workers, "batch_size": batch_size, "images_per_s": round(rate, 2),
             "images_per_s_per_worker": round(rate / max(1, workers), 2),
             "first_round_s": round(warm_end - start, 3), "batch_dtype": str(last.dtype),
-            "batch_mb": round(last.numel() * last.element_size() / 2**20, 2)}
+            "batch_bytes": last.numel() * last.element_size()}
 
 
 class TimedLoader:
@@ -281,6 +281,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--per-class", type=int, default=12)
     p.add_argument("--quality", type=int, default=90)
+    p.add_argument("--long-side", type=int, default=500)
     p.add_argument("--image-size", type=int, default=448, help="loader measurements")
     p.add_argument("--workers", default=None,
                    help="comma-separated worker counts; default 0,1,auto")
@@ -322,7 +323,8 @@ def main(argv=None) -> list[dict]:
         print(json.dumps(row), flush=True)
 
     start = time.perf_counter()
-    folder = ensure_jpeg_tree(Path(args.cache), args.classes, args.per_class, args.quality)
+    folder = ensure_jpeg_tree(Path(args.cache), args.classes, args.per_class, args.quality,
+                              long_side=args.long_side)
     files = image_files(folder)
     sizes = [os.path.getsize(f) for f in files]
     emit({"kind": "dataset", "folder": str(folder), "images": len(files),
