@@ -78,7 +78,7 @@ class DataConfig:
     ways: int = 8
     shots: int = 2
     sampler: str = "episodic"  # "episodic" or "random"
-    num_workers: int = 2
+    num_workers: int | str = "auto"  # loading processes, or "auto" (from the cores present)
     test_batch_size: int = 32
     verify_images: bool = True
     skip_bad_images: bool = False
@@ -293,6 +293,10 @@ def validate(cfg: Config) -> None:
         )
     if not 0.0 < cfg.data.val_fraction < 1.0:
         raise ConfigError(f"config key 'data.val_fraction' must lie in (0, 1), got {cfg.data.val_fraction}")
+    workers = cfg.data.num_workers
+    if workers != "auto" and not (isinstance(workers, int) and workers >= 0):
+        raise ConfigError(f"config key 'data.num_workers': expected auto or a count of 0 or more, "
+                          f"got {workers!r}")
     if cfg.train.eval_every < 0:
         raise ConfigError("config key 'train.eval_every' must be 0 or more")
 

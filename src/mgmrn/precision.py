@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import Config, ConfigError
+from .data.transforms import normalize_images
 from .distributed import DistEnv
 
 
@@ -26,7 +27,10 @@ class Precision:
         return torch.autocast(device_type=device.type, dtype=self.dtype, cache_enabled=cache)
 
     def prepare(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """A batch on ``device`` as the network takes it; uint8 images are normalised there."""
         images = images.to(device, non_blocking=True)
+        if images.dtype == torch.uint8:
+            images = normalize_images(images)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return images

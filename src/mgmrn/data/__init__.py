@@ -130,15 +130,20 @@ def build_data(cfg: DataConfig, seed: int = 0) -> ZSLData:
 
 
 def assemble(records: ZSLRecords, cfg: DataConfig) -> ZSLData:
-    """Wrap checked records into datasets with the transforms of ``cfg.image_size``."""
+    """Wrap checked records into datasets with the transforms of ``cfg.image_size``.
+
+    Items are (3, size, size) uint8 images; :func:`~mgmrn.data.transforms.normalize_images`
+    turns a batch of them into the network's input.
+    """
     seen, unseen = np.sort(records.seen), np.sort(records.unseen)
     position = np.full(len(records.class_names), -1, dtype=np.int64)
     position[seen] = np.arange(len(seen))
     train_labels = position[records.labels["train"]]
     if (train_labels < 0).any():
         raise DataError(f"{records.name}: training images of classes that are not seen classes")
-    train_tf = train_transform(cfg.image_size)
-    test_tf = test_transform(cfg.image_size, cfg.test_resize)
+    # uint8 items: the float conversion and normalisation run on the device (Precision.prepare)
+    train_tf = train_transform(cfg.image_size, normalize=False)
+    test_tf = test_transform(cfg.image_size, cfg.test_resize, normalize=False)
 
     def dataset(split: str, labels: np.ndarray, transform) -> ImageDataset:
         return ImageDataset(records.paths[split], labels, transform, cfg.skip_bad_images)

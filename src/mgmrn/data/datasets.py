@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import logging
+import re
+import warnings
 from collections.abc import Callable
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+from torchvision.transforms.v2.functional import pil_to_tensor
 
 from .errors import DataError
+
+try:  # deprecated in torchvision 0.29 in favour of TorchCodec; PIL decodes where it is gone
+    from torchvision.io import ImageReadMode, decode_jpeg
+except ImportError:  # pragma: no cover - a torchvision without image decoders
+    decode_jpeg = None
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of "
+                        "TorchVision are deprecated", category=DeprecationWarning)
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +34,28 @@ def load_rgb(path: str) -> Image.Image:
         return im.convert("RGB")
 
 
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def decode_rgb(path: str) -> torch.Tensor:
+    """Decode an image file to a (3, H, W) uint8 RGB tensor: the pixels of :func:`load_rgb`.
+
+    JPEG files go through torchvision's libjpeg-turbo decoder straight into a tensor, which gives
+    the same pixels as PIL (grey and CMYK files too; tested) without the PIL image and its copy;
+    other formats go through PIL.
+    """
+    with open(path, "rb") as file:
+        data = file.read()
+    if decode_jpeg is None or not data.startswith(JPEG_MAGIC):
+        return pil_to_tensor(load_rgb(path))
+    try:
+        return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                           mode=ImageReadMode.RGB)
+    except RuntimeError as err:
+        # "decode_jpeg, <source file>:<line>, <reason>": keep the reason
+        raise OSError(re.sub(r"^\w+, \S+:\d+, ", "", str(err))) from err
+
+
 class ImageDataset(Dataset):
     """Items ``(image, label)``: a transformed image tensor (3, H, W) and a plain int label.
 
@@ -34,18 +66,21 @@ class ImageDataset(Dataset):
     Args:
         paths: N image files.
         labels: (N,) int labels.
-        transform: PIL image -> (3, H, W) float tensor.
+        transform: decoded image -> (3, H, W) tensor (uint8, or float32 normalised).
         skip_bad_images: substitute instead of raising.
+        decode: file -> image: :func:`decode_rgb` ((3, H, W) uint8 tensor) or :func:`load_rgb`
+            (PIL image); the transforms take either.
     """
 
-    def __init__(self, paths: list[str], labels: np.ndarray,
-                 transform: Callable[[Image.Image], torch.Tensor], skip_bad_images: bool = False):
+    def __init__(self, paths: list[str], labels: np.ndarray, transform: Callable,
+                 skip_bad_images: bool = False, decode: Callable = decode_rgb):
         if len(paths) != len(labels):
             raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
         self.paths = list(paths)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.transform = transform
         self.skip_bad_images = skip_bad_images
+        self.decode = decode
         self._bad: set[int] = set()  # per process: each worker learns on its own
 
     def __len__(self) -> int:
@@ -55,9 +90,9 @@ class ImageDataset(Dataset):
         image = self._load(index)
         return self.transform(image), int(self.labels[index])
 
-    def _load(self, index: int) -> Image.Image:
+    def _load(self, index: int):
         try:
-            return load_rgb(self.paths[index])
+            return self.decode(self.paths[index])
         except Exception as err:  # noqa: BLE001 - PIL raises many types for broken files
             reason = f"{type(err).__name__}: {err}"
             if not self.skip_bad_images:
@@ -67,7 +102,7 @@ class ImageDataset(Dataset):
             self._bad.add(index)
             return self._substitute(index, reason)
 
-    def _substitute(self, index: int, reason: str) -> Image.Image:
+    def _substitute(self, index: int, reason: str):
         """The next readable image of the same class after ``index``, in file order, cyclically."""
         same = np.flatnonzero(self.labels == self.labels[index])
         start = int(np.searchsorted(same, index))
@@ -75,7 +110,7 @@ class ImageDataset(Dataset):
             if int(other) in self._bad:
                 continue
             try:
-                image = load_rgb(self.paths[other])
+                image = self.decode(self.paths[other])
             except Exception:  # noqa: BLE001
                 self._bad.add(int(other))
                 continue

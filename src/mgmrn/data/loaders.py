@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -21,6 +22,48 @@ def seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+
+
+AUTO_WORKERS_MAX = 16
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, where the system has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def resolve_num_workers(value: int | str, cores: int | None = None,
+                        local_processes: int | None = None) -> int:
+    """Loading processes for ``data.num_workers``: a count as given, or ``auto``.
+
+    ``auto``: this machine's cores shared among its training processes (``LOCAL_WORLD_SIZE``
+    under torchrun), less one core for each training process itself, at most
+    ``AUTO_WORKERS_MAX``; 0 (load in the training process) on a single core.
+
+    Args:
+        value: ``data.num_workers``.
+        cores: cores available; default :func:`available_cores`.
+        local_processes: training processes on this machine; default from the environment.
+    """
+    if value != "auto":
+        return int(value)
+    cores = available_cores() if cores is None else cores
+    if local_processes is None:
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(0, min(AUTO_WORKERS_MAX, cores // max(1, local_processes) - 1))
+
+
+def _worker_options(cfg: DataConfig) -> dict:
+    """Worker count, seeding and host-memory pinning shared by the train and test loaders.
+
+    Workers are not persistent: the training loader draws its workers' seeds at each pass, so
+    that each epoch's augmentations are a function of (seed, epoch), also after a resume.
+    """
+    return {"num_workers": resolve_num_workers(cfg.num_workers), "worker_init_fn": seed_worker,
+            # pinned batches copy to the GPU without blocking the host (Precision.prepare)
+            "pin_memory": torch.cuda.is_available()}
 
 
 def build_train_loader(data, cfg: DataConfig, batches_per_epoch: int, seed: int,
@@ -54,10 +97,8 @@ def build_train_loader(data, cfg: DataConfig, batches_per_epoch: int, seed: int,
     return DataLoader(
         data.train,
         batch_sampler=sampler,
-        num_workers=cfg.num_workers,
-        worker_init_fn=seed_worker,
         generator=generator,
-        pin_memory=torch.cuda.is_available(),
+        **_worker_options(cfg),
     )
 
 
@@ -77,7 +118,5 @@ def build_test_loader(dataset: Dataset, cfg: DataConfig, rank: int = 0,
         dataset,
         batch_size=cfg.test_batch_size,
         sampler=ShardSampler(len(dataset), rank, world_size),
-        num_workers=cfg.num_workers,
-        worker_init_fn=seed_worker,
-        pin_memory=torch.cuda.is_available(),
+        **_worker_options(cfg),
     )

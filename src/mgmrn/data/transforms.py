@@ -5,6 +5,10 @@ The published test transform resizes the shorter side to the crop size itself an
 crop (``test_resize="crop"``); by default the test images are resized like the training images,
 to 8/7 of the crop, before the centre crop (``test_resize="ratio"``), so that objects have the same
 scale in training and testing.
+
+With ``normalize=False`` the transforms stop at the cropped uint8 image: the DataLoader then moves
+a quarter of the bytes, and :func:`normalize_images` does the float conversion and the ImageNet
+normalisation on the device, with the same operations, so the network's inputs are unchanged.
 """
 
 from __future__ import annotations
@@ -21,35 +25,55 @@ def resize_size(size: int) -> int:
     return round(size * 8 / 7)
 
 
-def _to_normalized() -> list:
+def _to_normalized(normalize: bool = True) -> list:
+    if not normalize:
+        return []
     return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
-def train_transform(size: int) -> v2.Compose:
-    """PIL image -> (3, size, size) float tensor: resize, random crop, random flip, normalise.
+def normalize_images(images: torch.Tensor) -> torch.Tensor:
+    """The float conversion and normalisation that ``normalize=False`` leaves out, for a batch.
+
+    Args:
+        images: (..., 3, H, W) uint8 images, on any device.
+
+    Returns:
+        (..., 3, H, W) float32, equal to what the transforms with ``normalize=True`` give.
+    """
+    floats = v2.functional.to_dtype(images, torch.float32, scale=True)
+    return v2.functional.normalize(floats, list(IMAGENET_MEAN), list(IMAGENET_STD))
+
+
+def train_transform(size: int, normalize: bool = True) -> v2.Compose:
+    """Image -> (3, size, size) tensor: resize, random crop, random flip, normalise.
 
     Args:
         size: output side in pixels.
+        normalize: float32 normalised output; False stops at uint8 (see
+            :func:`normalize_images`).
+
+    The input is a PIL image or a (3, H, W) uint8 tensor.
     """
     return v2.Compose([
         v2.ToImage(),
         v2.Resize(resize_size(size), antialias=True),
         v2.RandomCrop(size),
         v2.RandomHorizontalFlip(),
-        *_to_normalized(),
+        *_to_normalized(normalize),
     ])
 
 
 TEST_RESIZES = ("ratio", "crop")
 
 
-def test_transform(size: int, resize: str = "ratio") -> v2.Compose:
-    """PIL image -> (3, size, size) float tensor: resize, centre crop, normalise.
+def test_transform(size: int, resize: str = "ratio", normalize: bool = True) -> v2.Compose:
+    """Image -> (3, size, size) tensor: resize, centre crop, normalise.
 
     Args:
         size: output side in pixels.
         resize: ``ratio`` (shorter side to ``resize_size(size)``) or ``crop`` (to ``size``, as
             published).
+        normalize: as for :func:`train_transform`.
     """
     if resize not in TEST_RESIZES:
         raise ValueError(f"resize must be one of {TEST_RESIZES}, got {resize!r}")
@@ -57,7 +81,7 @@ def test_transform(size: int, resize: str = "ratio") -> v2.Compose:
         v2.ToImage(),
         v2.Resize(resize_size(size) if resize == "ratio" else size, antialias=True),
         v2.CenterCrop(size),
-        *_to_normalized(),
+        *_to_normalized(normalize),
     ])
 
 
