@@ -24,6 +24,19 @@ class DistEnv:
         return self.rank == 0
 
 
+def is_main_process() -> bool:
+    """Whether this process is rank 0 (or the only one): the process that writes files and
+    shows progress. Reads the process group when there is one, else the launcher's ``RANK``."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
+def under_torchrun() -> bool:
+    """Whether torchrun (torch.distributed.run) started this process; it may restart it."""
+    return "TORCHELASTIC_RUN_ID" in os.environ
+
+
 def init_distributed(device: str = "auto") -> DistEnv:
     """Join the process group that ``torchrun`` describes in the environment, if any.
 
@@ -77,6 +90,15 @@ def all_gather_variable(tensor: torch.Tensor) -> torch.Tensor:
     gathered = [torch.zeros_like(padded) for _ in range(world)]
     dist.all_gather(gathered, padded)
     return torch.cat([g[: int(s.item())] for g, s in zip(gathered, sizes)])
+
+
+def gather_objects(obj, group=None) -> list:
+    """Every process's ``obj`` (picklable), in rank order; ``[obj]`` without a process group."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    gathered = [None] * dist.get_world_size(group)
+    dist.all_gather_object(gathered, obj, group=group)
+    return gathered
 
 
 def cleanup() -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -105,6 +106,21 @@ class LossReader:
         return values
 
 
+@dataclass
+class EpochProgress:
+    """How far an epoch got: ``train_one_epoch`` starts from it and updates it in place.
+
+    Attributes:
+        batches: batches of the epoch done.
+        loss_sums: (L,) summed losses per level of those batches (empty: none yet).
+        stopped: the epoch was cut short by ``stop``.
+    """
+
+    batches: int = 0
+    loss_sums: list[float] = field(default_factory=list)
+    stopped: bool = False
+
+
 class GraphedStep:
     """Forward and backward of the fused schedule, captured once as a CUDA graph and replayed.
 
@@ -183,7 +199,9 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
                     class_attributes: torch.Tensor, lam: float, device: torch.device,
                     epoch: int, schedule: str = "fused", levels=("fine", "middle", "coarse"),
                     precision: Precision | None = None, show_progress: bool = True,
-                    graphed: GraphedStep | None = None) -> dict:
+                    graphed: GraphedStep | None = None,
+                    stop: Callable[[], bool] | None = None,
+                    progress: EpochProgress | None = None) -> dict:
     """Train for one pass over ``loader``.
 
     ``fused`` runs one forward pass per batch and steps once on the sum of the level losses;
@@ -193,15 +211,22 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
         class_attributes: (S, A) attributes of the seen classes; labels index them.
         graphed: run the fused steps' forward and backward through this CUDA graph (built for
             the same model, attributes, ``lam`` and precision); kept across epochs.
+        stop: asked after every completed step (optimizer stepped, losses read); True ends the
+            epoch there, with ``progress.stopped`` set.
+        progress: an epoch resumed part way (``loader`` yields only its remaining batches); it
+            is updated in place, so that a stopped epoch can be saved and resumed.
 
     Returns:
-        mean loss per level, total mean loss, images per second.
+        mean loss per level, total mean loss (over all batches of the epoch, those before a
+        resume included), images per second.
     """
     precision = precision or Precision()
     model.train()
     class_attributes = class_attributes.to(device)
     reader = LossReader(levels, epoch)
-    sums, read = torch.zeros(len(levels)), 0
+    progress = progress if progress is not None else EpochProgress()
+    sums = torch.tensor(progress.loss_sums) if progress.loss_sums else torch.zeros(len(levels))
+    read = first = progress.batches
     seen, start = 0, time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not show_progress,
                dynamic_ncols=True)
@@ -212,7 +237,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
             sums.add_(torch.tensor(values))
             read += 1
 
-    for batch, (images, labels) in enumerate(bar):
+    for batch, (images, labels) in enumerate(bar, start=first):
         images, labels = precision.prepare(images, device), labels.to(device, non_blocking=True)
         if schedule == "fused" and graphed is not None:
             add(reader.push(graphed(images, labels), batch))
@@ -234,8 +259,12 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
         if show_progress and read:
             rate = seen / (time.perf_counter() - start)
             bar.set_postfix(loss=f"{sums.sum().item() / read:.3f}", img_s=f"{rate:.1f}")
+        if stop is not None and stop():
+            progress.stopped = True
+            break
     add(reader.flush())
-    n = max(1, len(loader))
+    progress.batches, progress.loss_sums = read, sums.tolist()
+    n = max(1, read)
     result = {f"loss_{name}": (sums[i] / n).item() for i, name in enumerate(levels)}
     result["loss"] = (sums.sum() / n).item()
     result["train_images_per_s"] = seen / (time.perf_counter() - start)

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 import torch
 from PIL import Image
 
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, load_weights
 from .config import Config, from_dict
 from .data.transforms import denormalize, test_transform
 from .models import build_model
@@ -173,7 +173,7 @@ def load(checkpoint: str | Path, device: str | torch.device = "cpu") -> Predicto
     values["model"] = {**values.get("model", {}), "pretrained": False}  # weights are in the file
     config = from_dict(values)
     model = build_model(config.model, meta["attribute_vectors"].float())
-    model.load_state_dict(saved["model"])
+    load_weights(model, saved["model"], checkpoint)
     predictor = Predictor(model, config, meta["class_names"], meta["attribute_names"],
                           meta["class_attributes"], meta["seen_classes"], meta["unseen_classes"],
                           _device(device))
