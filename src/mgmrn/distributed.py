@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.distributed.constants import default_pg_timeout
 
 
 @dataclass
@@ -50,8 +51,29 @@ def init_distributed(device: str = "auto") -> DistEnv:
     if use_cuda:
         torch.cuda.set_device(env.local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        backend = "nccl" if use_cuda else "gloo"
+        store = _restart_scoped_store(env)
+        if store is None:
+            dist.init_process_group(backend)
+        else:
+            dist.init_process_group(backend, store=store, rank=env.rank,
+                                    world_size=env.world_size)
     return env
+
+
+def _restart_scoped_store(env: DistEnv):
+    """The store of torchrun's agent, its keys scoped to this restart; None outside torchrun.
+
+    torchrun keeps one store for all the restarts of its workers, and the keys of the default
+    process group do not name the attempt: a restarted group would read the addresses its
+    previous attempt left there and fail to connect, or hang (pytorch/pytorch#135712).
+    """
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or attempt is None:
+        return None
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                          env.world_size, is_master=False, timeout=default_pg_timeout)
+    return dist.PrefixStore(f"mgmrn/attempt_{attempt}", store)
 
 
 def resolve_device(name: str, env: DistEnv) -> torch.device:

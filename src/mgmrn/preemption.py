@@ -49,6 +49,7 @@ class StopOnSignal:
 
     def __init__(self, distributed: bool = False):
         self.received: str | None = None
+        self._elsewhere: str | None = None
         self.distributed = distributed
         self._group = None
         if distributed and dist.get_backend() != "gloo":
@@ -76,8 +77,11 @@ class StopOnSignal:
         """Whether to stop now: this process (or, under torchrun, any process) got a signal."""
         if not self.distributed:
             return self.received is not None
-        flag = torch.tensor([int(self.received is not None)])
+        # the largest signal number any process got (0: none), so that all can name it
+        flag = torch.tensor([signal.Signals[self.received].value if self.received else 0])
         dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group)
+        if flag.item() and self.received is None:
+            self._elsewhere = signal.Signals(int(flag.item())).name
         return bool(flag.item())
 
     @property
@@ -86,4 +90,7 @@ class StopOnSignal:
         return self._group
 
     def describe(self) -> str:
-        return self.received or "a signal to another process"
+        """The signal that stopped training, as its name (e.g. ``SIGTERM``)."""
+        if self.received:
+            return self.received
+        return f"{self._elsewhere} to another process" if self._elsewhere else "no signal"
