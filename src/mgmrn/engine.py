@@ -211,8 +211,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
         class_attributes: (S, A) attributes of the seen classes; labels index them.
         graphed: run the fused steps' forward and backward through this CUDA graph (built for
             the same model, attributes, ``lam`` and precision); kept across epochs.
-        stop: asked after every completed step (optimizer stepped, losses read); True ends the
-            epoch there, with ``progress.stopped`` set.
+        stop: asked after every completed step but the last (optimizer stepped); True ends the
+            epoch there, with its losses read and ``progress.stopped`` set.
         progress: an epoch resumed part way (``loader`` yields only its remaining batches); it
             is updated in place, so that a stopped epoch can be saved and resumed.
 
@@ -259,7 +259,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
         if show_progress and read:
             rate = seen / (time.perf_counter() - start)
             bar.set_postfix(loss=f"{sums.sum().item() / read:.3f}", img_s=f"{rate:.1f}")
-        if stop is not None and stop():
+        # not after the last step: that epoch ends as usual, evaluated and saved
+        if stop is not None and batch + 1 < first + len(loader) and stop():
             progress.stopped = True
             break
     add(reader.flush())

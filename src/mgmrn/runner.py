@@ -178,13 +178,7 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer, scheduler = _build_optimizer(model, cfg, device)
-    point = ckpt_io.ResumePoint(0, {"gzsl_h": -1.0, "czsl_acc": -1.0, "epoch": None})
-    if resume_from is not None:
-        saved = ckpt_io.load_checkpoint(resume_from)
-        point = ckpt_io.restore_state(saved, model, optimizer, scheduler, precision.scaler,
-                                      resume_from, env.rank)
-        log.info("resuming from %s at epoch %d, batch %d", resume_from, point.epoch + 1,
-                 point.batches + 1)
+    point = _resume_point(resume_from, model, optimizer, scheduler, precision, env)
     if env.is_main:
         (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
         save_config(cfg, folder / "config.yaml")
@@ -216,11 +210,7 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
                                     show_progress=env.is_main, graphed=graphed,
                                     stop=stopper.should_stop, progress=progress)
             if progress.stopped:
-                mid_epoch = _mid_epoch(epoch, progress, stopper)
-                if env.is_main:
-                    _save_checkpoint(state(epoch - 1, mid_epoch), last)
-                barrier()
-                raise _preempted(stopper, last, epoch, progress.batches, cfg)
+                raise _save_stopped_epoch(epoch, progress, stopper, state, last, env, cfg)
             scheduler.step()
             record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **stats,
                       "epoch_seconds": time.perf_counter() - start}
@@ -263,12 +253,30 @@ def _start_epoch(epoch: int, point: ckpt_io.ResumePoint, cfg: Config, env: DistE
     return progress
 
 
-def _mid_epoch(epoch: int, progress: EpochProgress, stopper: StopOnSignal) -> dict:
-    """The ``mid_epoch`` entry of a checkpoint; collective under torchrun (every rank's random
-    states are gathered)."""
-    return {"epoch": epoch, "batches": progress.batches,
-            "loss_sums": torch.tensor(progress.loss_sums),
-            "random": gather_objects(ckpt_io.random_states(), group=stopper.group)}
+def _resume_point(resume_from: Path | None, model, optimizer, scheduler, precision,
+                  env: DistEnv) -> ckpt_io.ResumePoint:
+    """Restore a checkpoint's states, if resuming; where training starts."""
+    if resume_from is None:
+        return ckpt_io.ResumePoint(0, {"gzsl_h": -1.0, "czsl_acc": -1.0, "epoch": None})
+    saved = ckpt_io.load_checkpoint(resume_from)
+    point = ckpt_io.restore_state(saved, model, optimizer, scheduler, precision.scaler,
+                                  resume_from, env.rank)
+    log.info("resuming from %s at epoch %d, batch %d", resume_from, point.epoch + 1,
+             point.batches + 1)
+    return point
+
+
+def _save_stopped_epoch(epoch: int, progress: EpochProgress, stopper: StopOnSignal, state,
+                        last: Path, env: DistEnv, cfg: Config) -> Preempted:
+    """Write the checkpoint of an epoch stopped part way (collective under torchrun: every
+    rank's random states are gathered into it); the exception to raise."""
+    mid_epoch = {"epoch": epoch, "batches": progress.batches,
+                 "loss_sums": torch.tensor(progress.loss_sums),
+                 "random": gather_objects(ckpt_io.random_states(), group=stopper.group)}
+    if env.is_main:
+        _save_checkpoint(state(epoch - 1, mid_epoch), last)
+    barrier()
+    return _preempted(stopper, last, epoch, progress.batches, cfg)
 
 
 def _save_checkpoint(state: dict, path: Path) -> None:
