@@ -130,15 +130,26 @@ def draws(loader, epoch):
     return [(t.tolist(), n.tolist()) for t, n, _ in loader]
 
 
-def test_train_loader_seeds_workers_per_epoch():
-    cfg = DataConfig(ways=2, shots=2, num_workers=2)
+def test_train_loader_randomness_depends_on_seed_epoch_and_batch_alone():
     data = FakeData(LABELS)
-    first, second = (build_train_loader(data, cfg, 4, seed=3) for _ in range(2))
-    a, b = draws(first, 1), draws(second, 1)
-    assert a == b  # same seed and epoch: same augmentation randomness, also in a new process
-    assert a != draws(first, 2)
+    workers = build_train_loader(data, DataConfig(ways=2, shots=2, num_workers=2), 4, seed=3)
+    again = build_train_loader(data, DataConfig(ways=2, shots=2, num_workers=2), 4, seed=3)
+    main = build_train_loader(data, DataConfig(ways=2, shots=2, num_workers=0), 4, seed=3)
+    a = draws(workers, 1)
+    assert a == draws(again, 1)  # same seed and epoch: same augmentation randomness
+    assert a == draws(main, 1)  # whichever process loads a batch
+    assert a != draws(workers, 2)
     numpy_draws = [x for _, n in a for x in n]
-    assert len(set(numpy_draws)) == len(numpy_draws)  # workers do not share a numpy state
+    assert len(set(numpy_draws)) == len(numpy_draws)  # no two batches share a random state
+    # resumed after two batches, the rest of the epoch is drawn as in one pass
+    main.batch_sampler.set_epoch(1, start_batch=2)
+    assert [(t.tolist(), n.tolist()) for t, n, _ in main] == a[2:]
+    # loading a batch leaves the loading process's own random state alone
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    draws(main, 0)
+    assert torch.equal(torch.rand(3), expected)
 
 
 def test_train_loader_modes_and_test_loader_shards():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mgmrn.checkpoint import CheckpointError, load_checkpoint, save_atomic
-from mgmrn.engine import NonFiniteLossError, predict_logits, train_one_epoch
+from mgmrn.engine import EpochProgress, NonFiniteLossError, predict_logits, train_one_epoch
 from mgmrn.losses import ZSLCriterion, level_loss
 from mgmrn.models import Backbone, MgMRN
 
@@ -89,6 +89,34 @@ def test_epoch_loss_counts_every_batch_once():
     expected = torch.tensor(expected).mean(0)
     for i, name in enumerate(("fine", "middle", "coarse")):
         assert stats[f"loss_{name}"] == pytest.approx(expected[i].item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("schedule", ["fused", "alternating"])
+def test_epoch_stopped_after_a_step_and_continued_equals_one_pass(schedule):
+    g = torch.Generator().manual_seed(1)
+    data = [(torch.randn(2, 3, 32, 32, generator=g), torch.randint(0, 3, (2,), generator=g))
+            for _ in range(3)]
+    attrs, cpu = torch.rand(3, 6), torch.device("cpu")
+    straight, stopped = tiny_net(), tiny_net()
+    opt_a = torch.optim.SGD(straight.parameters(), lr=0.1, momentum=0.9)
+    opt_b = torch.optim.SGD(stopped.parameters(), lr=0.1, momentum=0.9)
+    expected = train_one_epoch(straight, data, opt_a, ZSLCriterion(attrs, 0.5), cpu, 0, schedule,
+                               show_progress=False)
+    asked = []
+    progress = EpochProgress()
+    train_one_epoch(stopped, data, opt_b, ZSLCriterion(attrs, 0.5), cpu, 0, schedule, show_progress=False,
+                    stop=lambda: asked.append(1) or len(asked) == 2, progress=progress)
+    # stopped after its second step, with both steps' losses read
+    assert progress.stopped and progress.batches == 2 and len(progress.loss_sums) == 3
+    resumed = EpochProgress(progress.batches, list(progress.loss_sums))
+    got = train_one_epoch(stopped, data[2:], opt_b, ZSLCriterion(attrs, 0.5), cpu, 0, schedule,
+                          show_progress=False, stop=lambda: True, progress=resumed)
+    # the last step of an epoch is not followed by a stop
+    assert not resumed.stopped and resumed.batches == 3
+    for name, tensor in straight.state_dict().items():
+        assert torch.equal(tensor, stopped.state_dict()[name]), name
+    for key in ("loss", "loss_fine", "loss_middle", "loss_coarse"):
+        assert got[key] == expected[key]
 
 
 def test_predict_logits_returns_every_image_in_order():

@@ -1,7 +1,9 @@
-"""Faults: a process killed while it saves, bad configs, checkpoints for other data."""
+"""Faults: a process killed while it saves, full disks, broken checkpoints, bad configs."""
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import signal
@@ -129,3 +131,60 @@ def test_broken_image_found_before_training_or_skipped(tmp_path, capsys, caplog)
     assert path in capsys.readouterr().err
     assert main(["train", *checked, "data.skip_bad_images=true"]) == 0
     assert any(path in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+def test_full_disk_stops_training_with_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys,
+                                                                              monkeypatch):
+    args = tiny(tmp_path, "run", "train.epochs=3", "train.eval_every=0")
+    real_save = torch.save
+
+    def save_until_the_disk_fills(obj, f, *rest, **kwargs):
+        if obj["epoch"] == 1:
+            f.write(b"the first bytes fit")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *rest, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "save", save_until_the_disk_fills)
+        assert main(["train", *args]) == 2
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if line.startswith("mgmrn train")]
+    folder = tmp_path / "run" / "checkpoints"
+    assert len(said) == 1 and "Traceback" not in err
+    assert "No space left on device" in said[0] and "free of" in said[0]
+    assert f"in '{folder}'" in said[0] and "--resume" in said[0]
+    assert load_checkpoint(folder / "last.pt")["epoch"] == 0  # the previous one, intact
+    assert sorted(p.name for p in folder.iterdir()) == ["last.pt"]  # no temporary file left
+    # space freed: the resumed run redoes epoch 1, which metrics.jsonl then holds once
+    assert main(["train", "--resume", *args]) == 0
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [0, 1, 2]
+
+
+def test_broken_checkpoints_get_one_line_from_every_command(tmp_path, capsys):
+    from PIL import Image
+
+    image = tmp_path / "photo.png"
+    Image.new("RGB", (40, 40), "red").save(image)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    buffer = io.BytesIO()
+    torch.save({"model": {"w": torch.ones(1000)}, "config": {}}, buffer)
+    last = run / "checkpoints" / "last.pt"
+    last.write_bytes(buffer.getvalue()[:3000])  # a copy cut short
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    foreign = tmp_path / "page.pt"
+    foreign.write_text("<html>Not found</html>\n")
+    cases = [
+        (["train", "--resume", *tiny(tmp_path, "run")], last, "is truncated"),
+        (["eval", "--checkpoint", str(foreign)], foreign, "is not a PyTorch checkpoint"),
+        (["predict", "--checkpoint", str(empty), str(image)], empty, "is empty (0 bytes)"),
+    ]
+    for argv, path, words in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        said = [line for line in err.splitlines() if line.startswith("mgmrn ")]
+        assert said == [line for line in err.splitlines() if line.strip()], err  # nothing else
+        assert len(said) == 1 and "Traceback" not in err
+        assert said[0].startswith(f"mgmrn {argv[0]}: error: checkpoint '{path}' {words}")

@@ -1,16 +1,33 @@
-"""Checkpoints: atomic saving, safe loading, and random-state capture for exact resumption."""
+"""Checkpoints: what they hold, atomic saving, safe loading with clear errors, random states.
+
+A checkpoint is a dict of plain values and tensors (``weights_only`` loading accepts it):
+
+- ``model``, ``optimizer``, ``scheduler``, ``scaler``: state dicts (``scaler`` may be None);
+- ``epoch``: the last completed epoch (-1: none), ``best``: the best figures over the epochs so
+  far (:func:`mgmrn.evaluation.selection.update_selection`), ``calibration``: the run's gamma and
+  where it was chosen (None before the first evaluation);
+- ``config``: the run's config, ``data``: the dataset description (names, attributes, splits);
+- ``random``: Python, NumPy and torch random states;
+- ``mid_epoch``: only in a checkpoint written when training was stopped by a signal: the epoch
+  it stopped in, the batches of it done, their summed losses per level, and every rank's random
+  states. Resuming skips those batches and continues as if never stopped.
+"""
 
 from __future__ import annotations
 
-import os
+import pickle
 import random
-import tempfile
+import warnings
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from .atomic import write_atomic
 
 
 class CheckpointError(ValueError):
@@ -20,51 +37,208 @@ class CheckpointError(ValueError):
 def save_atomic(obj: Any, path: str | Path) -> None:
     """Write ``obj`` with torch.save so that ``path`` is always either the old or the new file.
 
-    The bytes go to a temporary file in the same folder, are flushed to disk, and replace
-    ``path`` by a rename, which is atomic on POSIX file systems: a crash at any moment leaves a
-    complete file behind.
+    Raises:
+        DiskWriteError: the write failed (full disk, quota, permissions); the old file is intact.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    write_atomic(path, lambda f: torch.save(obj, f))
+
+
+def data_meta(data) -> dict:
+    """What a checkpoint keeps of the dataset, so that it can be used without the dataset."""
+    return {
+        "name": data.name,
+        "class_names": list(data.class_names),
+        "attribute_names": list(data.attribute_names),
+        "class_attributes": data.class_attributes.float(),
+        "attribute_vectors": data.attribute_vectors.float(),
+        "seen_classes": data.seen_classes.long(),
+        "unseen_classes": data.unseen_classes.long(),
+    }
+
+
+def build_state(model: nn.Module, optimizer, scheduler, scaler, config: dict, data: dict,
+                epoch: int, best: dict, mid_epoch: dict | None = None,
+                calibration: dict | None = None) -> dict:
+    """The checkpoint of a run (layout in the module docstring).
+
+    Args:
+        model: the unwrapped network.
+        optimizer, scheduler: their states are saved; ``scaler``: a GradScaler or None.
+        config: ``Config.to_dict()``; ``data``: :func:`data_meta` of the dataset.
+        epoch: the last completed epoch (-1 when stopped inside the first).
+        best: best figures so far.
+        mid_epoch: where an interrupted epoch stands (see :class:`ResumePoint`), or None.
+        calibration: the run's gamma and where it was chosen, for prediction (see
+            :func:`mgmrn.evaluation.calibration_record`), or None before any evaluation.
+    """
+    state = {
+        "calibration": calibration,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "epoch": epoch,
+        "best": best,
+        "config": config,
+        "data": data,
+        "random": random_states(),
+    }
+    if mid_epoch is not None:
+        state["mid_epoch"] = mid_epoch
+    return state
+
+
+@dataclass
+class ResumePoint:
+    """Where a resumed run continues.
+
+    Attributes:
+        epoch: the first epoch to train.
+        best: best figures so far.
+        batches: batches of ``epoch`` already done (0 at an epoch boundary).
+        loss_sums: (L,) summed losses per level of those batches, or None.
+        random: this rank's random states at the stopping point, or None.
+    """
+
+    epoch: int
+    best: dict
+    batches: int = 0
+    loss_sums: list[float] | None = None
+    random: dict | None = None
+
+
+RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "best", "random")
+
+
+def restore_state(saved: dict, model: nn.Module, optimizer, scheduler, scaler,
+                  path: str | Path, rank: int = 0) -> ResumePoint:
+    """Load a checkpoint's states into a run's objects; returns where to continue.
+
+    Raises:
+        CheckpointError: entries are missing or the weights do not fit ``model``.
+    """
+    missing = [key for key in RESUME_KEYS if key not in saved]
+    if missing:
+        raise CheckpointError(f"checkpoint '{path}' cannot be resumed: it lacks "
+                              f"{', '.join(repr(k) for k in missing)}; it was not written by "
+                              f"mgmrn train")
+    load_weights(model, saved["model"], path)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        if scaler is not None and saved.get("scaler"):
+            scaler.load_state_dict(saved["scaler"])
+    except (ValueError, KeyError, RuntimeError) as err:
+        raise CheckpointError(f"checkpoint '{path}': its optimizer state does not fit this run "
+                              f"({_unpickler_detail(err)}); resume with the config it was trained "
+                              f"with") from err
+    set_random_states(saved["random"])
+    mid = saved.get("mid_epoch")
+    if mid is None:
+        return ResumePoint(saved["epoch"] + 1, saved["best"])
+    states = mid["random"]
+    return ResumePoint(int(mid["epoch"]), saved["best"], int(mid["batches"]),
+                       [float(v) for v in mid["loss_sums"]], states[rank % len(states)])
 
 
-def _fsync_dir(folder: Path) -> None:
+def load_weights(model: nn.Module, state: dict, path: str | Path) -> None:
+    """``model.load_state_dict(state)``, with a one-line :class:`CheckpointError` on mismatch."""
     try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a shape differs
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        raise CheckpointError(f"checkpoint '{path}' does not fit this model: "
+                              f"{lines[1] if len(lines) > 1 else lines[0]}") from err
+    problems = [f"{len(keys)} {what} (e.g. '{keys[0]}')" for keys, what in (
+        (result.missing_keys, "weights missing"), (result.unexpected_keys, "unexpected weights"))
+        if keys]
+    if problems:
+        raise CheckpointError(f"checkpoint '{path}' does not fit this model: "
+                              f"{', '.join(problems)}")
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint without executing code from it (``weights_only``)."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    keys: tuple[str, ...] = ("model", "config")) -> dict:
+    """Load a checkpoint without executing code from it (``weights_only``).
+
+    Every command that reads a checkpoint goes through here: a missing, empty, truncated,
+    corrupt or foreign file raises a :class:`CheckpointError` of one line naming the file and
+    what is wrong, never the unpickler's traceback.
+
+    Args:
+        path: the file.
+        map_location: where tensors are loaded.
+        keys: entries the loaded dict must have (``()``: any dict).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols on its way to refusing a file; the error says it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
-        raise CheckpointError(
-            f"checkpoint '{path}' cannot be loaded safely ({type(err).__name__}: "
-            f"{str(err).splitlines()[0]}); it is damaged or was not written by mgmrn") from err
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise CheckpointError(f"checkpoint '{path}' has no 'model' and 'config' entries; "
-                              f"it was not written by mgmrn")
+        raise CheckpointError(f"checkpoint '{path}' {_diagnose(path, err)}") from err
+    damaged = _entry_failing_checksum(path)
+    if damaged is not None:
+        # torch.load does not check the archive's checksums: flipped bits load as wrong weights
+        raise CheckpointError(f"checkpoint '{path}' is corrupted: the bytes of '{damaged}' do not "
+                              f"match their stored checksum (damaged on disk or in transfer); "
+                              f"use an intact copy")
+    if not isinstance(ckpt, dict) or any(key not in ckpt for key in keys):
+        raise CheckpointError(f"checkpoint '{path}' has no {' and '.join(map(repr, keys))} "
+                              f"entries; it was not written by mgmrn")
     return ckpt
+
+
+def _diagnose(path: Path, err: Exception) -> str:
+    """What is wrong with a file torch.load failed on, in words."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(4)
+    detail = _unpickler_detail(err)
+    if size == 0:
+        return "is empty (0 bytes): the write that made it did not finish"
+    if detail.startswith("Unsupported global"):
+        return (f"cannot be loaded safely: it refers to code ({detail.split(' was ')[0]}), which "
+                f"could run when loaded; mgmrn loads only tensors and plain values")
+    if head == b"PK\x03\x04" and not zipfile.is_zipfile(path):
+        return (f"is truncated ({size} bytes, the end of the archive is missing): a copy or a "
+                f"write was cut short; use an intact copy")
+    if head != b"PK\x03\x04" and not head.startswith(b"\x80"):
+        return f"is not a PyTorch checkpoint ({size} bytes of another format)"
+    safely = " safely" if isinstance(err, pickle.UnpicklingError) else ""
+    return (f"cannot be loaded{safely} ({type(err).__name__}: {detail}): it is damaged or was not "
+            f"written by mgmrn")
+
+
+def _entry_failing_checksum(path: Path) -> str | None:
+    """The first entry of a zip checkpoint whose CRC-32 does not match its bytes, if any."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if info.CRC == 0 and info.file_size:
+                    continue  # saved with torch's checksums turned off
+                try:
+                    with archive.open(info) as f:  # checks the CRC-32 when read to the end
+                        while f.read(1 << 24):
+                            pass
+                except (zipfile.BadZipFile, EOFError, OSError):
+                    return info.filename
+    except zipfile.BadZipFile:  # not a zip: torch's legacy format, which has no checksums
+        return None
+    return None
+
+
+def _unpickler_detail(err: Exception) -> str:
+    """The informative line of torch.load's error (its weights_only errors span many lines)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip()
+            return rest or (lines[i + 1] if i + 1 < len(lines) else line)
+    return lines[0] if lines else type(err).__name__
 
 
 def random_states() -> dict:
@@ -128,11 +302,7 @@ def model_from_checkpoint(saved: dict, path: str | Path,
             f"vectors, but the data has {attribute_vectors.shape[0]} attributes with "
             f"{attribute_vectors.shape[1]}-d vectors; evaluate it on the dataset it was trained on")
     model: nn.Module = build_model(config.model, attribute_vectors.float())
-    try:
-        model.load_state_dict(saved["model"])
-    except RuntimeError as err:
-        raise CheckpointError(f"checkpoint '{path}' does not fit the network its config "
-                              f"describes: {str(err).splitlines()[0]} {_key_summary(err)}") from err
+    load_weights(model, saved["model"], path)
     return model.eval(), config
 
 
@@ -143,11 +313,6 @@ def checkpoint_config(saved: dict, overrides: dict | None = None):
     values = _merge(saved["config"], overrides or {})
     values["model"] = {**values.get("model", {}), "pretrained": False}
     return from_dict(values)
-
-
-def _key_summary(err: RuntimeError) -> str:
-    lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
-    return " ".join(lines)[:600]
 
 
 def _merge(base: dict, overrides: dict) -> dict:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -142,8 +141,9 @@ def _data_parser(sub) -> None:
 
 
 def _setup_logging(verbose: bool) -> None:
-    rank = int(os.environ.get("RANK", "0"))
-    level = logging.DEBUG if verbose else (logging.INFO if rank == 0 else logging.WARNING)
+    from .distributed import is_main_process
+
+    level = logging.DEBUG if verbose else (logging.INFO if is_main_process() else logging.WARNING)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")
 
@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     # heavy imports after parsing, so that --help answers at once
     from .config import ConfigError, load_config, parse_overrides
+    from .distributed import is_main_process
+    from .preemption import REQUEUE_EXIT, Preempted
     from .runner import evaluate_checkpoint, train
 
     try:
@@ -200,6 +202,13 @@ def main(argv: list[str] | None = None) -> int:
             from .serve import serve_command
 
             return serve_command(args)
+    except Preempted as stopped:
+        if is_main_process():
+            print(f"mgmrn {args.command}: {stopped}", file=sys.stderr)
+        return REQUEUE_EXIT
+    except KeyboardInterrupt:  # a second Ctrl-C: stop at once, without a traceback
+        print(f"mgmrn {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
         if args.verbose:
             raise

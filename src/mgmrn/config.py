@@ -105,6 +105,7 @@ class TrainConfig:
     compile: bool = False
     cuda_graphs: bool | None = None  # replay each fused step as a CUDA graph; None = on where supported
     eval_every: int = 1  # epochs between evaluations; 0 evaluates only at the end
+    auto_resume: bool | None = None  # continue from output_dir's last.pt; None = under torchrun
 
 
 @dataclass

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_atomic
+from .checkpoint import (
+    CheckpointError,
+    data_meta,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_atomic,
+)
 from .config import Config, ConfigError
 from .data import assemble as assemble_data
 from .data import read_records
@@ -75,8 +81,6 @@ def convert_release(checkpoint: str | Path, cfg: Config, out: str | Path) -> Pat
         raise CheckpointError(f"release checkpoint '{checkpoint}' does not fit the network of "
                               f"this config: {err}") from err
     model.load_state_dict(state)
-    from .runner import data_meta  # the runner's own checkpoint description of the data
-
     saved = {"model": model.state_dict(), "config": cfg.to_dict(), "data": data_meta(data),
              "epoch": None, "converted_from": str(checkpoint)}
     save_atomic(saved, out)

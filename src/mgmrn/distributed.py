@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.distributed.constants import default_pg_timeout
 
 
 @dataclass
@@ -24,6 +25,19 @@ class DistEnv:
         return self.rank == 0
 
 
+def is_main_process() -> bool:
+    """Whether this process is rank 0 (or the only one): the process that writes files and
+    shows progress. Reads the process group when there is one, else the launcher's ``RANK``."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
+def under_torchrun() -> bool:
+    """Whether torchrun (torch.distributed.run) started this process; it may restart it."""
+    return "TORCHELASTIC_RUN_ID" in os.environ
+
+
 def init_distributed(device: str = "auto") -> DistEnv:
     """Join the process group that ``torchrun`` describes in the environment, if any.
 
@@ -37,8 +51,29 @@ def init_distributed(device: str = "auto") -> DistEnv:
     if use_cuda:
         torch.cuda.set_device(env.local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        backend = "nccl" if use_cuda else "gloo"
+        store = _restart_scoped_store(env)
+        if store is None:
+            dist.init_process_group(backend)
+        else:
+            dist.init_process_group(backend, store=store, rank=env.rank,
+                                    world_size=env.world_size)
     return env
+
+
+def _restart_scoped_store(env: DistEnv):
+    """The store of torchrun's agent, its keys scoped to this restart; None outside torchrun.
+
+    torchrun keeps one store for all the restarts of its workers, and the keys of the default
+    process group do not name the attempt: a restarted group would read the addresses its
+    previous attempt left there and fail to connect, or hang (pytorch/pytorch#135712).
+    """
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or attempt is None:
+        return None
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                          env.world_size, is_master=False, timeout=default_pg_timeout)
+    return dist.PrefixStore(f"mgmrn/attempt_{attempt}", store)
 
 
 def resolve_device(name: str | torch.device, env: DistEnv | None = None) -> torch.device:
@@ -82,6 +117,15 @@ def all_gather_variable(tensor: torch.Tensor) -> torch.Tensor:
     gathered = [torch.zeros_like(padded) for _ in range(world)]
     dist.all_gather(gathered, padded)
     return torch.cat([g[: int(s.item())] for g, s in zip(gathered, sizes)])
+
+
+def gather_objects(obj, group=None) -> list:
+    """Every process's ``obj`` (picklable), in rank order; ``[obj]`` without a process group."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    gathered = [None] * dist.get_world_size(group)
+    dist.all_gather_object(gathered, obj, group=group)
+    return gathered
 
 
 def cleanup() -> None:

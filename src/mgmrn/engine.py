@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -88,6 +90,21 @@ class LossReader:
         return values
 
 
+@dataclass
+class EpochProgress:
+    """How far an epoch got: ``train_one_epoch`` starts from it and updates it in place.
+
+    Attributes:
+        batches: batches of the epoch done.
+        loss_sums: (L,) summed losses per level of those batches (empty: none yet).
+        stopped: the epoch was cut short by ``stop``.
+    """
+
+    batches: int = 0
+    loss_sums: list[float] = field(default_factory=list)
+    stopped: bool = False
+
+
 class GraphedStep:
     """Forward and backward of the fused schedule, captured once as a CUDA graph and replayed.
 
@@ -165,7 +182,9 @@ class GraphedStep:
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
                     criterion: ZSLCriterion, device: torch.device, epoch: int,
                     schedule: str = "fused", precision: Precision | None = None,
-                    show_progress: bool = True, graphed: GraphedStep | None = None) -> dict:
+                    show_progress: bool = True, graphed: GraphedStep | None = None,
+                    stop: Callable[[], bool] | None = None,
+                    progress: EpochProgress | None = None) -> dict:
     """Train for one pass over ``loader``.
 
     ``fused`` runs one forward pass per batch and steps once on the sum of the level losses;
@@ -176,16 +195,23 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
         criterion: the training loss; labels index its class attributes (the seen classes).
         graphed: run the fused steps' forward and backward through this CUDA graph (built for
             the same model, criterion and precision); kept across epochs.
+        stop: asked after every completed step but the last (optimizer stepped); True ends the
+            epoch there, with its losses read and ``progress.stopped`` set.
+        progress: an epoch resumed part way (``loader`` yields only its remaining batches); it
+            is updated in place, so that a stopped epoch can be saved and resumed.
 
     Returns:
-        mean loss per level (named by the network's levels), total mean loss, images per second.
+        mean loss per level (named by the network's levels), total mean loss (over all batches
+        of the epoch, those before a resume included), images per second.
     """
     precision = precision or Precision()
     model.train()
     criterion = criterion.to(device)
     levels = network_levels(model)
     reader = LossReader(levels, epoch)
-    sums, read = torch.zeros(len(levels), dtype=torch.float64), 0
+    progress = progress if progress is not None else EpochProgress()
+    sums = torch.tensor(progress.loss_sums or [0.0] * len(levels), dtype=torch.float64)
+    read = first = progress.batches
     seen, start = 0, time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not show_progress,
                dynamic_ncols=True)
@@ -196,7 +222,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
             sums.add_(torch.tensor(values, dtype=torch.float64))
             read += 1
 
-    for batch, (images, labels) in enumerate(bar):
+    for batch, (images, labels) in enumerate(bar, start=first):
         images, labels = precision.prepare(images, device), labels.to(device, non_blocking=True)
         if schedule == "fused" and graphed is not None:
             add(reader.push(graphed(images, labels), batch))
@@ -217,8 +243,13 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
         if show_progress and read:
             rate = seen / (time.perf_counter() - start)
             bar.set_postfix(loss=f"{sums.sum().item() / read:.3f}", img_s=f"{rate:.1f}")
+        # not after the last step: that epoch ends as usual, evaluated and saved
+        if stop is not None and batch + 1 < first + len(loader) and stop():
+            progress.stopped = True
+            break
     add(reader.flush())
-    n = max(1, len(loader))
+    progress.batches, progress.loss_sums = read, sums.tolist()
+    n = max(1, read)
     result = {f"loss_{name}": (sums[i] / n).item() for i, name in enumerate(levels)}
     result["loss"] = (sums.sum() / n).item()
     result["train_images_per_s"] = seen / (time.perf_counter() - start)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import re
@@ -15,15 +14,26 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt_io
+from .atomic import DiskWriteError
 from .config import Config, save_config
 from .data import build_data, build_test_loader, build_train_loader, check_sampler_fits
-from .distributed import DistEnv, barrier, cleanup, init_distributed, resolve_device
-from .engine import GraphedStep, predict_logits, train_one_epoch
+from .distributed import (
+    DistEnv,
+    barrier,
+    cleanup,
+    gather_objects,
+    init_distributed,
+    resolve_device,
+    under_torchrun,
+)
+from .engine import EpochProgress, GraphedStep, predict_logits, train_one_epoch
 from .evaluation import calibration_record, class_accuracies, confused_pairs, evaluate_zsl
 from .evaluation.selection import protocol_report, update_selection
 from .losses import ZSLCriterion
+from .metrics_log import MetricsLog
 from .models import build_model
 from .precision import Precision, resolve_cuda_graphs, resolve_precision
+from .preemption import REQUEUE_EXIT, Preempted, StopOnSignal
 from .report import format_results, write_json
 from .viz import write_eval_figures
 
@@ -40,34 +50,30 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare_run_folder(folder: Path, resume: bool) -> Path | None:
-    """Check the run folder; return the checkpoint to resume from, if any."""
+def prepare_run_folder(folder: Path, resume: bool, auto_resume: bool = False) -> Path | None:
+    """Check the run folder; return the checkpoint to resume from, if any.
+
+    Args:
+        resume: ``--resume``: continue from ``last.pt``, which must exist.
+        auto_resume: continue from ``last.pt`` when it exists (a restarted job), else start anew.
+    """
     last = folder / "checkpoints" / "last.pt"
+    if auto_resume and last.is_file():
+        log.info("train.auto_resume: continuing the run in %s from %s", folder, last)
+        return last
     if resume:
         if not last.is_file():
             raise RunFolderError(f"--resume: no checkpoint at '{last}'; start a new run without "
                                  f"--resume, or point output_dir at the run to resume")
         return last
-    used = [p.name for p in (folder / "checkpoints", folder / "metrics.jsonl",
-                             folder / "results.json") if p.exists()]
+    used = [p.name for p in (folder / "metrics.jsonl", folder / "results.json") if p.exists()]
+    if (folder / "checkpoints").is_dir():
+        used += sorted(p.name for p in (folder / "checkpoints").glob("*.pt"))
     if used:
         raise RunFolderError(
             f"run folder '{folder}' already holds a run ({', '.join(used)}); resume it with "
             f"--resume, or choose a new folder with output_dir=<new folder>")
     return None
-
-
-def data_meta(data) -> dict:
-    """What a checkpoint keeps of the dataset, so that it can be used without the dataset."""
-    return {
-        "name": data.name,
-        "class_names": list(data.class_names),
-        "attribute_names": list(data.attribute_names),
-        "class_attributes": data.class_attributes.float(),
-        "attribute_vectors": data.attribute_vectors.float(),
-        "seen_classes": data.seen_classes.long(),
-        "unseen_classes": data.unseen_classes.long(),
-    }
 
 
 def evaluate_model(model: nn.Module, data, cfg: Config, device: torch.device,
@@ -123,24 +129,6 @@ def _build_optimizer(model: nn.Module, cfg: Config, device: torch.device):
     return optimizer, scheduler
 
 
-def _checkpoint(model, optimizer, scheduler, cfg, data, epoch, best, precision,
-                results=None) -> dict:
-    calibration = None if results is None else calibration_record(results["gamma"],
-                                                                  cfg.data.split)
-    return {
-        "calibration": calibration,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": precision.scaler.state_dict() if precision.scaler is not None else None,
-        "epoch": epoch,
-        "best": best,
-        "config": cfg.to_dict(),
-        "data": data_meta(data),
-        "random": ckpt_io.random_states(),
-    }
-
-
 def _wrap(model: nn.Module, cfg: Config, env: DistEnv, device: torch.device) -> nn.Module:
     wrapped = model
     if env.enabled:
@@ -151,33 +139,6 @@ def _wrap(model: nn.Module, cfg: Config, env: DistEnv, device: torch.device) -> 
     if cfg.train.compile:
         wrapped = torch.compile(wrapped)
     return wrapped
-
-
-class MetricsLog:
-    """Appends one JSON line per epoch and mirrors scalars to TensorBoard when installed."""
-
-    def __init__(self, folder: Path, enabled: bool):
-        self.path = folder / "metrics.jsonl"
-        self.enabled = enabled
-        self.writer = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.writer = SummaryWriter(str(folder / "tensorboard"))
-            except ImportError:
-                log.debug("tensorboard is not installed; metrics go to metrics.jsonl only")
-
-    def write(self, record: dict) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.writer is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key != "epoch":
-                    self.writer.add_scalar(key, value, record["epoch"])
-            self.writer.flush()
 
 
 def train(cfg: Config, resume: bool = False) -> dict:
@@ -191,7 +152,8 @@ def train(cfg: Config, resume: bool = False) -> dict:
 
 def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
     folder = Path(cfg.output_dir)
-    resume_from = prepare_run_folder(folder, resume)
+    auto_resume = cfg.train.auto_resume if cfg.train.auto_resume is not None else under_torchrun()
+    resume_from = prepare_run_folder(folder, resume, auto_resume)
     device = resolve_device(cfg.device, env)
     seed_everything(cfg.seed)
     data = _build_data_once(cfg, env)
@@ -202,10 +164,7 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer, scheduler = _build_optimizer(model, cfg, device)
-    start_epoch, best = 0, {}
-    if resume_from is not None:
-        saved = ckpt_io.load_checkpoint(resume_from)
-        start_epoch, best = _restore(saved, model, optimizer, scheduler, precision, resume_from)
+    point = _resume_point(resume_from, model, optimizer, scheduler, precision, env)
     if env.is_main:
         (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
         save_config(cfg, folder / "config.yaml")
@@ -216,38 +175,48 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
                                 env.rank, env.world_size)
     criterion = ZSLCriterion(data.class_attributes[data.seen_classes], cfg.train.lam).to(device)
     graphed = GraphedStep(wrapped, criterion, precision, device) if use_graphs else None
-    metrics = MetricsLog(folder, env.is_main)
-    results = None
-    for epoch in range(start_epoch, cfg.train.epochs):
-        # every epoch starts from random states fixed by (seed, epoch, rank): resuming is exact
-        seed_everything(cfg.seed + 7919 * (epoch + 1) + 104729 * env.rank)
-        loader.batch_sampler.set_epoch(epoch)
-        if cfg.train.lr_step_at == "start":
-            _step_before_training(scheduler)
-        lr = optimizer.param_groups[0]["lr"]
-        start = time.perf_counter()
-        stats = train_one_epoch(wrapped, loader, optimizer, criterion, device, epoch,
-                                cfg.train.schedule, precision, show_progress=env.is_main,
-                                graphed=graphed)
-        if cfg.train.lr_step_at == "end":
-            scheduler.step()
-        record = {"epoch": epoch, "lr": lr, **stats, "epoch_seconds": time.perf_counter() - start}
-        last_epoch = epoch == cfg.train.epochs - 1
-        every = cfg.train.eval_every
-        if last_epoch or (every and (epoch + 1) % every == 0):
-            results = evaluate_model(wrapped, data, cfg, device, precision, env)
-            record.update({k: results[k] for k in ("czsl_acc", "gzsl_seen", "gzsl_unseen",
-                                                     "gzsl_h", "ausuc", "gamma")})
-            best = update_selection(best, results, epoch)
-        if env.is_main:
-            state = _checkpoint(model, optimizer, scheduler, cfg, data, epoch, best, precision,
-                                results)
-            if best.get("gzsl_epoch") == epoch:
-                ckpt_io.save_atomic(state, folder / "checkpoints" / "best.pt")
-            ckpt_io.save_atomic(state, folder / "checkpoints" / "last.pt")
-            metrics.write(record)
-            log.info(_summary_line(record, cfg.train.epochs))
-        barrier()
+    metrics = MetricsLog(folder, env.is_main, point.epoch if resume_from is not None else None)
+    results, best, last = None, point.best, folder / "checkpoints" / "last.pt"
+
+    def state(completed: int, mid_epoch: dict | None = None) -> dict:
+        calibration = None if results is None else calibration_record(results["gamma"],
+                                                                      cfg.data.split)
+        return ckpt_io.build_state(model, optimizer, scheduler, precision.scaler, cfg.to_dict(),
+                                   ckpt_io.data_meta(data), completed, best, mid_epoch,
+                                   calibration)
+
+    with StopOnSignal(env.enabled) as stopper:
+        for epoch in range(point.epoch, cfg.train.epochs):
+            if stopper.should_stop():  # the signal came while evaluating or saving
+                raise _preempted(stopper, last, epoch, None, cfg)
+            progress = _start_epoch(epoch, point, cfg, env, loader.batch_sampler)
+            if cfg.train.lr_step_at == "start" and not progress.batches:
+                _step_before_training(scheduler)  # a resumed epoch has taken its step already
+            lr = optimizer.param_groups[0]["lr"]
+            start = time.perf_counter()
+            stats = train_one_epoch(wrapped, loader, optimizer, criterion, device, epoch,
+                                    cfg.train.schedule, precision, show_progress=env.is_main,
+                                    graphed=graphed, stop=stopper.should_stop, progress=progress)
+            if progress.stopped:
+                raise _save_stopped_epoch(epoch, progress, stopper, state, last, env, cfg)
+            if cfg.train.lr_step_at == "end":
+                scheduler.step()
+            record = {"epoch": epoch, "lr": lr, **stats,
+                      "epoch_seconds": time.perf_counter() - start}
+            last_epoch = epoch == cfg.train.epochs - 1
+            every = cfg.train.eval_every
+            if last_epoch or (every and (epoch + 1) % every == 0):
+                results = evaluate_model(wrapped, data, cfg, device, precision, env)
+                record.update({k: results[k] for k in ("czsl_acc", "gzsl_seen", "gzsl_unseen",
+                                                         "gzsl_h", "ausuc", "gamma")})
+                best = update_selection(best, results, epoch)
+            if env.is_main:
+                metrics.write(record)  # before the checkpoint: a resume redoes and replaces it
+                if best.get("gzsl_epoch") == epoch:
+                    _save_checkpoint(state(epoch), folder / "checkpoints" / "best.pt")
+                _save_checkpoint(state(epoch), last)
+                log.info(_summary_line(record, cfg.train.epochs))
+            barrier()
     if results is None:  # resumed after the last epoch: evaluate what was trained
         results = evaluate_model(wrapped, data, cfg, device, precision, env)
         best = update_selection(best, results, cfg.train.epochs - 1)
@@ -263,6 +232,63 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
     return results
 
 
+def _start_epoch(epoch: int, point: ckpt_io.ResumePoint, cfg: Config, env: DistEnv,
+                 sampler) -> EpochProgress:
+    """Set the random states and the sampler for ``epoch``; where a resumed epoch starts."""
+    # every epoch starts from random states fixed by (seed, epoch, rank): resuming is exact
+    seed_everything(cfg.seed + 7919 * (epoch + 1) + 104729 * env.rank)
+    progress = EpochProgress()
+    if epoch == point.epoch and point.batches:  # resumed part way: continue where it stopped
+        progress = EpochProgress(point.batches, point.loss_sums)
+        ckpt_io.set_random_states(point.random)
+    sampler.set_epoch(epoch, start_batch=progress.batches)
+    return progress
+
+
+def _resume_point(resume_from: Path | None, model, optimizer, scheduler, precision,
+                  env: DistEnv) -> ckpt_io.ResumePoint:
+    """Restore a checkpoint's states, if resuming; where training starts."""
+    if resume_from is None:
+        return ckpt_io.ResumePoint(0, {})
+    saved = ckpt_io.load_checkpoint(resume_from)
+    point = ckpt_io.restore_state(saved, model, optimizer, scheduler, precision.scaler,
+                                  resume_from, env.rank)
+    log.info("resuming from %s at epoch %d, batch %d", resume_from, point.epoch + 1,
+             point.batches + 1)
+    return point
+
+
+def _save_stopped_epoch(epoch: int, progress: EpochProgress, stopper: StopOnSignal, state,
+                        last: Path, env: DistEnv, cfg: Config) -> Preempted:
+    """Write the checkpoint of an epoch stopped part way (collective under torchrun: every
+    rank's random states are gathered into it); the exception to raise."""
+    mid_epoch = {"epoch": epoch, "batches": progress.batches,
+                 "loss_sums": torch.tensor(progress.loss_sums, dtype=torch.float64),
+                 "random": gather_objects(ckpt_io.random_states(), group=stopper.group)}
+    if env.is_main:
+        _save_checkpoint(state(epoch - 1, mid_epoch), last)
+    barrier()
+    return _preempted(stopper, last, epoch, progress.batches, cfg)
+
+
+def _save_checkpoint(state: dict, path: Path) -> None:
+    try:
+        ckpt_io.save_atomic(state, path)
+    except DiskWriteError as err:
+        raise DiskWriteError(f"{err}; training stopped, the previous {path.name} is intact: "
+                             f"continue with --resume") from err
+
+
+def _preempted(stopper: StopOnSignal, last: Path, epoch: int, batches: int | None,
+               cfg: Config) -> Preempted:
+    where = (f"before epoch {epoch + 1}/{cfg.train.epochs}" if batches is None else
+             f"in epoch {epoch + 1}/{cfg.train.epochs} after batch "
+             f"{batches}/{cfg.train.batches_per_epoch}")
+    return Preempted(f"stopped by {stopper.describe()} {where}; the checkpoint to continue from "
+                     f"is '{last}': continue with --resume (exit status {REQUEUE_EXIT} asks the "
+                     f"scheduler to requeue)", last)
+
+
 def _build_data_once(cfg: Config, env: DistEnv):
     """Build the data on the main process first (it may draw the demo set or check every image),
     then on the others, which find the work done."""
@@ -272,17 +298,6 @@ def _build_data_once(cfg: Config, env: DistEnv):
     if env.is_main:
         barrier()
     return data
-
-
-def _restore(saved: dict, model, optimizer, scheduler, precision, path: Path):
-    model.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    if precision.scaler is not None and saved.get("scaler"):
-        precision.scaler.load_state_dict(saved["scaler"])
-    ckpt_io.set_random_states(saved["random"])
-    log.info("resuming from %s after epoch %d", path, saved["epoch"])
-    return saved["epoch"] + 1, saved["best"]
 
 
 def _step_before_training(scheduler) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from ..distributed import is_main_process
 from .errors import DataError
 
 log = logging.getLogger(__name__)
@@ -26,11 +27,6 @@ def _listing(paths: list[str]) -> str:
     shown = "\n  ".join(paths[:SHOW])
     more = f"\n  ... and {len(paths) - SHOW} more" if len(paths) > SHOW else ""
     return f"\n  {shown}{more}"
-
-
-def is_main_process() -> bool:
-    """False on the non-zero ranks of a launcher such as torchrun: progress bars go on rank 0."""
-    return os.environ.get("RANK", "0") in ("", "0")
 
 
 def check_files_exist(paths: list[str], root: str | Path) -> None:

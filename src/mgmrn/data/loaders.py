@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 
@@ -64,6 +65,49 @@ def _worker_options(cfg: DataConfig) -> dict:
     return {"num_workers": resolve_num_workers(cfg.num_workers), "worker_init_fn": seed_worker,
             # pinned batches copy to the GPU without blocking the host (Precision.prepare)
             "pin_memory": torch.cuda.is_available()}
+class SeededBatches(Dataset):
+    """``dataset`` fetched a batch at a time, each batch's randomness drawn from its own seed.
+
+    The training samplers yield :class:`~mgmrn.data.samplers.SeededBatch` lists. While a batch
+    loads, torch's default generator, NumPy's and Python's global ones are seeded with the batch's
+    seed (and restored after), so its random crops and flips are the same whichever process loads
+    it: with or without workers, and after resuming in the middle of an epoch.
+
+    Args:
+        dataset: a map-style dataset whose transforms draw from the global generators.
+    """
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return self.dataset[index]
+
+    def __getitems__(self, indices: list[int]) -> list:
+        seed = getattr(indices, "seed", None)
+        if seed is None:
+            return [self.dataset[i] for i in indices]
+        with seeded_randomness(seed):
+            return [self.dataset[i] for i in indices]
+
+
+@contextlib.contextmanager
+def seeded_randomness(seed: int):
+    """Seed torch's default CPU generator, NumPy's and Python's; restore them on exit."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    torch_state = torch.get_rng_state()
+    torch.default_generator.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(torch_state)
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
 
 
 def build_train_loader(data, cfg: DataConfig, batches_per_epoch: int, seed: int,
@@ -73,7 +117,7 @@ def build_train_loader(data, cfg: DataConfig, batches_per_epoch: int, seed: int,
     Call ``loader.batch_sampler.set_epoch(epoch)`` before each epoch. To resume mid-epoch, store
     ``loader.batch_sampler.state_dict(batches_done=k)`` and on restart call ``load_state_dict`` (or
     ``set_epoch(epoch, start_batch=k)``): the batches that follow are those of the uninterrupted
-    run. Augmentations are seeded per (seed, epoch, rank) and worker, not per batch.
+    run. Each batch's augmentations draw from that batch's own seed (:class:`SeededBatches`).
 
     Args:
         data: a ``ZSLData``.
@@ -84,7 +128,7 @@ def build_train_loader(data, cfg: DataConfig, batches_per_epoch: int, seed: int,
         world_size: number of processes; ranks get disjoint batch streams.
     """
     # the loader draws its workers' base seed from this generator at each pass; the sampler
-    # re-seeds it in set_epoch, so augmentations repeat per epoch, also after a resume
+    # re-seeds it in set_epoch, so whatever else a worker draws repeats per epoch
     generator = torch.Generator()
     if cfg.sampler == "episodic":
         sampler = EpisodicBatchSampler(data.train_labels, cfg.ways, cfg.shots, batches_per_epoch,
@@ -95,7 +139,7 @@ def build_train_loader(data, cfg: DataConfig, batches_per_epoch: int, seed: int,
     else:
         raise ValueError(f"data.sampler must be 'episodic' or 'random', got {cfg.sampler!r}")
     return DataLoader(
-        data.train,
+        SeededBatches(data.train),
         batch_sampler=sampler,
         generator=generator,
         **_worker_options(cfg),

@@ -7,6 +7,9 @@ epoch is drawn from a generator seeded by ``(seed, epoch, b)``. Hence
   ``k, k+1, ...`` of that epoch, identical to the uninterrupted run. Equivalently, save
   ``state_dict(batches_done=k)`` in the checkpoint and call ``load_state_dict`` on resume: the
   loop's usual ``set_epoch(epoch)`` then starts that epoch at batch ``k``;
+* a batch carries its own seed (:class:`SeededBatch`), from which its random augmentations draw
+  (see ``loaders.SeededBatches``): they too depend on (seed, epoch, global batch index) alone, not
+  on which worker loads the batch, nor on whether the epoch was resumed part way;
 * distributed ranks never share a batch: rank ``r`` of ``world_size`` takes the global batches
   ``r, r + world_size, r + 2 * world_size, ...``, so with one process the stream is unchanged.
   ``batches_per_epoch`` counts the batches of one rank.
@@ -19,6 +22,14 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 from torch.utils.data import Sampler
+
+
+class SeededBatch(list):
+    """Dataset indices of one batch, with the seed of its augmentations as ``seed``."""
+
+    def __init__(self, indices: list[int], seed: int):
+        super().__init__(indices)
+        self.seed = seed
 
 
 class _SeededBatchSampler(Sampler[list[int]]):
@@ -75,11 +86,12 @@ class _SeededBatchSampler(Sampler[list[int]]):
         self._resume = (int(state["epoch"]), int(state.get("start_batch", 0)))
         self.set_epoch(*self._resume)
 
-    def batch(self, epoch: int, index: int) -> list[int]:
-        """Batch ``index`` (0-based, of this rank) of ``epoch``: dataset indices."""
+    def batch(self, epoch: int, index: int) -> SeededBatch:
+        """Batch ``index`` (0-based, of this rank) of ``epoch``: dataset indices and their seed."""
         global_index = index * self.world_size + self.rank
         rng = np.random.default_rng([self.seed, epoch, global_index])
-        return self.draw(rng)
+        indices = self.draw(rng)
+        return SeededBatch(indices, int(rng.integers(2**63)))
 
     def draw(self, rng: np.random.Generator) -> list[int]:
         raise NotImplementedError

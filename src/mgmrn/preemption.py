@@ -1,0 +1,96 @@
+"""Stopping on a scheduler's signal: finish the step, checkpoint, exit with a requeue status.
+
+Cluster schedulers preempt a job by sending SIGTERM (Slurm, Kubernetes) or a chosen signal such as
+SIGUSR1 (Slurm's ``--signal``) some time before killing it. While training, :class:`StopOnSignal`
+turns SIGTERM, SIGUSR1 and SIGINT (Ctrl-C) into a request: training stops after the current step,
+writes a resumable mid-epoch checkpoint, and the command exits with :data:`REQUEUE_EXIT`.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import torch
+import torch.distributed as dist
+
+#: Exit status after a signal stopped training and a resumable checkpoint was written: 75 is
+#: EX_TEMPFAIL of sysexits.h ("temporary failure, try again"); Slurm requeues a job that exits
+#: with it when slurm.conf sets ``RequeueExit=75``, and torchrun restarts its workers on any
+#: non-zero status. 0 would tell a scheduler the job is done, 1 and 2 that it failed.
+REQUEUE_EXIT = 75
+
+SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None),
+                            signal.SIGINT) if s is not None)
+
+
+class Preempted(Exception):  # noqa: N818 - names what happened, it is not a failure
+    """Training stopped on a signal after writing a resumable checkpoint.
+
+    Attributes:
+        checkpoint: the checkpoint to resume from.
+    """
+
+    def __init__(self, message: str, checkpoint):
+        super().__init__(message)
+        self.checkpoint = checkpoint
+
+
+class StopOnSignal:
+    """A context in which SIGTERM, SIGUSR1 and SIGINT ask training to stop, not kill it.
+
+    A second Ctrl-C stops at once (KeyboardInterrupt). Under torchrun :meth:`should_stop` is a
+    collective: every rank calls it at the same points of the loop, and all of them stop at the
+    same step when any of them got a signal, so that their checkpoint is consistent.
+
+    Args:
+        distributed: agree across the processes of the default group.
+    """
+
+    def __init__(self, distributed: bool = False):
+        self.received: str | None = None
+        self._elsewhere: str | None = None
+        self.distributed = distributed
+        self._group = None
+        if distributed and dist.get_backend() != "gloo":
+            # the flag is a CPU tensor: agree over gloo, without a device round trip per step
+            self._group = dist.new_group(backend="gloo")
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():  # signals reach only that one
+            for sig in SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+    def should_stop(self) -> bool:
+        """Whether to stop now: this process (or, under torchrun, any process) got a signal."""
+        if not self.distributed:
+            return self.received is not None
+        # the largest signal number any process got (0: none), so that all can name it
+        flag = torch.tensor([signal.Signals[self.received].value if self.received else 0])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group)
+        if flag.item() and self.received is None:
+            self._elsewhere = signal.Signals(int(flag.item())).name
+        return bool(flag.item())
+
+    @property
+    def group(self):
+        """The process group of CPU collectives (None: the default group)."""
+        return self._group
+
+    def describe(self) -> str:
+        """The signal that stopped training, as its name (e.g. ``SIGTERM``)."""
+        if self.received:
+            return self.received
+        return f"{self._elsewhere} to another process" if self._elsewhere else "no signal"

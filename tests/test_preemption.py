@@ -1,0 +1,89 @@
+"""Stopping on SIGTERM, SIGUSR1 or Ctrl-C: finish the step, checkpoint mid-epoch, resume exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from mgmrn.checkpoint import load_checkpoint
+from mgmrn.cli import main
+from mgmrn.data import samplers
+from mgmrn.preemption import REQUEUE_EXIT, StopOnSignal
+
+from .test_main_job import tiny
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
+def test_signals_become_a_request_to_stop(sig):
+    before = signal.getsignal(sig)
+    with StopOnSignal() as stopper:
+        assert not stopper.should_stop()
+        os.kill(os.getpid(), sig)
+        assert stopper.should_stop() and stopper.describe() == signal.Signals(sig).name
+        if sig == signal.SIGINT:  # a second Ctrl-C does not wait
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), sig)
+    assert signal.getsignal(sig) is before
+
+
+ARGS = ("train.epochs=2", "train.batches_per_epoch=4", "train.eval_every=0")
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """A run never stopped; the tests below share its demo data folder."""
+    tmp_path = tmp_path_factory.mktemp("preemption")
+    assert main(["train", *tiny(tmp_path, "straight", *ARGS)]) == 0
+    return tmp_path
+
+
+def signal_at(patch, sig, epoch: int, index: int) -> None:
+    """Send ``sig`` to this process as the sampler draws batch ``index`` of ``epoch``."""
+    original = samplers._SeededBatchSampler.batch
+
+    def batch(self, e, i):
+        if (e, i) == (epoch, index):
+            os.kill(os.getpid(), sig)
+        return original(self, e, i)
+
+    patch.setattr(samplers._SeededBatchSampler, "batch", batch)
+
+
+@pytest.mark.parametrize("epoch, index, where, done", [
+    (1, 2, "in epoch 2/2 after batch 3/4", {"epoch": 0, "mid": (1, 3)}),
+    # at the last batch of an epoch: the epoch ends as usual and training stops after it
+    (0, 3, "before epoch 2/2", {"epoch": 0, "mid": None}),
+])
+def test_signal_then_resume_equals_the_uninterrupted_run(straight, capsys, monkeypatch, epoch,
+                                                         index, where, done):
+    tmp_path, run = straight, f"stopped-{epoch}-{index}"
+    with monkeypatch.context() as patch:
+        signal_at(patch, signal.SIGTERM, epoch, index)
+        assert main(["train", *tiny(tmp_path, run, *ARGS)]) == REQUEUE_EXIT
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if line.startswith("mgmrn train")]
+    assert len(said) == 1 and "Traceback" not in err  # the rest are progress bars
+    assert f"stopped by SIGTERM {where}" in said[0]
+    assert "--resume" in said[0] and str(REQUEUE_EXIT) in said[0]
+    last = tmp_path / run / "checkpoints" / "last.pt"
+    saved = load_checkpoint(last)
+    # a signal as a batch is fetched: that step finishes, then training stops
+    assert saved["epoch"] == done["epoch"]
+    mid = saved.get("mid_epoch")
+    assert (mid["epoch"], mid["batches"]) == done["mid"] if done["mid"] else mid is None
+    assert main(["train", "--resume", *tiny(tmp_path, run, *ARGS)]) == 0
+    expected = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
+    resumed = load_checkpoint(last)
+    assert "mid_epoch" not in resumed and resumed["epoch"] == 1
+    for name, tensor in expected["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
+    # every epoch logged once, with the losses of the uninterrupted run
+    runs = [[json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text()
+             .splitlines()] for name in ("straight", run)]
+    assert [r["epoch"] for r in runs[1]] == [0, 1]
+    for a, b in zip(*runs):
+        assert a["loss"] == b["loss"] and a["loss_coarse"] == b["loss_coarse"]
