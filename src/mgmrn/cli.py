@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C: stop at once, without a traceback
         print(f"mgmrn {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
+    # OSError: a full disk or an unreadable file is for the user to fix, said in one line
+    except (ConfigError, ValueError, OSError, RuntimeError) as err:
         if args.verbose:
             raise
         name = f"data {args.data_command}" if args.command == "data" else args.command

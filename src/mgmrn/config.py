@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from .atomic import write_atomic
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
@@ -303,4 +305,4 @@ def validate(cfg: Config) -> None:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
