@@ -128,7 +128,7 @@ def test_convert_release_refuses_other_files_and_our_recipes(setup, release, cap
     (setup / "broken.pth").write_bytes(b"not a checkpoint")
     assert main(["convert-release", str(setup / "broken.pth"), "--config",
                  str(setup / "recipe.yaml"), "--out", str(setup / "a.pt")]) == 2
-    assert "cannot be loaded" in capsys.readouterr().err
+    assert "is not a PyTorch checkpoint" in capsys.readouterr().err
     release_checkpoint(setup / "release.pth", release)
     assert main(["convert-release", str(setup / "release.pth"), "--config",
                  str(setup / "recipe.yaml"), "--out", str(setup / "a.pt"),

@@ -35,15 +35,8 @@ def read_release_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     Accepts ``{"model": state_dict}`` (as published) or a bare state dict; a ``module.`` prefix
     left by ``DataParallel`` is removed. Loaded with ``weights_only``: no code in it runs.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"release checkpoint '{path}' does not exist")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"release checkpoint '{path}' cannot be loaded safely "
-                              f"({type(err).__name__}: {str(err).splitlines()[0]})") from err
-    state = saved.get("model", saved) if isinstance(saved, dict) else None
+    saved = load_checkpoint(path, keys=())  # any dict: the published layout is checked below
+    state = saved.get("model", saved)
     if not isinstance(state, dict) or not state or not all(
             isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"release checkpoint '{path}' holds no state dict: expected "
