@@ -208,6 +208,31 @@ def test_scaled_attention_divides_logits_by_sqrt_m():
     torch.testing.assert_close(a_scaled, (logits / 4.0).softmax(-1), rtol=1e-4, atol=1e-6)
 
 
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_fused_attention_path_equals_the_explicit_one_with_gradients(scaled):
+    """Without attention weights the decoder runs scaled_dot_product_attention with its own
+    scale (1 as published, not SDPA's default 1/sqrt(M)): scores and every gradient match."""
+    torch.manual_seed(0)
+    dec = AttributeDecoder(6, 5, 8, 16, scaled=scaled).double()
+    tokens = (3 * torch.randn(3, 9, 8, dtype=torch.float64)).requires_grad_()
+    words = torch.randn(6, 5, dtype=torch.float64)
+    results = []
+    for explicit in (True, False):
+        dec.zero_grad()
+        tokens.grad = None
+        scores, attn = dec(tokens, words, return_attention=explicit)
+        assert (attn is not None) == explicit
+        (scores * torch.linspace(-1, 1, 6, dtype=torch.float64)).sum().backward()
+        results.append([scores.detach(), tokens.grad.clone()]
+                       + [p.grad.clone() for p in dec.parameters()])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    # SDPA's default scale would give other scores: the scale is passed on
+    default = F.scaled_dot_product_attention(
+        dec.query(words).expand(3, 1, 6, 16), dec.key(tokens)[:, None], dec.value(tokens)[:, None])
+    if not scaled:
+        assert not torch.allclose(default[:, 0], dec(tokens, words, True)[1] @ dec.value(tokens))
 # --- classifier and the whole network ------------------------------------------------------
 
 def test_cosine_classifier_by_hand():

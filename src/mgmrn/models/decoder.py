@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 PROTOTYPE_INITS = ("scaled", "normal")
@@ -15,6 +16,10 @@ class AttributeDecoder(nn.Module):
 
     ``Q = W_q w`` (A, M), ``K = W_k v``, ``V = W_v v`` (B, T, M); ``attn = softmax_T(Q K^T)``;
     ``f = W_o (attn V)`` (B, A, D); score ``s_a = <f_a, p_a>`` with a learnable prototype p_a.
+
+    Unless the attention weights are asked for, ``attn V`` goes through
+    ``scaled_dot_product_attention`` with the decoder's own scale (1 as published): on a GPU a
+    fused kernel then computes it without writing the (B, A, T) weights to memory.
 
     Args:
         num_attributes: A.
@@ -46,7 +51,15 @@ class AttributeDecoder(nn.Module):
         q = self.query(word_vectors)  # (A, M)
         k = self.key(tokens)  # (B, T, M)
         v = self.value(tokens)
-        attn = torch.einsum("am,btm->bat", q, k).mul(self.scale).softmax(dim=-1)
-        features = self.out(attn @ v)  # (B, A, D)
+        if return_attention:
+            attn = torch.einsum("am,btm->bat", q, k).mul(self.scale).softmax(dim=-1)
+            attended = attn @ v
+        else:
+            # one head: (B, 1, A, M); the fused kernels take only four-dimensional inputs
+            q = q.expand(tokens.shape[0], 1, *q.shape)
+            attended = F.scaled_dot_product_attention(q, k[:, None], v[:, None],
+                                                      scale=self.scale)[:, 0]
+            attn = None
+        features = self.out(attended)  # (B, A, D)
         scores = (features * self.prototypes).sum(-1)
-        return scores, (attn if return_attention else None)
+        return scores, attn
