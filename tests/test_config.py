@@ -35,6 +35,7 @@ def test_overrides_are_typed_and_nested():
     ("data.image_size=100", "divisible by 32"),
     ("data.ways=0", "'data.ways' must be positive"),
     ("train.epochs", "not of the form key=value"),
+    ("train.compile=fast", "'train.compile': expected false, true .* or regions"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
@@ -54,3 +55,22 @@ def test_saved_config_loads_back_identically(tmp_path):
     cfg = load_config("cub", ["train.epochs=2"])
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == cfg
+
+
+def test_compile_takes_false_true_or_regions_and_regions_keeps_cuda_graphs():
+    import torch
+
+    from mgmrn.distributed import DistEnv
+    from mgmrn.precision import Precision, resolve_cuda_graphs
+
+    cuda, single = torch.device("cuda"), DistEnv()
+    assert load_config("demo").train.compile is False
+    regions = load_config("demo", ["train.compile=regions"])
+    assert regions.train.compile == "regions"
+    # the heads' generated kernels are captured in the step's graph; a whole compiled network is not
+    assert resolve_cuda_graphs(regions, cuda, single, Precision(torch.bfloat16)) is True
+    whole = load_config("demo", ["train.compile=true"])
+    assert resolve_cuda_graphs(whole, cuda, single, Precision(torch.bfloat16)) is False
+    with pytest.raises(ConfigError, match="train.compile=regions works"):
+        resolve_cuda_graphs(load_config("demo", ["train.compile=true", "train.cuda_graphs=true"]),
+                            cuda, single, Precision(torch.bfloat16))

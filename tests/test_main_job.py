@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,19 @@ def test_learning_rate_steps_after_each_epoch_by_default(tmp_path):
                                 "train.eval_every=0")]) == 0
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["lr"] for r in records] == pytest.approx([1e-2, 1e-3, 1e-4])
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile on the CPU needs a C++ compiler (apt-get install g++)")
+def test_compiled_heads_train_and_their_checkpoint_evaluates_uncompiled(tmp_path, caplog):
+    caplog.set_level("INFO", logger="mgmrn")
+    assert main(["train", *tiny(tmp_path, "run", "train.epochs=1", "train.compile=regions")]) == 0
+    assert "compiled 8 head modules" in caplog.text
+    run = tmp_path / "run"
+    results = json.loads((run / "results.json").read_text())
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--checkpoint", str(run / "checkpoints" / "last.pt"),
+                 "--out", str(out)]) == 0
+    evaluated = json.loads(out.read_text())
+    # the eager network from the same weights: equal up to rounding (at most one image flips)
+    assert evaluated["czsl_acc"] == pytest.approx(results["czsl_acc"], abs=100 / 24 + 1e-6)

@@ -104,7 +104,7 @@ class TrainConfig:
     schedule: str = "fused"  # "fused" or "alternating"
     amp: str = "auto"  # "auto", "bf16", "fp16" or "none"; auto = bf16 on CUDA, none on CPU
     channels_last: bool | None = None  # None = on for CUDA, off for CPU
-    compile: bool = False
+    compile: bool | str = False  # true: the whole network; "regions": each head module
     cuda_graphs: bool | None = None  # replay each fused step as a CUDA graph; None = on where supported
     eval_every: int = 1  # epochs between evaluations; 0 evaluates only at the end
     auto_resume: bool | None = None  # continue from output_dir's last.pt; None = under torchrun
@@ -300,6 +300,9 @@ def validate(cfg: Config) -> None:
     if workers != "auto" and not (isinstance(workers, int) and workers >= 0):
         raise ConfigError(f"config key 'data.num_workers': expected auto or a count of 0 or more, "
                           f"got {workers!r}")
+    if cfg.train.compile not in (False, True, "regions"):
+        raise ConfigError(f"config key 'train.compile': expected false, true (the whole network) "
+                          f"or regions (each head module), got {cfg.train.compile!r}")
     if cfg.train.eval_every < 0:
         raise ConfigError("config key 'train.eval_every' must be 0 or more")
 

@@ -164,7 +164,9 @@ class GraphedStep:
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):
                 self.model.zero_grad(set_to_none=True)
-                losses = self._forward_backward(images, labels)
+                # as captured: compiled regions then see the same autocast state and are not
+                # compiled again during the capture
+                losses = self._forward_backward(images, labels, cache=False)
             torch.cuda.current_stream(self.device).wait_stream(side)
             return losses.clone()
         static_images = images.clone()

@@ -57,7 +57,8 @@ def resolve_cuda_graphs(cfg: Config, device: torch.device, env: DistEnv,
         ("need train.schedule=fused", cfg.train.schedule != "fused"),
         ("run in a single process, not under torchrun", env.enabled),
         ("do not support train.amp=fp16 (use bf16)", precision.scaler is not None),
-        ("do not combine with train.compile", cfg.train.compile),
+        ("do not combine with train.compile=true (train.compile=regions works)",
+         cfg.train.compile is True),
     ) if bad]
     if cfg.train.cuda_graphs is None:
         return not unmet

@@ -31,7 +31,7 @@ from .evaluation import calibration_record, class_accuracies, confused_pairs, ev
 from .evaluation.selection import protocol_report, update_selection
 from .losses import ZSLCriterion
 from .metrics_log import MetricsLog
-from .models import build_model
+from .models import build_model, compile_heads
 from .precision import Precision, resolve_cuda_graphs, resolve_precision
 from .preemption import REQUEUE_EXIT, Preempted, StopOnSignal
 from .report import format_results, write_json
@@ -131,12 +131,14 @@ def _build_optimizer(model: nn.Module, cfg: Config, device: torch.device):
 
 def _wrap(model: nn.Module, cfg: Config, env: DistEnv, device: torch.device) -> nn.Module:
     wrapped = model
+    if cfg.train.compile == "regions":
+        log.info("compiled %d head modules", compile_heads(model))
     if env.enabled:
         # the alternating schedule backpropagates one level at a time: other heads get no grad
         wrapped = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=cfg.train.schedule == "alternating")
-    if cfg.train.compile:
+    if cfg.train.compile is True:
         wrapped = torch.compile(wrapped)
     return wrapped
 
