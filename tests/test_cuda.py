@@ -1,4 +1,5 @@
-"""CUDA-only paths: CUDA-graph replay of the fused step, and training on a GPU end to end.
+"""CUDA-only paths: CUDA-graph replay of the fused step and of evaluation, compiled heads inside
+the graph, and training on a GPU end to end.
 
 Skipped where no GPU is present; the CPU side of the same options is tested in test_engine.py
 and test_config.py.
@@ -14,9 +15,9 @@ import torch
 
 from mgmrn.cli import main
 from mgmrn.config import ModelConfig
-from mgmrn.engine import GraphedStep, Precision, train_one_epoch
+from mgmrn.engine import GraphedInference, GraphedStep, Precision, predict_logits, train_one_epoch
 from mgmrn.losses import ZSLCriterion
-from mgmrn.models import build_model
+from mgmrn.models import build_model, compile_heads
 
 from .test_main_job import tiny
 from .test_models import affine_group_norm
@@ -98,9 +99,55 @@ def test_graphed_step_refuses_the_fp16_scaler():
                     CUDA)
 
 
+def test_graphed_steps_with_compiled_heads_equal_eager_steps(deterministic_cudnn):
+    """The heads' generated kernels are captured in the step's graph and replayed."""
+    eager = small_model()
+    graphed_model = copy.deepcopy(eager)
+    assert compile_heads(graphed_model) == 8
+    attrs = torch.rand(5, 12, device=CUDA)
+    batches = random_batches([6] * 6)
+    precision = Precision()
+    graphed = GraphedStep(graphed_model, ZSLCriterion(attrs, 0.1), precision, CUDA, warmup=2)
+    expected = run(eager, batches, attrs, precision, None)
+    got = run(graphed_model, batches, attrs, precision, graphed)
+    assert graphed.graph is not None and len(set(got[3:])) == 3
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(expected), rtol=1e-4, atol=1e-5)
+    for (name, a), b in zip(graphed_model.named_parameters(), eager.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_graphed_inference_equals_eager_inference(deterministic_cudnn, channels_last):
+    """Full batches replay the graph, the shorter last batch runs eagerly; uint8 input is
+    normalised inside the graph; new weights are followed."""
+    model = small_model(channels_last)
+    attrs = torch.rand(5, 12, device=CUDA)
+    g = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (22, 3, 64, 64), dtype=torch.uint8, generator=g)
+    loader = [(images[i:i + 8], torch.arange(i, min(i + 8, 22))) for i in range(0, 22, 8)]
+    precision = Precision(channels_last=channels_last)
+    expected = predict_logits(model, loader, attrs, CUDA, precision, show_progress=False)
+    got = predict_logits(model, loader, attrs, CUDA, precision, show_progress=False,
+                         cuda_graphs=True)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert len(set(got[0][:, 0].tolist())) == 22  # every image got its own scores
+    graphed = GraphedInference(model, attrs, precision, CUDA)
+    first = graphed(images[:8])[0]
+    with torch.no_grad():
+        for p in model.decoders.parameters():
+            p.mul_(1.5)
+    after = graphed(images[:8])[0]
+    assert not torch.allclose(first, after)
+    torch.testing.assert_close(after, predict_logits(model, loader[:1], attrs, CUDA, precision,
+                                                     show_progress=False)[0].to(CUDA),
+                               rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("graphs", ["true", "false"])
 def test_train_on_cuda_end_to_end(tmp_path, graphs):
-    assert main(["train", *tiny(tmp_path, "run", "device=cuda", f"train.cuda_graphs={graphs}")]) == 0
+    assert main(["train", *tiny(tmp_path, "run", "device=cuda", f"train.cuda_graphs={graphs}",
+                                f"eval.cuda_graphs={graphs}")]) == 0
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 2 and all(r["loss"] > 0 for r in records)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
@@ -119,3 +166,10 @@ def test_group_norm_in_bf16_on_cuda_matches_fp32():
     y.float().square().sum().backward()
     expected.square().sum().backward()
     assert (ours.weight.grad - reference.weight.grad).norm() / reference.weight.grad.norm() < 2e-2
+
+
+def test_train_on_cuda_with_compiled_heads_in_the_graphs(tmp_path):
+    assert main(["train", *tiny(tmp_path, "run", "device=cuda", "train.cuda_graphs=true",
+                                "eval.cuda_graphs=true", "train.compile=regions")]) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert 0.0 <= results["gzsl_h"] <= 100.0

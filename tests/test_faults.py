@@ -88,6 +88,10 @@ def test_cuda_graphs_asked_for_on_the_cpu_are_refused_before_training(tmp_path, 
     assert "train.cuda_graphs" in err
     assert "need a CUDA device" in err and "need train.schedule=fused" in err
     assert not (tmp_path / "run" / "checkpoints").exists()
+    assert main(["train", *tiny(tmp_path, "run2", "eval.cuda_graphs=true")]) == 2
+    err = capsys.readouterr().err
+    assert "eval.cuda_graphs" in err and "need a CUDA device" in err
+    assert not (tmp_path / "run2" / "checkpoints").exists()
 
 
 def test_checkpoint_for_another_attribute_count_is_refused(tmp_path, capsys):

@@ -11,8 +11,15 @@ import torch
 import torch.nn.functional as F
 
 from mgmrn.config import ModelConfig
-from mgmrn.models import (Backbone, GlobalBaseline, MgMRN, PretrainedWeightsError, build_model,
-                          compile_heads, spatial_attention)
+from mgmrn.models import (
+    Backbone,
+    GlobalBaseline,
+    MgMRN,
+    PretrainedWeightsError,
+    build_model,
+    compile_heads,
+    spatial_attention,
+)
 from mgmrn.models.classifier import cosine_class_scores
 from mgmrn.models.decoder import AttributeDecoder
 from mgmrn.models.granularity import GranularityModule, GroupNorm, RegionGrouping

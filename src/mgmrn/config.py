@@ -115,6 +115,7 @@ class EvalConfig:
     gamma: float | None = None  # fixed calibration constant, reported beside the oracle
     gamma_step: float = 0.01
     ausuc_order: str = "gamma"  # AUSUC points ordered by "gamma" (the curve) or as the "release" does
+    cuda_graphs: bool | None = None  # replay evaluation batches as a CUDA graph; None = where it works
 
 
 @dataclass

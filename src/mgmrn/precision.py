@@ -66,3 +66,18 @@ def resolve_cuda_graphs(cfg: Config, device: torch.device, env: DistEnv,
         raise ConfigError(f"config key 'train.cuda_graphs': CUDA graphs {'; '.join(unmet)}; set "
                           f"train.cuda_graphs=false, or leave it unset to use them where they work")
     return cfg.train.cuda_graphs
+
+
+def resolve_eval_cuda_graphs(cfg: Config, device: torch.device) -> bool:
+    """Whether evaluation batches replay as a CUDA graph: ``eval.cuda_graphs``, or where supported."""
+    unmet = [why for why, bad in (
+        ("need a CUDA device", device.type != "cuda"),
+        ("do not combine with train.compile=true (train.compile=regions works)",
+         cfg.train.compile is True),
+    ) if bad]
+    if cfg.eval.cuda_graphs is None:
+        return not unmet
+    if cfg.eval.cuda_graphs and unmet:
+        raise ConfigError(f"config key 'eval.cuda_graphs': CUDA graphs {'; '.join(unmet)}; set "
+                          f"eval.cuda_graphs=false, or leave it unset to use them where they work")
+    return cfg.eval.cuda_graphs

@@ -32,7 +32,7 @@ from .evaluation.selection import protocol_report, update_selection
 from .losses import ZSLCriterion
 from .metrics_log import MetricsLog
 from .models import build_model, compile_heads
-from .precision import Precision, resolve_cuda_graphs, resolve_precision
+from .precision import Precision, resolve_cuda_graphs, resolve_eval_cuda_graphs, resolve_precision
 from .preemption import REQUEUE_EXIT, Preempted, StopOnSignal
 from .report import format_results, write_json
 from .viz import write_eval_figures
@@ -80,10 +80,11 @@ def evaluate_model(model: nn.Module, data, cfg: Config, device: torch.device,
                    precision: Precision, env: DistEnv) -> dict:
     """Every ZSL figure of ``model`` on the data's test splits, accuracies in percent."""
     outputs = {}
+    graphs = resolve_eval_cuda_graphs(cfg, device)
     for split in ("test_seen", "test_unseen"):
         loader = build_test_loader(getattr(data, split), cfg.data, env.rank, env.world_size)
         outputs[split] = predict_logits(model, loader, data.class_attributes, device, precision,
-                                        show_progress=env.is_main, desc=split)
+                                        show_progress=env.is_main, desc=split, cuda_graphs=graphs)
     (seen_logits, seen_labels, _), (unseen_logits, unseen_labels, _) = outputs.values()
     results = evaluate_zsl(seen_logits, seen_labels, unseen_logits, unseen_labels,
                            data.seen_classes, data.unseen_classes, fixed_gamma=cfg.eval.gamma,
@@ -163,6 +164,7 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
     model = build_model(cfg.model, data.attribute_vectors).to(device)
     precision = resolve_precision(cfg, device)
     use_graphs = resolve_cuda_graphs(cfg, device, env, precision)
+    resolve_eval_cuda_graphs(cfg, device)  # refuses an impossible eval.cuda_graphs=true now
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer, scheduler = _build_optimizer(model, cfg, device)
