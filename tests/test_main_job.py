@@ -90,6 +90,22 @@ def test_existing_run_is_never_overwritten(tmp_path, capsys):
     assert (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes() == before
 
 
+def test_auto_resume_restarts_a_run_stopped_before_its_first_checkpoint(tmp_path):
+    """A job killed after its first metrics line but before its first last.pt starts again,
+    and its metrics log keeps one record per epoch."""
+    assert main(["train", *tiny(tmp_path, "run", "train.epochs=1")]) == 0
+    run = tmp_path / "run"
+    first = json.loads((run / "metrics.jsonl").read_text())
+    (run / "checkpoints" / "last.pt").unlink()  # as if killed before it was written
+    assert main(["train", *tiny(tmp_path, "run", "train.auto_resume=true")]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1]
+    assert records[0]["loss"] == pytest.approx(first["loss"])  # the same seed, begun again
+    # without auto_resume the same folder is still refused
+    (run / "checkpoints" / "last.pt").unlink()
+    assert main(["train", *tiny(tmp_path, "run")]) == 2
+
+
 def test_baseline_is_an_option_of_the_same_command(tmp_path):
     assert main(["train", *tiny(tmp_path, "base", "model.name=baseline", "train.epochs=1")]) == 0
     results = json.loads((tmp_path / "base" / "results.json").read_text())

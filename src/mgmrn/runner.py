@@ -61,6 +61,11 @@ def prepare_run_folder(folder: Path, resume: bool, auto_resume: bool = False) ->
     if auto_resume and last.is_file():
         log.info("train.auto_resume: continuing the run in %s from %s", folder, last)
         return last
+    if auto_resume:
+        # stopped before its first checkpoint: a restart begins the run again, and its metrics
+        # log drops the first attempt's records (see _train)
+        log.info("train.auto_resume: no checkpoint in %s yet; starting the run", folder)
+        return None
     if resume:
         if not last.is_file():
             raise RunFolderError(f"--resume: no checkpoint at '{last}'; start a new run without "
@@ -179,7 +184,8 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
                                 env.rank, env.world_size)
     criterion = ZSLCriterion(data.class_attributes[data.seen_classes], cfg.train.lam).to(device)
     graphed = GraphedStep(wrapped, criterion, precision, device) if use_graphs else None
-    metrics = MetricsLog(folder, env.is_main, point.epoch if resume_from is not None else None)
+    metrics = MetricsLog(folder, env.is_main,
+                         point.epoch if resume_from is not None else (0 if auto_resume else None))
     results, best, last = None, point.best, folder / "checkpoints" / "last.pt"
 
     def state(completed: int, mid_epoch: dict | None = None) -> dict:
