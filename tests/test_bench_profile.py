@@ -1,4 +1,6 @@
-"""benchmarks/throughput.py's FLOP rates: the peak lookup, and each mode's settings and fields."""
+"""benchmarks/profile_step.py's time by category and benchmarks/throughput.py's FLOP rates: the
+category rules on real operator names, the table's arithmetic on a real CPU profile, the peak
+lookup, and each mode's settings and fields."""
 
 from __future__ import annotations
 
@@ -9,7 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from mgmrn.engine import Precision
+
+from .test_models import tiny_net
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+STEPS = 2
 TINY = ["--device", "cpu", "--backbone", "test_resnet", "--image-size", "64", "--dim", "32",
         "--attn-dim", "16", "--batch-size", "2"]
 
@@ -22,8 +29,109 @@ def load(name: str):
 
 
 @pytest.fixture(scope="module")
+def prof_step():
+    return load("profile_step")
+
+
+@pytest.fixture(scope="module")
 def throughput():
     return load("throughput")
+
+
+@pytest.fixture(scope="module")
+def cpu_events(prof_step):
+    """The profiler's events over STEPS fused training steps of the tiny network on the CPU."""
+    torch.manual_seed(0)
+    batch = (torch.randn(2, 3, 64, 64), torch.randint(0, 5, (2,)))
+    steps = prof_step.make_steps(tiny_net(), Precision(), torch.rand(5, 6), batch,
+                                 torch.device("cpu"))
+    steps(1)  # the first step allocates the optimizer's state
+    return prof_step.profile_steps(steps, STEPS, gpu=False).events()
+
+
+# --- profile_step.py ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, expected", [
+    ("aten::cudnn_convolution", "convolutions"),
+    ("aten::convolution_backward", "convolutions"),
+    ("autograd::engine::evaluate_function: ConvolutionBackward0", "convolutions"),
+    ("aten::native_group_norm_backward", "normalisation"),
+    ("aten::native_batch_norm", "normalisation"),
+    ("NativeLayerNormBackward0", "normalisation"),
+    ("aten::_efficient_attention_backward", "attention"),
+    ("aten::_scaled_dot_product_flash_attention_for_cpu", "attention"),
+    ("aten::_softmax_backward_data", "attention"),
+    ("aten::_log_softmax", "other elementwise/reductions"),  # the loss, not attention
+    ("aten::threshold_backward", "activations"),
+    ("aten::clamp_min_", "activations"),
+    ("aten::sigmoid_backward", "activations"),
+    ("aten::_fused_sgd_", "optimizer"),
+    ("aten::_foreach_zero_", "optimizer"),
+    ("Optimizer.step#SGD.step", "optimizer"),
+    ("triton_per_fused_native_group_norm_relu_0", "generated kernels"),
+    ("cpp_fused_mean_0", "generated kernels"),
+    ("Torch-Compiled Region: 2/0", "generated kernels"),
+    ("CompiledFunctionBackward", "generated kernels"),
+    ("aten::addmm", "matrix products"),
+    ("aten::bmm", "matrix products"),
+    ("autograd::engine::evaluate_function: MmBackward0", "matrix products"),
+    ("aten::copy_", "copies and layout"),
+    ("aten::cat", "copies and layout"),
+    ("aten::_to_copy", "copies and layout"),
+    ("aten::t", "copies and layout"),
+    ("aten::mean", "resizes and pooling"),
+    ("aten::upsample_bilinear2d_backward", "resizes and pooling"),
+    ("aten::max_pool2d_with_indices", "resizes and pooling"),
+    ("aten::linalg_vector_norm", "other elementwise/reductions"),
+    ("aten::mul", "other elementwise/reductions"),
+])
+def test_category_of_real_operator_names(prof_step, name, expected):
+    assert prof_step.category(name) == expected
+
+
+def test_time_by_category_counts_each_self_cpu_time_once(prof_step, cpu_events):
+    times = prof_step.time_by_category(cpu_events, STEPS, device=False)
+    self_ms = sum(e.self_cpu_time_total for e in cpu_events) / 1e3
+    assert sum(times.values()) * STEPS == pytest.approx(self_ms, rel=1e-9)
+    assert times["convolutions"] > 0 and times["matrix products"] > 0 and times["attention"] > 0
+    assert prof_step.UNATTRIBUTED not in times  # a CPU profile attributes every microsecond
+    assert list(times.values()) == sorted(times.values(), reverse=True)
+    per_profile = prof_step.time_by_category(cpu_events, 1, device=False)
+    assert per_profile.keys() == times.keys()
+    assert all(times[k] == pytest.approx(per_profile[k] / STEPS) for k in times)
+
+
+def test_operators_inside_the_optimizer_step_count_as_optimizer(prof_step, cpu_events):
+    """On the CPU SGD's update runs as plain aten::add_ and mul_: whole subtrees count."""
+    times = prof_step.time_by_category(cpu_events, STEPS, device=False)
+    optimizer = [e for e in cpu_events if e.name.startswith("Optimizer.")]
+    assert any(e.name == "Optimizer.step#SGD.step" for e in optimizer)
+    subtrees_ms = sum(e.cpu_time_total for e in optimizer) / 1e3
+    assert times["optimizer"] * STEPS == pytest.approx(subtrees_ms, rel=1e-9)
+
+
+def test_table_shares_sum_to_one(prof_step, cpu_events):
+    times = prof_step.time_by_category(cpu_events, STEPS, device=False)
+    shares = prof_step.shares(times)
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert shares["convolutions"] == pytest.approx(times["convolutions"] / sum(times.values()))
+    lines = prof_step.markdown_table(times).splitlines()
+    assert lines[0] == "| category | ms per step | share |"
+    assert len(lines) == 2 + len(times) + 1
+    assert lines[-1] == f"| total | {sum(times.values()):.2f} | 100.0% |"
+    first = next(iter(times))
+    assert lines[2] == f"| {first} | {times[first]:.2f} | {shares[first]:.1%} |"
+
+
+def test_profile_step_main_prints_the_table_and_the_json(prof_step, capsys):
+    result = prof_step.main(TINY + ["--steps", "1", "--rows", "5"])
+    out = capsys.readouterr().out
+    assert "| category | ms per step | share |" in out
+    printed = json.loads(out.strip().splitlines()[-1])
+    assert printed == json.loads(json.dumps(result))
+    where = printed["where_the_time_goes"]
+    assert where["convolutions"] > 0 and "unattributed" not in where
+    assert printed["compiled_head_modules"] == 0 and "graphed_ms_per_step" not in printed
 
 
 # --- throughput.py --------------------------------------------------------------------------
