@@ -21,9 +21,9 @@ cuDNN autotuning (``torch.backends.cudnn.benchmark``) is on for every mode on CU
 only after warm-up, where a replayed graph reuses memory allocated at its capture.
 
 Inference runs through ``predict_logits``, as ``mgmrn eval`` does. Each call of it with CUDA
-graphs captures its own graph, so the rate is taken from the difference between a long and a
-short call (the capture cancels out); ``infer_call_overhead_ms`` is what a call costs beyond its
-batches (the capture, where there is one).
+graphs captures its own graph, so the rate is then taken from the difference between a long and
+a short call (the capture cancels out); ``infer_capture_ms`` is what a call costs beyond its
+batches (null without graphs).
 
 Achieved rates: ``train_tflops`` is the training rate times the FLOPs counted in one real
 training step of the mode's schedule, per image (forward and backward, three of each for the
@@ -260,8 +260,8 @@ def run_mode(mode: str, args, device) -> dict:
         warm_peak = torch.cuda.max_memory_allocated(device) / 2**20
         torch.cuda.reset_peak_memory_stats(device)
     train_rate = args.steps * args.batch_size / timed(train, args.steps, device)
-    infer_rate, overhead = infer_rate_and_overhead(runner, batch, attrs, precision, args,
-                                                   device, settings["infer_cuda_graphs"])
+    infer_rate, capture = infer_rate_and_capture(runner, batch, attrs, precision, args, device,
+                                                 settings["infer_cuda_graphs"])
     if device.type == "cuda":
         steady = torch.cuda.max_memory_allocated(device) / 2**20
         peak, extra = max(warm_peak, steady), {"steady_peak_memory_mb": round(steady, 1)}
@@ -273,18 +273,19 @@ def run_mode(mode: str, args, device) -> dict:
         "compiled_head_modules": heads,
         "resize_before_projection": args.resize_before_projection,
         "train_images_per_s": round(train_rate, 2), "infer_images_per_s": round(infer_rate, 2),
-        "infer_call_overhead_ms": round(overhead * 1e3, 1),
+        "infer_capture_ms": None if capture is None else round(capture * 1e3, 1),
         "peak_memory_mb": round(peak, 1), **extra,
         "peak_memory_kind": "cuda max allocated" if device.type == "cuda" else "process max RSS",
     }
 
 
-def infer_rate_and_overhead(runner, batch, attrs, precision, args, device,
-                            cuda_graphs: bool) -> tuple[float, float]:
-    """Inference images per second through ``predict_logits``, and its fixed cost per call (s).
+def infer_rate_and_capture(runner, batch, attrs, precision, args, device,
+                           cuda_graphs: bool) -> tuple[float, float | None]:
+    """Inference images per second through ``predict_logits``, and its capture's cost (s).
 
-    A call with CUDA graphs captures its graph before its first replay: the rate is that of the
-    extra batches of a long call over a short one, so that the capture cancels out.
+    A call with CUDA graphs captures its graph before its first replay: the rate is then that of
+    the extra batches of a long call over a short one, so that the capture cancels out, and the
+    capture's cost is what the short call took beyond its batches (None without graphs).
     """
     def infer(steps):
         predict_logits(runner, batch * steps, attrs, device, precision, show_progress=False,
@@ -293,6 +294,8 @@ def infer_rate_and_overhead(runner, batch, attrs, precision, args, device,
     timed(infer, args.warmup, device)  # cuDNN tunes the evaluation shapes; heads compile
     short = timed(infer, args.warmup, device)
     long = timed(infer, args.warmup + args.steps, device)
+    if not cuda_graphs:  # no cost per call: every timed batch counts
+        return args.batch_size * (2 * args.warmup + args.steps) / (short + long), None
     per_batch = (long - short) / args.steps
     return args.batch_size / per_batch, short - args.warmup * per_batch
 

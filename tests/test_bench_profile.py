@@ -199,6 +199,21 @@ def test_mode_settings(throughput):
         throughput.parse_args(["--modes", "fused_fast,fused_fastest"])
 
 
+@pytest.mark.parametrize("graphs", [False, True])
+def test_inference_rate_leaves_the_capture_out(throughput, monkeypatch, graphs):
+    """A call costs 0.1 s a batch, plus 0.5 s for its capture with graphs."""
+    calls = []
+    monkeypatch.setattr(throughput, "predict_logits",
+                        lambda *a, cuda_graphs, **k: calls.append((len(a[1]), cuda_graphs)))
+    monkeypatch.setattr(throughput, "timed",
+                        lambda run, n, device: run(n) or 0.1 * n + (0.5 if graphs else 0.0))
+    args = throughput.parse_args(TINY + ["--steps", "7", "--warmup", "2"])
+    rate, capture = throughput.infer_rate_and_capture(None, [None], None, None, args, None, graphs)
+    assert calls == [(2, graphs), (2, graphs), (9, graphs)]
+    assert rate == pytest.approx(2 / 0.1)  # batch size 2
+    assert capture == (pytest.approx(0.5) if graphs else None)
+
+
 def test_fused_regions_compiles_the_heads(throughput, monkeypatch):
     compiled = []
     monkeypatch.setattr(throughput, "compile_heads", lambda model: compiled.append(model) or 8)
@@ -221,7 +236,7 @@ def test_throughput_main_rates_use_each_schedules_counted_flops(throughput, caps
     assert ratio == pytest.approx(summary["op_count_ratio_counted"], abs=2e-3)
     for r in modes:
         assert r["peak_bf16_tflops"] == 0.5 and r["peak_source"] == "--peak-tflops"
-        assert not r["infer_cuda_graphs"]
+        assert not r["infer_cuda_graphs"] and r["infer_capture_ms"] is None
         assert r["train_tflops"] == pytest.approx(
             r["train_images_per_s"] * r["train_gflop_per_image"] / 1e3, rel=1e-3, abs=1e-4)
         assert r["train_peak_fraction"] == pytest.approx(r["train_tflops"] / 0.5, rel=1e-3,
