@@ -1,20 +1,54 @@
 #!/usr/bin/env bash
-# Every GPU check in one call: the benchmarks of the README's GPU table, the CUDA tests, a profile.
-# Full logs go to $OUT (or benchmarks/results/gpu-check); the JSON lines are printed.
+# Every GPU check in one call: the throughput of the README's GPU table (with the compiled-heads
+# mode and FLOP rates), the CUDA tests, where a step's time goes (eager, then heads compiled),
+# and the input pipeline end to end. Full logs go to $OUT (or benchmarks/results/gpu-check); the
+# JSON lines and tables are printed.
 #   bash benchmarks/gpu_check.sh
+# Each step runs under the smaller of its own limit and the time left of GPU_CHECK_SECONDS
+# (default 530), so that the whole check ends within about 9 minutes even when a step hangs.
 set -u
 out="${OUT:-benchmarks/results/gpu-check}"
 mkdir -p "$out"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
+budget=${GPU_CHECK_SECONDS:-530}
+
+# step LIMIT LOG COMMAND...: COMMAND's output into LOG, killed after LIMIT or the time left
+step() {
+  local limit=$1 log=$2 left=$((budget - SECONDS))
+  shift 2
+  if ((left < limit)); then limit=$left; fi
+  if ((limit < 20)); then
+    echo "skipped, ${left}s left: $*" > "$log"
+    return
+  fi
+  local start=$SECONDS
+  timeout "$limit" "$@" > "$log" 2>&1
+  echo "# exit $? after $((SECONDS - start))s (limit ${limit}s): $*"
+}
+
+# where LOG: profile_step.py's table and JSON line, or the end of LOG
+where() {
+  sed -n '/^Where the time goes/,$p' "$1" | grep . || tail -20 "$1"
+}
+
 nvidia-smi -L | tee "$out/device.txt"
 $py -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__)" | tee -a "$out/device.txt"
 
-timeout 240 $py benchmarks/throughput.py --modes alternating_fp32,fused_eager,fused_fast \
-  > "$out/throughput.log" 2>&1; grep '^{' "$out/throughput.log" || tail -20 "$out/throughput.log"
-timeout 240 $py -m pytest -q -p no:cacheprovider tests/test_cuda.py > "$out/tests.txt" 2>&1
+# first, while the compile cache is cold; the compiled-heads profile below runs the same
+# shapes and can reuse the kernels Inductor cached on disk
+step 270 "$out/throughput.log" $py benchmarks/throughput.py \
+  --modes alternating_fp32,fused_fast,fused_regions
+grep '^{' "$out/throughput.log" || tail -20 "$out/throughput.log"
+
+step 150 "$out/tests.txt" $py -m pytest -q -p no:cacheprovider tests/test_cuda.py
 tail -3 "$out/tests.txt"
-timeout 150 $py benchmarks/profile_step.py --rows 30 > "$out/profile.txt" 2>&1
-tail -1 "$out/profile.txt"
-timeout 200 $py benchmarks/throughput.py --resize-before-projection > "$out/throughput_rbp.log" 2>&1
-grep '^{' "$out/throughput_rbp.log" || tail -20 "$out/throughput_rbp.log"
+
+step 120 "$out/profile_eager.txt" $py benchmarks/profile_step.py --rows 30
+where "$out/profile_eager.txt"
+step 150 "$out/profile_compile_heads.txt" $py benchmarks/profile_step.py --rows 30 --compile-heads
+where "$out/profile_compile_heads.txt"
+
+step 150 "$out/end_to_end.log" $py benchmarks/end_to_end.py --device cuda --workers 0,1,4,8
+grep '^{' "$out/end_to_end.log" || tail -20 "$out/end_to_end.log"
+echo "# gpu_check: ${SECONDS}s"
