@@ -49,35 +49,39 @@ def resolve_precision(cfg: Config, device: torch.device) -> Precision:
     return Precision(dtype=dtype, channels_last=channels_last, scaler=scaler)
 
 
+def _graphs_wanted(key: str, setting: bool | None, conditions) -> bool:
+    """A CUDA-graph switch: ``setting``, or (None) on where every condition is met.
+
+    ``conditions`` are (reason, unmet) pairs; a switch set to true with an unmet condition stops
+    with every reason, naming ``key``.
+    """
+    unmet = [why for why, bad in conditions if bad]
+    if setting is None:
+        return not unmet
+    if setting and unmet:
+        raise ConfigError(f"config key '{key}': CUDA graphs {'; '.join(unmet)}; set {key}=false, "
+                          f"or leave it unset to use them where they work")
+    return setting
+
+
+def _common_conditions(cfg: Config, device: torch.device):
+    return (("need a CUDA device", device.type != "cuda"),
+            ("do not combine with train.compile=true (train.compile=regions works)",
+             cfg.train.compile is True))
+
+
 def resolve_cuda_graphs(cfg: Config, device: torch.device, env: DistEnv,
                         precision: Precision) -> bool:
     """Whether fused steps replay as CUDA graphs: ``train.cuda_graphs``, or where supported."""
-    unmet = [why for why, bad in (
-        ("need a CUDA device", device.type != "cuda"),
+    return _graphs_wanted("train.cuda_graphs", cfg.train.cuda_graphs, (
+        *_common_conditions(cfg, device),
         ("need train.schedule=fused", cfg.train.schedule != "fused"),
         ("run in a single process, not under torchrun", env.enabled),
         ("do not support train.amp=fp16 (use bf16)", precision.scaler is not None),
-        ("do not combine with train.compile=true (train.compile=regions works)",
-         cfg.train.compile is True),
-    ) if bad]
-    if cfg.train.cuda_graphs is None:
-        return not unmet
-    if cfg.train.cuda_graphs and unmet:
-        raise ConfigError(f"config key 'train.cuda_graphs': CUDA graphs {'; '.join(unmet)}; set "
-                          f"train.cuda_graphs=false, or leave it unset to use them where they work")
-    return cfg.train.cuda_graphs
+    ))
 
 
 def resolve_eval_cuda_graphs(cfg: Config, device: torch.device) -> bool:
     """Whether evaluation batches replay as a CUDA graph: ``eval.cuda_graphs``, or where supported."""
-    unmet = [why for why, bad in (
-        ("need a CUDA device", device.type != "cuda"),
-        ("do not combine with train.compile=true (train.compile=regions works)",
-         cfg.train.compile is True),
-    ) if bad]
-    if cfg.eval.cuda_graphs is None:
-        return not unmet
-    if cfg.eval.cuda_graphs and unmet:
-        raise ConfigError(f"config key 'eval.cuda_graphs': CUDA graphs {'; '.join(unmet)}; set "
-                          f"eval.cuda_graphs=false, or leave it unset to use them where they work")
-    return cfg.eval.cuda_graphs
+    return _graphs_wanted("eval.cuda_graphs", cfg.eval.cuda_graphs,
+                          _common_conditions(cfg, device))
