@@ -10,6 +10,7 @@ iterations of the alternating schedule with SGD, and the evaluation figures.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from mgmrn.config import ModelConfig, load_config
 from mgmrn.engine import train_one_epoch
 from mgmrn.evaluation import evaluate_zsl, gamma_sweep
 from mgmrn.losses import ZSLCriterion
-from mgmrn.models import build_model
+from mgmrn.models import build_model, compile_heads
 from mgmrn.models.release import convert_release_state_dict, release_key
 
 FIXTURE = Path(__file__).parent / "data" / "release_small.pt"
@@ -126,8 +127,17 @@ def test_parity_forward_stage_maps_level_maps_scam_and_scores(release, mode):
     assert_close(out.logits, fwd["score"], "summed score")
 
 
-def test_parity_losses_and_gradients_of_the_summed_losses(release):
+@pytest.mark.parametrize("compiled", [
+    False,
+    pytest.param(True, marks=pytest.mark.skipif(
+        shutil.which("g++") is None and shutil.which("c++") is None,
+        reason="torch.compile on the CPU needs a C++ compiler (apt-get install g++)")),
+], ids=["eager", "compiled-heads"])
+def test_parity_losses_and_gradients_of_the_summed_losses(release, compiled):
+    """Also with train.compile=regions: the generated kernels keep the published numbers."""
     net = release_net(release)
+    if compiled:
+        assert compile_heads(net) == 8
     inputs = release["inputs"]
     criterion = ZSLCriterion(inputs["seen_att"], release["config"]["lambda_reg"])
     losses = criterion(net(inputs["x"], inputs["seen_att"]), inputs["labels"])
