@@ -45,6 +45,8 @@ a small backbone at 128 px, batch 16 on the CPU.
     python benchmarks/throughput.py --resize-before-projection
     python benchmarks/throughput.py --modes alternating_fp32,fused_fast,fused_regions
     python benchmarks/throughput.py --peak-tflops 989.4   # a GPU the table does not know
+    python benchmarks/throughput.py --device cpu --backbone resnet101 --image-size 448 \
+        --dim 2048 --attn-dim 1024 --count-only           # the full network's FLOPs, no timing
 """
 
 from __future__ import annotations
@@ -152,6 +154,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="run the steps and inference of fused_fast and fused_regions eagerly")
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="the device's dense bf16 peak; default: looked up from its name")
+    p.add_argument("--count-only", action="store_true",
+                   help="print the FLOPs counted per image and stop (no timing)")
     p.add_argument("--modes", default="alternating_fp32,fused_fast",
                    help=f"comma-separated, of: {', '.join(MODES)}")
     args = p.parse_args(argv)
@@ -342,6 +346,12 @@ def main(argv=None) -> None:
     b, h = count_flops(model, attrs, args, device)
     del model
     step_gflop = {s: count_step_flops(args, device, s) for s in ("alternating", "fused")}
+    if args.count_only:
+        print(json.dumps({"backbone": args.backbone, "image_size": args.image_size,
+                          "dim": args.dim, "attn_dim": args.attn_dim,
+                          "backbone_gflop_per_image": round(b, 2), "heads_gflop_per_image": round(h, 2),
+                          **{f"{s}_step_gflop_per_image": round(g, 2) for s, g in step_gflop.items()}}))
+        return
     peak = peak_bf16_tflops(torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                             args.peak_tflops)
     results = {}

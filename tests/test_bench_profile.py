@@ -243,3 +243,12 @@ def test_throughput_main_rates_use_each_schedules_counted_flops(throughput, caps
                                                          abs=1e-4)
         assert r["infer_peak_fraction"] == pytest.approx(r["infer_tflops"] / 0.5, rel=1e-3,
                                                          abs=1e-4)
+
+
+def test_throughput_count_only_prints_the_counts_without_timing(throughput, capsys, monkeypatch):
+    monkeypatch.setattr(throughput, "run_mode", lambda *a: pytest.fail("count-only must not time"))
+    throughput.main(TINY + ["--count-only"])
+    (counts,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert counts["backbone_gflop_per_image"] > 0 and counts["heads_gflop_per_image"] > 0
+    # the alternating schedule runs three forward passes per step, the fused one a single one
+    assert 1 < counts["alternating_step_gflop_per_image"] / counts["fused_step_gflop_per_image"] < 3
