@@ -96,14 +96,19 @@ def test_auto_resume_restarts_a_run_stopped_before_its_first_checkpoint(tmp_path
     assert main(["train", *tiny(tmp_path, "run", "train.epochs=1")]) == 0
     run = tmp_path / "run"
     first = json.loads((run / "metrics.jsonl").read_text())
-    (run / "checkpoints" / "last.pt").unlink()  # as if killed before it was written
+    for name in ("checkpoints/last.pt", "results.json"):  # as if killed before they were written
+        (run / name).unlink()
     assert main(["train", *tiny(tmp_path, "run", "train.auto_resume=true")]) == 0
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [0, 1]
     assert records[0]["loss"] == pytest.approx(first["loss"])  # the same seed, begun again
-    # without auto_resume the same folder is still refused
+    # without auto_resume the same folder is still refused, and so is a finished run's
     (run / "checkpoints" / "last.pt").unlink()
     assert main(["train", *tiny(tmp_path, "run")]) == 2
+    assert (run / "results.json").exists()
+    assert main(["train", *tiny(tmp_path, "run", "train.auto_resume=true")]) == 2
+    assert [json.loads(line)["epoch"] for line in
+            (run / "metrics.jsonl").read_text().splitlines()] == [0, 1]
 
 
 def test_baseline_is_an_option_of_the_same_command(tmp_path):

@@ -61,9 +61,9 @@ def prepare_run_folder(folder: Path, resume: bool, auto_resume: bool = False) ->
     if auto_resume and last.is_file():
         log.info("train.auto_resume: continuing the run in %s from %s", folder, last)
         return last
-    if auto_resume:
+    if auto_resume and not (folder / "results.json").exists():
         # stopped before its first checkpoint: a restart begins the run again, and its metrics
-        # log drops the first attempt's records (see _train)
+        # log drops the first attempt's records (see _train); a finished run is never replaced
         log.info("train.auto_resume: no checkpoint in %s yet; starting the run", folder)
         return None
     if resume:
