@@ -55,6 +55,24 @@ def class_folder(name: str, cls: str) -> str:
     return f"{cls[0]}/{cls}" if name == "sun" else cls  # SUN: images/a/abbey/...
 
 
+def split_name(c: int, i: int) -> str:
+    """The split of image ``i`` of class ``c``: unseen classes test, else one test image each."""
+    return "test_unseen" if c in UNSEEN else ("test_seen" if i == 0 else "train")
+
+
+def write_mats(folder: Path, image_files: list[str], labels: list[int],
+               split_of: dict[str, list[int]], att: np.ndarray, class_names: list[str]) -> None:
+    """``res101.mat`` and ``att_splits.mat`` as xlsa17 has them (features left out: zeros)."""
+    scipy.io.savemat(folder / "res101.mat", {
+        "image_files": cell(image_files), "labels": np.array(labels, float).reshape(-1, 1),
+        "features": np.zeros((2, len(labels)))})
+    scipy.io.savemat(folder / "att_splits.mat", {
+        "original_att": att, "att": att / np.linalg.norm(att, axis=0),
+        "allclasses_names": cell(class_names), "trainval_loc": loc(split_of["train"]),
+        "test_seen_loc": loc(split_of["test_seen"]),
+        "test_unseen_loc": loc(split_of["test_unseen"])})
+
+
 def write_tree(root: Path, name: str) -> list[Path]:
     """One benchmark in the layout ``data.root`` expects; returns the image files written."""
     folder = root / "xlsa17" / "data" / FOLDER[name]
@@ -70,18 +88,9 @@ def write_tree(root: Path, name: str) -> list[Path]:
             # the authors' paths: AWA2's hold a double slash, as in the real res101.mat
             authors.append(AUTHOR_PREFIX + rel.replace("2/JPEG", "2//JPEG"))
             labels.append(c + 1)
-            split = "test_unseen" if c in UNSEEN else ("test_seen" if i == 0 else "train")
-            split_of[split].append(len(authors) - 1)
-    scipy.io.savemat(folder / "res101.mat", {
-        "image_files": cell(authors), "labels": np.array(labels, float).reshape(-1, 1),
-        "features": np.zeros((2, len(labels)))})
-    n_attr = ATTRIBUTES[name]
-    att = np.random.default_rng(1).uniform(0, 100, (n_attr, len(CLASSES[name])))
-    scipy.io.savemat(folder / "att_splits.mat", {
-        "original_att": att, "att": att / np.linalg.norm(att, axis=0),
-        "allclasses_names": cell(CLASSES[name]), "trainval_loc": loc(split_of["train"]),
-        "test_seen_loc": loc(split_of["test_seen"]),
-        "test_unseen_loc": loc(split_of["test_unseen"])})
+            split_of[split_name(c, i)].append(len(authors) - 1)
+    att = np.random.default_rng(1).uniform(0, 100, (ATTRIBUTES[name], len(CLASSES[name])))
+    write_mats(folder, authors, labels, split_of, att, CLASSES[name])
     (folder / "trainclasses1.txt").write_text(f"{CLASSES[name][0]}\n{CLASSES[name][3]}\n")
     (folder / "valclasses1.txt").write_text(f"{CLASSES[name][1]}\n")
     return images

@@ -22,7 +22,7 @@ from mgmrn.data.xlsa17 import (
     read_xlsa17,
 )
 
-from ._tiny_benchmark import AUTHOR_PREFIX, cell, loc, write_tree
+from ._tiny_benchmark import AUTHOR_PREFIX, cell, loc, split_name, write_mats, write_tree
 from .conftest import shared_data
 
 # all-class order differs from folder numbering, as in the real CUB files
@@ -49,18 +49,10 @@ def make_tiny(root: Path, n_per_class: int = 4, n_attr: int = 5, double_slash: b
             sep = "Tiny//images" if double_slash else "Tiny/images"
             image_files.append(AUTHOR_PREFIX + rel.replace("Tiny/images", sep))
             labels.append(c + 1)
-            split = "test_unseen" if c in UNSEEN else ("test_seen" if i == 0 else "train")
-            split_of[split].append(len(image_files) - 1)
-    scipy.io.savemat(folder / "res101.mat", {
-        "image_files": cell(image_files), "labels": np.array(labels, float).reshape(-1, 1),
-        "features": np.zeros((2, len(labels)))})
+            split_of[split_name(c, i)].append(len(image_files) - 1)
     att = np.arange(n_attr * len(CLASSES), dtype=float).reshape(n_attr, len(CLASSES))
     att[0, 2] = -1.0  # AWA2-style missing value
-    scipy.io.savemat(folder / "att_splits.mat", {
-        "original_att": att, "att": att / np.linalg.norm(att, axis=0),
-        "allclasses_names": cell(CLASSES), "trainval_loc": loc(split_of["train"]),
-        "test_seen_loc": loc(split_of["test_seen"]),
-        "test_unseen_loc": loc(split_of["test_unseen"])})
+    write_mats(folder, image_files, labels, split_of, att, CLASSES)
     names = "".join(f"{i + 1} attr_name_{i}\n" for i in range(n_attr))
     (folder / "attributes.txt").write_text(names)
     (root / "w2v").mkdir()
