@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+# torch.compile generates C++ on the CPU
+needs_cxx = pytest.mark.skipif(
+    shutil.which("g++") is None and shutil.which("c++") is None,
+    reason="torch.compile on the CPU needs a C++ compiler (apt-get install g++)")
 
 
 def shared_data(*parts: str) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,8 @@ import torch
 
 from mgmrn.checkpoint import load_checkpoint
 from mgmrn.cli import main
+
+from .conftest import needs_cxx
 
 KEYS = {"czsl_acc", "gzsl_seen", "gzsl_unseen", "gzsl_h", "ausuc", "gamma", "data"}
 DATA_KEYS = {"n_seen_classes", "n_unseen_classes", "n_train", "n_test_seen", "n_test_unseen"}
@@ -163,8 +164,7 @@ def test_learning_rate_steps_after_each_epoch_by_default(tmp_path):
     assert [r["lr"] for r in records] == pytest.approx([1e-2, 1e-3, 1e-4])
 
 
-@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
-                    reason="torch.compile on the CPU needs a C++ compiler (apt-get install g++)")
+@needs_cxx
 def test_compiled_heads_train_and_their_checkpoint_evaluates_uncompiled(tmp_path, caplog):
     caplog.set_level("INFO", logger="mgmrn")
     assert main(["train", *tiny(tmp_path, "run", "train.epochs=1", "train.compile=regions")]) == 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-import shutil
 
 import pytest
 import torch
@@ -24,6 +23,8 @@ from mgmrn.models.classifier import cosine_class_scores
 from mgmrn.models.decoder import AttributeDecoder
 from mgmrn.models.granularity import GranularityModule, GroupNorm, RegionGrouping
 from mgmrn.models.refinement import MutualRefinement, SpatialChannelAttention
+
+from .conftest import needs_cxx
 
 TINY = "test_resnet"  # timm's tiny ResNet: strides 8/16/32 with 48/192/96 channels
 
@@ -370,8 +371,7 @@ def test_region_tokens_keep_their_information_after_projection():
 
 # --- compiled heads -------------------------------------------------------------------------
 
-@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
-                    reason="torch.compile on the CPU needs a C++ compiler (apt-get install g++)")
+@needs_cxx
 def test_compiled_heads_give_the_eager_outputs_and_gradients_under_the_same_names():
     eager = tiny_net()
     compiled = copy.deepcopy(eager)

@@ -10,7 +10,6 @@ iterations of the alternating schedule with SGD, and the evaluation figures.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,8 @@ from mgmrn.evaluation import evaluate_zsl, gamma_sweep
 from mgmrn.losses import ZSLCriterion
 from mgmrn.models import build_model, compile_heads
 from mgmrn.models.release import convert_release_state_dict, release_key
+
+from .conftest import needs_cxx
 
 FIXTURE = Path(__file__).parent / "data" / "release_small.pt"
 ATOL = 1e-9
@@ -129,9 +130,7 @@ def test_parity_forward_stage_maps_level_maps_scam_and_scores(release, mode):
 
 @pytest.mark.parametrize("compiled", [
     False,
-    pytest.param(True, marks=pytest.mark.skipif(
-        shutil.which("g++") is None and shutil.which("c++") is None,
-        reason="torch.compile on the CPU needs a C++ compiler (apt-get install g++)")),
+    pytest.param(True, marks=needs_cxx),
 ], ids=["eager", "compiled-heads"])
 def test_parity_losses_and_gradients_of_the_summed_losses(release, compiled):
     """Also with train.compile=regions: the generated kernels keep the published numbers."""
