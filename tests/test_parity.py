@@ -18,15 +18,22 @@ import numpy as np
 import pytest
 import torch
 
+from mgmrn import runner
 from mgmrn.config import load_config
 from mgmrn.engine import train_one_epoch
 from mgmrn.evaluation import evaluate_zsl, gamma_sweep
 from mgmrn.losses import ZSLCriterion
 from mgmrn.models import compile_heads
 from mgmrn.models.release import RELEASE_SWITCHES
-from mgmrn.runner import build_optimizer
 
-from ._release import ATOL, assert_close, load_fixture, release_net, to_release_names
+from ._release import (
+    ATOL,
+    assert_close,
+    load_fixture,
+    release_lambda,
+    release_net,
+    to_release_names,
+)
 from .conftest import needs_cxx
 
 # gradients that are pure rounding noise in the published code (constant under the softmax, or
@@ -91,7 +98,7 @@ def test_parity_losses_and_gradients_of_the_summed_losses(release, compiled):
     if compiled:
         assert compile_heads(net) == 8
     inputs = release["inputs"]
-    criterion = ZSLCriterion(inputs["seen_att"], release["config"]["lambda_reg"])
+    criterion = ZSLCriterion(inputs["seen_att"], release_lambda())
     losses = criterion(net(inputs["x"], inputs["seen_att"]), inputs["labels"])
     for level, loss in enumerate(losses):
         assert_close(loss, release["fused_losses"][f"loss{level + 1}"], f"loss{level + 1}")
@@ -109,7 +116,7 @@ def runner_optimizer(net, lr: float) -> torch.optim.Optimizer:
     (0.05: larger than the recipe's, so that two iterations move the weights visibly)."""
     cfg = load_config("cub-release")
     cfg.train.lr = lr
-    optimizer, _ = build_optimizer(net, cfg, torch.device("cpu"))
+    optimizer, _ = runner.build_optimizer(net, cfg, torch.device("cpu"))
     return optimizer
 
 
@@ -125,7 +132,7 @@ def run_two_iterations(release, schedule: str, finetune: bool = True):
     stepped = []
     optimizer.register_step_post_hook(lambda opt, *_: stepped.append(sorted(
         names[k] for k, p in net.named_parameters() if p.grad is not None)))
-    criterion = ZSLCriterion(inputs["seen_att"], cfg["lambda_reg"])
+    criterion = ZSLCriterion(inputs["seen_att"], release_lambda())
     losses, states = [], []
     for i, (x, y) in enumerate([(inputs["x"], inputs["labels"]), (inputs["x2"], inputs["labels2"])]):
         stats = train_one_epoch(net, [(x, y)], optimizer, criterion, torch.device("cpu"), i,
@@ -173,7 +180,7 @@ def test_parity_alternating_with_frozen_backbone(release):
 def test_parity_loss_parts_at_the_initial_weights(release):
     net = release_net(release)
     inputs, alt = release["inputs"], release["alternating"]
-    criterion = ZSLCriterion(inputs["seen_att"], release["config"]["lambda_reg"])
+    criterion = ZSLCriterion(inputs["seen_att"], release_lambda())
     ce, reg = criterion.parts(net(inputs["x"], inputs["seen_att"]), inputs["labels"])[0]
     # round 1 of iteration 1 runs at the initial weights
     assert_close(ce, alt["Lcls"][0, 0], "Lcls")

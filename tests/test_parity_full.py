@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch import nn
 
+from mgmrn import runner
 from mgmrn.config import load_config
 from mgmrn.convert import read_release_checkpoint
 from mgmrn.models import build_model
@@ -27,7 +28,6 @@ from mgmrn.models.release import (
     published_names,
     release_key,
 )
-from mgmrn.runner import build_optimizer, scheduler_epoch_end, scheduler_epoch_start
 
 from ._release import assert_close, float64_default, load_fixture, resnet_weights
 
@@ -186,7 +186,7 @@ def check_optimizer(full: dict, dataset: str) -> None:
     cfg = preset_config(dataset)
     with torch.device("meta"):  # names and shapes are enough: nothing is computed
         net = build_model(cfg.model, torch.zeros(PRESETS[dataset][1], WORD_DIM))
-    optimizer, _ = build_optimizer(net, cfg, torch.device("cpu"))
+    optimizer, _ = runner.build_optimizer(net, cfg, torch.device("cpu"))
     published = full["optimizer"]
     assert type(optimizer).__name__ == published["type"] == "SGD"
     assert len(optimizer.param_groups) == len(published["groups"]) == 1
@@ -212,14 +212,14 @@ def test_parity_optimizer_mgmrn_train_builds(full, dataset):
 def runner_schedule(cfg) -> list[float]:
     """The learning rate of every epoch, as `mgmrn train`'s loop sets it (one step per epoch)."""
     weight = nn.Parameter(torch.zeros(1))
-    optimizer, scheduler = build_optimizer(nn.ParameterList([weight]), cfg, torch.device("cpu"))
+    optimizer, scheduler = runner.build_optimizer(nn.ParameterList([weight]), cfg, torch.device("cpu"))
     lrs = []
     for _ in range(cfg.train.epochs):
-        scheduler_epoch_start(scheduler, cfg)
+        runner.scheduler_epoch_start(scheduler, cfg)
         lrs.append(optimizer.param_groups[0]["lr"])
         weight.grad = torch.zeros(1)
         optimizer.step()
-        scheduler_epoch_end(scheduler, cfg)
+        runner.scheduler_epoch_end(scheduler, cfg)
     return lrs
 
 
