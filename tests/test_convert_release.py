@@ -3,6 +3,9 @@
 The published checkpoint is the parity fixture's head weights (``tests/data/release_small.pt``)
 plus a small ResNet (timm's resnet18 at widths 8/16/24/32, whose stage 2-4 channels match the
 fixture's heads) under ``backbone.`` with torchvision's names, as the published train.py saves it.
+Numerically, the D=32 and D=64 fixtures' whole published models (their stub backbones included)
+are converted and reproduce the published scores; ResNet-101's weights through convert-release are
+checked in ``tests/test_parity_full.py``.
 """
 
 from __future__ import annotations
@@ -17,14 +20,15 @@ import torch
 from PIL import Image
 
 import mgmrn
+import mgmrn.models
 from mgmrn.cli import main
 
-FIXTURE = Path(__file__).parent / "data" / "release_small.pt"
+from ._release import StubBackbone, assert_close, load_fixture
 
 
 @pytest.fixture(scope="module")
 def release():
-    return torch.load(FIXTURE, weights_only=True)
+    return load_fixture("d32")
 
 
 def write_dataset(root: Path, release) -> None:
@@ -139,3 +143,64 @@ def test_convert_release_refuses_other_files_and_our_recipes(setup, release, cap
                  str(setup / "recipe.yaml"), "--out", str(setup / "a.pt")]) == 2
     assert "already exists" in capsys.readouterr().err
     assert (setup / "a.pt").read_text() == "mine"
+
+
+def write_stub_recipe(path: Path, root: Path, config: dict) -> None:
+    path.write_text(f"""base: demo-release
+model:
+  dim: {config["D"]}
+  attn_dim: {config["M"]}
+  num_parts: {config["K"]}
+  tau: {config["scale"]}
+data:
+  name: custom
+  root: {root}
+""")
+
+
+@pytest.mark.parametrize("layout", ["published", "module-prefixed", "bare"])
+@pytest.mark.parametrize("size", ["d32", "d64"])
+def test_parity_convert_release_reproduces_the_published_scores(tmp_path, monkeypatch, size,
+                                                                layout, capsys):
+    """`mgmrn convert-release` of the fixture's published weights (its stub backbone under
+    ``backbone.``, as the published train.py saves a model) -> a checkpoint that `mgmrn.load`
+    reads and that computes the published scores to 1e-9 in float64. Also from what
+    ``DataParallel`` saves (``module.`` before every name) and from a bare state dict."""
+    release = load_fixture(size)
+    config = release["config"]
+    # the network of the recipe gets the fixture's stub backbone in place of timm's
+    monkeypatch.setattr(mgmrn.models, "Backbone",
+                        lambda *args, **kwargs: StubBackbone(config["stage_channels"]))
+    write_dataset(tmp_path / "data", release)
+    write_stub_recipe(tmp_path / "recipe.yaml", tmp_path / "data", config)
+    state = {k: v.float() for k, v in release["state_dict"].items()}  # float32, as saved
+    if layout == "module-prefixed":
+        state = {f"module.{k}": v for k, v in state.items()}
+    torch.save(state if layout == "bare" else {"model": state}, tmp_path / "release.pth")
+    out = tmp_path / "converted.pt"
+    assert main(["convert-release", str(tmp_path / "release.pth"), "--config",
+                 str(tmp_path / "recipe.yaml"), "--out", str(out)]) == 0, capsys.readouterr().err
+    # the fixture's weights are float32 values: float32 storage loses nothing
+    net = mgmrn.load(out).model.double()
+    net.train(False)
+    inputs, forward = release["inputs"], release["forward"]
+    with torch.no_grad():
+        scores = net(inputs["x"], inputs["seen_att"])
+    for level in range(3):
+        assert_close(scores.class_scores[level], forward[f"score{level + 1}"], f"score{level + 1}")
+    assert_close(scores.logits, forward["score"], "summed score")
+
+
+def test_convert_release_refuses_switches_not_published_and_names_them(setup, release, capsys):
+    release_checkpoint(setup / "release.pth", release)
+    out = setup / "converted.pt"
+    assert main(["convert-release", str(setup / "release.pth"), "--config",
+                 str(setup / "recipe.yaml"), "--out", str(out), "model.halving=mean",
+                 "train.schedule=fused", "model.scaled_attention=true"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+    for item in ("model.halving=mean (published: align_corners)",
+                 "model.scaled_attention=true (published: false)",
+                 "train.schedule=fused (published: alternating)"):
+        assert item in err, err
+    assert "model.norm" not in err  # only the switches that differ

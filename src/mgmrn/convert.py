@@ -24,7 +24,7 @@ from .config import Config, ConfigError
 from .data import assemble as assemble_data
 from .data import read_records
 from .models import build_model
-from .models.release import ReleaseWeightsError, convert_release_state_dict
+from .models.release import ReleaseWeightsError, convert_release_state_dict, differing_switches
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,11 @@ def read_release_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
             isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"release checkpoint '{path}' holds no state dict: expected "
                               f"{{'model': state_dict}} as the published train.py saves it")
+    return strip_data_parallel(state)
+
+
+def strip_data_parallel(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``module.QueryW1.weight`` (as ``DataParallel`` saves it) -> ``QueryW1.weight``."""
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
@@ -60,10 +65,12 @@ def convert_release(checkpoint: str | Path, cfg: Config, out: str | Path) -> Pat
     out = Path(out)
     if out.exists():
         raise ConfigError(f"--out '{out}' already exists; choose another file name")
-    if cfg.model.name != "mgmrn" or cfg.model.grouping != "identity":
-        raise ConfigError("the published network has no region-token layers: convert with a "
-                          "*-release recipe (e.g. --config cub-release), or set "
-                          "model.grouping=identity")
+    differing = differing_switches(cfg)
+    if cfg.model.name != "mgmrn" or differing:
+        what = "model.name must be mgmrn" if cfg.model.name != "mgmrn" else (
+            f"switches not at the published value: {', '.join(differing)}")
+        raise ConfigError(f"convert with a *-release recipe (e.g. --config cub-release), whose "
+                          f"switches are all the published code's; {what}")
     release = read_release_checkpoint(checkpoint)
     data = assemble_data(read_records(cfg.data, seed=cfg.seed), cfg.data)
     cfg.model.pretrained = False  # every weight comes from the checkpoint

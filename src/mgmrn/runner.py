@@ -118,7 +118,14 @@ def _confusions(predictions: torch.Tensor, labels: torch.Tensor, data) -> list[d
     return pairs
 
 
-def _build_optimizer(model: nn.Module, cfg: Config, device: torch.device):
+def build_optimizer(model: nn.Module, cfg: Config, device: torch.device):
+    """The optimizer and learning-rate scheduler ``mgmrn train`` uses for ``model``.
+
+    SGD (``train.optimizer=sgd``, as published: momentum, weight decay, no dampening, no
+    Nesterov) or AdamW over every parameter that requires a gradient, and a StepLR of
+    ``train.lr_step`` epochs and factor ``train.lr_gamma``; see :func:`scheduler_epoch_start`
+    and :func:`scheduler_epoch_end` for when it steps.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     # on CUDA one fused kernel updates every parameter, instead of a pass per term of the update;
     # not for the alternating schedule, whose steps leave some gradients unset, which the fused
@@ -172,7 +179,7 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
     resolve_eval_cuda_graphs(cfg, device)  # refuses an impossible eval.cuda_graphs=true now
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer, scheduler = _build_optimizer(model, cfg, device)
+    optimizer, scheduler = build_optimizer(model, cfg, device)
     point = _resume_point(resume_from, model, optimizer, scheduler, precision, env)
     if env.is_main:
         (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -200,8 +207,7 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
             if stopper.should_stop():  # the signal came while evaluating or saving
                 raise _preempted(stopper, last, epoch, None, cfg)
             progress = _start_epoch(epoch, point, cfg, env, loader.batch_sampler)
-            if cfg.train.lr_step_at == "start" and not progress.batches:
-                _step_before_training(scheduler)  # a resumed epoch has taken its step already
+            scheduler_epoch_start(scheduler, cfg, resumed=bool(progress.batches))
             lr = optimizer.param_groups[0]["lr"]
             start = time.perf_counter()
             stats = train_one_epoch(wrapped, loader, optimizer, criterion, device, epoch,
@@ -209,8 +215,7 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
                                     graphed=graphed, stop=stopper.should_stop, progress=progress)
             if progress.stopped:
                 raise _save_stopped_epoch(epoch, progress, stopper, state, last, env, cfg)
-            if cfg.train.lr_step_at == "end":
-                scheduler.step()
+            scheduler_epoch_end(scheduler, cfg)
             record = {"epoch": epoch, "lr": lr, **stats,
                       "epoch_seconds": time.perf_counter() - start}
             last_epoch = epoch == cfg.train.epochs - 1
@@ -310,12 +315,22 @@ def _build_data_once(cfg: Config, env: DistEnv):
     return data
 
 
-def _step_before_training(scheduler) -> None:
-    """The published order: the scheduler steps at the start of every epoch, so the learning
-    rate decays one epoch early (epoch e, from 0, runs at lr * gamma^floor((e + 1) / step))."""
+def scheduler_epoch_start(scheduler, cfg: Config, resumed: bool = False) -> None:
+    """Before an epoch's first batch: with ``train.lr_step_at=start``, the published order, the
+    scheduler steps here, so the learning rate decays one epoch early (epoch e, from 0, runs at
+    lr * gamma^floor((e + 1) / step)). An epoch resumed part way has taken its step already."""
+    if cfg.train.lr_step_at != "start" or resumed:
+        return
     with warnings.catch_warnings():
         # PyTorch warns when a scheduler steps before the optimizer: that is the point here
         warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
+        scheduler.step()
+
+
+def scheduler_epoch_end(scheduler, cfg: Config) -> None:
+    """After an epoch's last batch: with ``train.lr_step_at=end`` the scheduler steps here, so
+    epoch e, from 0, runs at lr * gamma^floor(e / step)."""
+    if cfg.train.lr_step_at == "end":
         scheduler.step()
 
 

@@ -32,13 +32,18 @@ class RegionGrouping(nn.Module):
     Args:
         channels: C, channels of the input map.
         num_parts: K.
+        published_init: draw the centres as published (kaiming_normal clamped at 1e-5: half of
+            them 1e-5), as the published grouping unit does; otherwise its absolute value
+            (features are post-ReLU: every centre starts positive and distinct), for region
+            tokens, which the published code does not have.
     """
 
-    def __init__(self, channels: int, num_parts: int = 5):
+    def __init__(self, channels: int, num_parts: int = 5, published_init: bool = False):
         super().__init__()
         centres = torch.empty(num_parts, channels)
         nn.init.kaiming_normal_(centres)
-        self.centres = nn.Parameter(centres.abs())  # features are post-ReLU: centres start positive
+        centres = centres.clamp(min=1e-5) if published_init else centres.abs()
+        self.centres = nn.Parameter(centres)
         self.smoothing = nn.Parameter(torch.zeros(num_parts))
 
     @property
@@ -137,7 +142,8 @@ class GranularityModule(nn.Module):
         if grouping not in GROUPINGS or halving not in HALVINGS:
             raise ValueError(f"grouping must be one of {GROUPINGS} and halving one of {HALVINGS}, "
                              f"got {grouping!r} and {halving!r}")
-        self.grouping = RegionGrouping(in_channels, num_parts)
+        self.grouping = RegionGrouping(in_channels, num_parts,
+                                       published_init=grouping == "identity")
         self.project = nn.Sequential(
             nn.Conv2d(in_channels, dim, 3, padding=1, bias=False),
             map_norm(norm, dim),

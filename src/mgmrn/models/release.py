@@ -34,6 +34,38 @@ _RULES = [
     (r"lateral_conv([12])\.s_attn\.0\.weight",
      lambda m: f"refinement.attention.{int(m[1]) - 1}.spatial_gate.0.weight"),
 ]
+# every switch between mgmrn's choice and the published behaviour, at the published value (the
+# ``*-release`` recipes set them all)
+RELEASE_SWITCHES = {
+    "model.grouping": "identity",
+    "model.prototype_init": "normal",
+    "model.halving": "align_corners",
+    "model.scaled_attention": False,
+    "model.norm": "group",
+    "model.resize_before_projection": False,
+    "data.test_resize": "crop",
+    "train.lr_step_at": "start",
+    "train.schedule": "alternating",
+    "train.amp": "none",
+    "eval.ausuc_order": "release",
+}
+
+
+def differing_switches(cfg) -> list[str]:
+    """``key=value (published: value)`` for every switch of ``cfg`` not at the published value."""
+    differing = []
+    for key, published in RELEASE_SWITCHES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value != published:
+            differing.append(f"{key}={_yaml(value)} (published: {_yaml(published)})")
+    return differing
+
+
+def _yaml(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 # the published backbone is a whole torchvision ResNet; its classifier is never used
 _UNUSED = re.compile(r"backbone\.fc\.(weight|bias)")
 
