@@ -15,8 +15,12 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Mg-MRN and the pooled baseline on the parts set at the same budget, then both side by side
 demo: install
-	$(VENV)/bin/mgmrn train output_dir=runs/demo-$$(date +%Y%m%d-%H%M%S)
+	@run=runs/demo-$$(date +%Y%m%d-%H%M%S); \
+	$(VENV)/bin/mgmrn train output_dir=$$run/mgmrn && \
+	$(VENV)/bin/mgmrn train --config parts-baseline output_dir=$$run/baseline && \
+	$(VENV)/bin/mgmrn compare $$run/mgmrn $$run/baseline --out $$run
 
 test: install
 	$(PY) -m pytest -q

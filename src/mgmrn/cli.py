@@ -10,16 +10,18 @@ from pathlib import Path
 DESCRIPTION = """\
 Mg-MRN: Multi-Granularity Mutual Refinement Network for zero-shot image classification.
 
-  mgmrn train                               train and evaluate on the built-in demo set
+  mgmrn train                               train and evaluate on the built-in parts set
+  mgmrn train --config parts-baseline       the pooled baseline on the same set and budget
+  mgmrn compare runs/parts runs/parts-baseline   the two side by side, with figures
   mgmrn train --config cub data.root=/data  the published CUB recipe (also: sun, awa2)
   mgmrn eval --checkpoint runs/cub/checkpoints/best.pt
-  mgmrn predict --checkpoint runs/demo/checkpoints/best.pt photo.jpg --explain figures/
+  mgmrn predict --checkpoint runs/parts/checkpoints/best.pt photo.jpg --explain figures/
   mgmrn train --config cub-release ...      every switch at the published code's behaviour
   mgmrn convert-release model.pth --config cub-release --out cub.pt   (published weights)
   mgmrn data download cub --root /data/zsl   the xlsa17 splits and the CUB images
   mgmrn data check --config cub data.root=/data/zsl
   mgmrn predict --checkpoint C --add-classes new.csv --classes added,unseen photos/
-  mgmrn serve --checkpoint runs/demo/checkpoints/best.pt --run runs/demo
+  mgmrn serve --checkpoint runs/parts/checkpoints/best.pt --run runs/parts
   torchrun --nproc_per_node=4 -m mgmrn train --config cub   (several GPUs)
 
 Any config field can be set as key=value with dotted keys (e.g. train.epochs=5).
@@ -36,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
                            description="Train Mg-MRN (or the baseline) and evaluate it; writes "
                                        "checkpoints, metrics.jsonl and results.json to output_dir.")
     train.add_argument("--config", default=None,
-                       help="YAML file or bundled recipe name: demo (default), parts, cub, sun, awa2")
+                       help="YAML file or bundled recipe name: parts (default: the part-attribute "
+                            "demo), demo (the shapes set), cub, sun, awa2, *-release")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in output_dir from its last checkpoint")
     train.add_argument("overrides", nargs="*", metavar="key=value",
@@ -86,6 +89,20 @@ def _parser() -> argparse.ArgumentParser:
     cv.add_argument("--out", required=True, help="the mgmrn checkpoint to write (never overwritten)")
     cv.add_argument("overrides", nargs="*", metavar="key=value",
                     help="config overrides, e.g. data.root=/data/zsl")
+    cp = sub.add_parser("compare", help="finished runs side by side (figures, attributes, attention)",
+                        description="Print the figures of finished runs side by side, measure how "
+                                    "well each names every one-hot attribute group on the unseen "
+                                    "test images, and draw comparison.png (those accuracies and "
+                                    "the seen-unseen curves). On the parts set, also the share of "
+                                    "each level's attention that falls on the beak and the body, "
+                                    "and attention figures of a few test images.")
+    cp.add_argument("runs", nargs="+", metavar="RUN",
+                    help="run folders written by mgmrn train, on the same data")
+    cp.add_argument("--out", default=None, metavar="DIR",
+                    help="where to write comparison.png/.json and the figures (default: the "
+                         "folder holding the first run)")
+    cp.add_argument("--figures", type=int, default=4, help="test images drawn with attention (4)")
+    cp.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1")
     _data_parser(sub)
     sv = sub.add_parser("serve", help="a local web page to classify images and browse a run",
                         description="Serve a page (on 127.0.0.1 unless --host says otherwise) to "
@@ -133,7 +150,7 @@ def _data_parser(sub) -> None:
                     "counts, the attribute and word-vector shapes, and decode every image. "
                     "Prints a table; exit status 1 when a check fails.")
     ck.add_argument("--config", default=None,
-                    help="YAML file or bundled recipe name: demo (default), cub, sun, awa2")
+                    help="YAML file or bundled recipe name: parts (default), demo, cub, sun, awa2")
     ck.add_argument("--threads", type=int, default=None, help="image-decoding threads")
     ck.add_argument("--json", dest="as_json", action="store_true", help="print JSON, not a table")
     ck.add_argument("overrides", nargs="*", metavar="key=value",
@@ -198,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
             from .data.commands import check_command, download_command
 
             return (download_command if args.data_command == "download" else check_command)(args)
+        elif args.command == "compare":
+            from .compare import compare_command
+
+            return compare_command(args)
         elif args.command == "serve":
             from .serve import serve_command
 

@@ -19,6 +19,7 @@ import yaml
 from .atomic import write_atomic
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+DEFAULT_RECIPE = "parts"  # what `mgmrn train` runs without --config: the part-attribute demo
 
 
 class ConfigError(ValueError):
@@ -256,12 +257,12 @@ def _read_recipe(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[Path, d
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a config file (default: the demo recipe) and apply ``key=value`` overrides.
+    """Load a config file (default: the parts recipe, the built-in demo) and apply overrides.
 
     A file may build on another with ``base: <recipe name or YAML path>``: the base is loaded
     first, then the file's own keys override it.
     """
-    path = resolve_config_path(path if path is not None else "demo")
+    path = resolve_config_path(path if path is not None else DEFAULT_RECIPE)
     cfg = Config()
     for source, values in _read_recipe(path):
         try:

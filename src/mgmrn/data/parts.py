@@ -29,13 +29,16 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
+
 from ..config import PartsConfig
 from .demo_draw import COLORS
 from .errors import DataError
-from .parts_draw import PARTS, draw_creature, part_palette
+from .parts_draw import PARTS, draw_creature, part_masks, part_palette
 from .procedural import MIN_SEEN_CLASSES, DrawnClasses, ensure_drawn, one_hot_classes, write_set
 
-__all__ = ["MIN_SEEN_CLASSES", "ensure_parts", "parts_classes", "parts_params", "write_parts"]
+__all__ = ["MIN_SEEN_CLASSES", "ensure_parts", "parts_classes", "parts_params", "redraw_parts_image",
+           "write_parts"]
 
 GENERATOR_VERSION = 1  # bump when drawing changes, so that old caches are regenerated
 
@@ -76,14 +79,42 @@ def write_parts(folder: Path, cfg: PartsConfig) -> None:
         cfg: parts parameters.
     """
     classes = parts_classes(cfg)
-    palette = tuple(COLORS)[:max(_counts(cfg).values())]  # every colour some part can take
 
     def draw(rng, c):
-        return draw_creature(rng, cfg.image_size, dict(zip(PARTS, classes.combos[c])),
-                             palette)[0]
+        return _draw(cfg, classes, rng, c)[0]
 
     write_set(folder, classes, cfg.images_per_class, cfg.seed, draw, "parts.json",
               parts_params(cfg))
+
+
+def _draw(cfg: PartsConfig, classes: DrawnClasses, rng, c: int):
+    palette = tuple(COLORS)[:max(_counts(cfg).values())]  # every colour some part can take
+    return draw_creature(rng, cfg.image_size, dict(zip(PARTS, classes.combos[c])), palette)
+
+
+def redraw_parts_image(cfg: PartsConfig, class_name: str, index: int,
+                       classes: DrawnClasses | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Draw image ``index`` of a class again, with where each part shows.
+
+    The set keeps no masks: every image comes from its own seed, so drawing it again gives the
+    same pixels (tested against the written files) and the layer map behind them.
+
+    Args:
+        cfg: the parameters the set was drawn with.
+        class_name: a class of the set, e.g. ``red_body_green_wing_blue_beak``.
+        index: the image's number within its class (its file is ``<index:04d>.png``).
+        classes: ``parts_classes(cfg)``, to save recomputing it for many images.
+
+    Returns:
+        (size, size, 3) uint8 pixels; {part: (size, size) float32 share of each pixel the part
+        covers} for each of body, wing, beak.
+    """
+    classes = classes or parts_classes(cfg)
+    if class_name not in classes.names:
+        raise DataError(f"{class_name!r} is not a class of the parts set drawn with {cfg}")
+    c = classes.names.index(class_name)
+    pixels, labels = _draw(cfg, classes, np.random.default_rng([cfg.seed, c, index]), c)
+    return pixels, part_masks(labels, cfg.image_size)
 
 
 def ensure_parts(root: str | Path, cfg: PartsConfig) -> Path:

@@ -1,0 +1,214 @@
+"""The accuracy guard: the default recipe, the baseline and the release preset on the proxy sets.
+
+Trains, for each proxy set (``parts``, the default demo, and ``demo``, the shapes set), each
+recipe and each seed, at the recipe's full budget:
+
+- ``default``: the plain recipe (``--config <set>``), what ``mgmrn train`` runs;
+- ``baseline``: the same recipe with ``model.name=baseline`` (pooled features, same budget);
+- ``release``: the ``<set>-release`` preset (every switch at the published code's value).
+
+and reports every figure under two protocols: GZSL with gamma chosen on the test set (the
+oracle, as the published code does) and with gamma chosen on the validation split (a second run
+with ``data.split=val``, whose best gamma is then applied to the real test split by
+``mgmrn eval eval.gamma=<gamma>``). Figures are the last epoch's. The table gives the mean and
+the range over seeds; ``table.json`` keeps every run's figures, with the code's commit.
+
+    python benchmarks/accuracy.py --jobs 2 --threads 1                # everything, seeds 0 1 2
+    python benchmarks/accuracy.py --sets parts --recipes default baseline
+    python benchmarks/accuracy.py --table                             # only the table of done runs
+
+Runs go to ``runs/accuracy/<set>/<recipe>-<split>-seed<k>/``; finished runs are not redone, so
+the script can be stopped and started again. A default of the project changes only with this
+table at the full budget behind it, the before and after rows quoted in the commit message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SETS = ("parts", "demo")
+RECIPES = ("default", "baseline", "release")
+SPLITS = ("trainval", "val")
+# column -> how it is read from a run: (results file, key path)
+COLUMNS = {
+    "CZSL": ("trainval", ("czsl_acc",)),
+    "S (oracle)": ("trainval", ("gzsl_seen",)),
+    "U (oracle)": ("trainval", ("gzsl_unseen",)),
+    "H (oracle)": ("trainval", ("gzsl_h",)),
+    "S (val gamma)": ("valgamma", ("fixed_gamma", "seen")),
+    "U (val gamma)": ("valgamma", ("fixed_gamma", "unseen")),
+    "H (val gamma)": ("valgamma", ("fixed_gamma", "h")),
+    "AUSUC": ("trainval", ("ausuc",)),
+    "gamma (oracle)": ("trainval", ("gamma",)),
+    "gamma (val)": ("valgamma", ("fixed_gamma", "gamma")),
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One trained run: a set, a recipe, a split and a seed."""
+
+    set: str
+    recipe: str
+    split: str
+    seed: int
+
+    def folder(self, root: Path) -> Path:
+        return root / self.set / f"{self.recipe}-{self.split}-seed{self.seed}"
+
+    def command(self, root: Path, extra: list[str]) -> list[str]:
+        config = f"{self.set}-release" if self.recipe == "release" else self.set
+        args = [sys.executable, "-m", "mgmrn", "train", "--config", config, f"seed={self.seed}",
+                f"output_dir={self.folder(root)}", f"data.split={self.split}"]
+        if self.recipe == "baseline":
+            args.append("model.name=baseline")
+        return [*args, *extra]
+
+
+def run(cmd: list[str], log: Path, threads: int | None = None) -> None:
+    """Run one command, its output (progress bars included) to ``log``."""
+    print("+", " ".join(cmd), flush=True)
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as out:
+        done = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}; see {log}")
+
+
+def train_cell(cell: Cell, root: Path, extra: list[str], threads: int | None) -> Path:
+    folder = cell.folder(root)
+    if not (folder / "results.json").is_file():
+        run(cell.command(root, extra), folder.with_suffix(".log"), threads)
+    return folder / "results.json"
+
+
+def val_gamma_eval(cell: Cell, root: Path, threads: int | None) -> Path | None:
+    """Evaluate the trainval run of ``cell`` at the gamma its validation run chose."""
+    trainval = Cell(cell.set, cell.recipe, "trainval", cell.seed).folder(root)
+    val = Cell(cell.set, cell.recipe, "val", cell.seed).folder(root) / "results.json"
+    out = trainval / "valgamma.json"
+    if out.is_file() or not val.is_file() or not (trainval / "results.json").is_file():
+        return out if out.is_file() else None
+    gamma = json.loads(val.read_text())["chosen_on_validation"]["gamma"]
+    run([sys.executable, "-m", "mgmrn", "eval", "--checkpoint",
+         str(trainval / "checkpoints" / "last.pt"), "--out", str(out), f"eval.gamma={gamma}"],
+        trainval / "valgamma.log", threads)
+    return out
+
+
+def _read(path: Path, keys: tuple[str, ...]) -> float | None:
+    if not path.is_file():
+        return None
+    value = json.loads(path.read_text())
+    for key in keys:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return float(value)
+
+
+def collect(root: Path, sets, recipes, seeds) -> dict:
+    """{set: {recipe: {column: [value per seed, None where missing]}}} of the finished runs."""
+    raw: dict = {}
+    for name in sets:
+        for recipe in recipes:
+            folders = [Cell(name, recipe, "trainval", s).folder(root) for s in seeds]
+            files = {"trainval": [f / "results.json" for f in folders],
+                     "valgamma": [f / "valgamma.json" for f in folders]}
+            columns = {column: [_read(p, keys) for p in files[source]]
+                       for column, (source, keys) in COLUMNS.items()}
+            if any(v is not None for v in columns["CZSL"]):
+                raw.setdefault(name, {})[recipe] = columns
+    return raw
+
+
+def summarise(values: list[float | None], digits: int = 1) -> str:
+    """``mean (min-max)`` over the seeds that have a value, with their count when some lack it."""
+    present = np.array([v for v in values if v is not None], dtype=float)
+    if not present.size:
+        return "-"
+    text = f"{present.mean():.{digits}f}"
+    if present.size > 1:
+        text += f" ({present.min():.{digits}f}-{present.max():.{digits}f})"
+    if present.size < len(values):
+        text += f" [{present.size} seeds]"
+    return text
+
+
+def markdown_table(raw: dict, seeds: list[int]) -> str:
+    """One row per set and recipe: each column's mean (range) over seeds."""
+    shown = [c for c in COLUMNS if not c.startswith("gamma")]
+    lines = ["| set | recipe | " + " | ".join(shown) + " |", "|---|---" + "|---" * len(shown) + "|"]
+    for name, recipes in raw.items():
+        for recipe, columns in recipes.items():
+            cells = [summarise(columns[c]) for c in shown]
+            lines.append(f"| {name} | {recipe} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"Mean (min-max) over seeds {', '.join(map(str, seeds))}; last epoch; 'oracle': "
+                 f"gamma chosen on the test set; 'val gamma': chosen on the validation split "
+                 f"(data.split=val) and applied to the test split.")
+    return "\n".join(lines)
+
+
+def commit() -> str:
+    """The code's commit, with ``+changes`` when the work tree differs from it."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=here, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+changes" if dirty else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
+    p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--no-val", action="store_true",
+                   help="skip the validation runs (oracle gamma only)")
+    p.add_argument("--root", default="runs/accuracy", help="where the runs go")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    p.add_argument("--threads", type=int, default=None, help="threads per run (OMP_NUM_THREADS)")
+    p.add_argument("--table", action="store_true", help="only the table of finished runs")
+    p.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                   help="an override for every run (e.g. a tiny budget for a smoke test)")
+    args = p.parse_args(argv)
+    root = Path(args.root)
+    splits = ("trainval",) if args.no_val else SPLITS
+    cells = [Cell(n, r, s, k) for k in args.seeds for n in args.sets for r in args.recipes
+             for s in splits]
+    if not args.table:
+        # the longest runs (the release preset's three passes per batch) first
+        cells.sort(key=lambda c: (c.recipe != "release", c.seed))
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(lambda c: train_cell(c, root, args.extra, args.threads), cells))
+            if not args.no_val:
+                list(pool.map(lambda c: val_gamma_eval(c, root, args.threads),
+                              [c for c in cells if c.split == "trainval"]))
+    raw = collect(root, args.sets, args.recipes, args.seeds)
+    table = markdown_table(raw, args.seeds)
+    stamp = f"commit {commit()}, {datetime.date.today().isoformat()}"
+    print(f"{stamp}\n\n{table}")
+    (root / "table.md").write_text(f"{stamp}\n\n{table}\n")
+    (root / "table.json").write_text(json.dumps({"commit": commit(), "seeds": args.seeds,
+                                                 "runs": raw}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
