@@ -8,6 +8,9 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
+import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -33,11 +36,12 @@ class Server:
         cut: file -> bytes after which the next transfer of it is cut off (once).
         stall: file -> seconds to go silent after the first bytes of every transfer.
         ignore_range: answer every request with the whole file (200).
+        gate: an event every answer waits for (None: answer at once).
     """
 
     def __init__(self, files: dict[str, bytes]):
         self.files, self.requests = dict(files), []
-        self.cut, self.stall, self.ignore_range = {}, {}, False
+        self.cut, self.stall, self.ignore_range, self.gate = {}, {}, False, None
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -54,6 +58,8 @@ class Server:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def respond(self, handler: BaseHTTPRequestHandler) -> None:
+        if self.gate is not None:
+            self.gate.wait(120)
         name = handler.path.rsplit("/", 1)[-1]
         if name not in self.files:
             handler.send_error(404, "Not Found")
@@ -323,3 +329,45 @@ def test_cli_download_and_error_line(tmp_path, server, capsys):
                  "--retries", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("mgmrn data download: error: cannot download ") and "\n" not in err
+
+
+def first_to_exit(procs: list[subprocess.Popen], seconds: float = 120.0) -> subprocess.Popen:
+    """The first of ``procs`` to end, waiting up to ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                return proc
+        time.sleep(0.05)
+    raise AssertionError(f"none of {len(procs)} processes ended within {seconds:g} s")
+
+
+def test_two_downloads_into_one_root_one_stops_at_once(tmp_path, server):
+    """Two real processes started together: the second names the first's pid and the folder."""
+    server.gate = threading.Event()  # the lock holder waits on the server until the other ended
+    root = tmp_path / "zsl"
+    command = [sys.executable, "-m", "mgmrn", "data", "download", "xlsa17", "--root", str(root),
+               "--mirror", server.url, "--retries", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    try:
+        second = first_to_exit(procs)
+        first = procs[1 - procs.index(second)]
+        server.gate.set()
+        _, err = second.communicate()
+        assert second.returncode == 2
+        assert err.strip() == (f"mgmrn data download: error: '{root}' is in use by another mgmrn "
+                               f"data download (pid {first.pid}); wait for it to finish, or stop "
+                               f"it, or use another folder")
+        out, err = first.communicate(timeout=120)
+        assert first.returncode == 0, err
+        assert "extracted" in out
+    finally:
+        server.gate.set()
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    assert [p for p, _ in server.requests] == ["/mirror/xlsa17.zip"]
+    assert (root / "xlsa17/data/CUB/att_splits.mat").is_file()
+    assert not (root / dl.LOCK).exists() and not list(root.glob(".mgmrn-extract-*"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import re
@@ -29,6 +30,7 @@ from .distributed import (
 from .engine import EpochProgress, GraphedStep, predict_logits, train_one_epoch
 from .evaluation import calibration_record, class_accuracies, confused_pairs, evaluate_zsl
 from .evaluation.selection import protocol_report, update_selection
+from .locks import folder_lock
 from .losses import ZSLCriterion
 from .metrics_log import MetricsLog
 from .models import build_model, compile_heads
@@ -38,6 +40,8 @@ from .report import format_results, write_json
 from .viz import write_eval_figures
 
 log = logging.getLogger(__name__)
+
+LOCK = ".mgmrn-train.lock"  # in output_dir while a run trains: one process per run folder
 
 
 class RunFolderError(ValueError):
@@ -153,7 +157,10 @@ def train(cfg: Config, resume: bool = False) -> dict:
     """Train ``cfg`` end to end; returns the final results (also written as results.json)."""
     env = init_distributed(cfg.device)
     try:
-        return _train(cfg, resume, env)
+        # one process per run folder; under torchrun the main process speaks for all
+        with (folder_lock(cfg.output_dir, LOCK, "mgmrn train") if env.is_main
+              else contextlib.nullcontext()):
+            return _train(cfg, resume, env)
     finally:
         cleanup()
 

@@ -26,11 +26,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..locks import folder_lock
 from .archives import ArchiveError, extract_folder, extracted_marker
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "mgmrn-download.json"
+LOCK = ".mgmrn-download.lock"  # held while a download runs: one process per root
 CHUNK = 1 << 20
 
 
@@ -303,11 +305,11 @@ def download(names: list[str], root: str | Path, mirror: str | None = None,
         (name, destination, what was done) per source.
     """
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
     rows = []
-    for source in sources_for(names, mirror):
-        done = prepare(source, root, timeout, retries, wait, keep_archives)
-        rows.append((source.name, str(root / source.destination), done))
+    with folder_lock(root, LOCK, "mgmrn data download"):
+        for source in sources_for(names, mirror):
+            done = prepare(source, root, timeout, retries, wait, keep_archives)
+            rows.append((source.name, str(root / source.destination), done))
     downloads = root / "downloads"
     if downloads.is_dir() and not any(downloads.iterdir()):
         downloads.rmdir()

@@ -1,0 +1,85 @@
+"""One process at a time per folder: an exclusive OS file lock that dies with its process.
+
+``mgmrn data download`` locks its root and ``mgmrn train`` its ``output_dir``: two processes
+writing one folder corrupt each other's files (a shared extraction folder, one ``.part`` appended
+twice, two runs' epochs in one ``metrics.jsonl``). The lock is ``fcntl.flock`` on a file in the
+folder, which the kernel drops when the process ends however it ends, so a killed run never leaves
+a stale lock. The file holds the holder's pid, for the second process's message, and is removed on
+release.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; the folder is not locked
+    fcntl = None
+
+
+class FolderBusyError(RuntimeError):
+    """Another process holds the folder's lock; the message names its pid and the folder."""
+
+
+def _holder(path: Path) -> str:
+    """The pid written in the lock file, waiting a moment for a holder that has just taken it."""
+    deadline = time.monotonic() + 2.0
+    while True:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            text = ""
+        if text or time.monotonic() > deadline:
+            return text or "unknown"
+        time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, name: str, what: str) -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (made if missing) for the body of a ``with``.
+
+    Args:
+        folder: the folder to use alone.
+        name: the lock file's name inside it, e.g. ``.mgmrn-train.lock``.
+        what: the command, for the message, e.g. ``mgmrn train``.
+
+    Raises:
+        FolderBusyError: another process holds the lock; raised at once, without waiting.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    if fcntl is None:
+        yield path
+        return
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise FolderBusyError(
+                f"'{folder}' is in use by another {what} (pid {_holder(path)}); wait for it to "
+                f"finish, or stop it, or use another folder") from None
+        # the file may have been removed by a holder releasing it between our open and flock:
+        # a lock on a removed file locks nothing, so take it again on the file now in place
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        os.close(fd)
