@@ -16,6 +16,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..distributed import is_main_process
+from .datasets import HIGH_DEPTH, to_rgb
 from .errors import DataError
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ def image_error(path: str) -> str | None:
                 # draft() decodes at reduced scale: cheap, yet every compressed byte is read
                 im.draft("RGB", (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))
             im.load()
+            if im.mode in HIGH_DEPTH:  # the conversion training makes, where it is not trivial
+                to_rgb(im)
     except Exception as err:  # noqa: BLE001 - PIL raises many types for broken files
         return f"{type(err).__name__}: {err}"
     return None
