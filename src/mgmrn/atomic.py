@@ -31,10 +31,11 @@ def free_space(folder: str | Path) -> str:
         usage = shutil.disk_usage(folder)
     except OSError:
         return "free space unknown"
-    return f"{_size(usage.free)} free of {_size(usage.total)}"
+    return f"{format_size(usage.free)} free of {format_size(usage.total)}"
 
 
-def _size(n: float) -> str:
+def format_size(n: float) -> str:
+    """A byte count for people: ``512 B``, ``1.1 GiB``."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024:
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"

@@ -127,6 +127,12 @@ def _data_parser(sub) -> None:
                     help="further tries of a cut or stalled transfer, each resuming (default 3)")
     dl.add_argument("--keep-archives", action="store_true",
                     help="keep the archives in DIR/downloads/ after extracting them")
+    dl.add_argument("--from-file", metavar="PATH", default=None,
+                    help="use this archive for the one dataset named instead of downloading it: "
+                         "a copy held here, or a re-packed one (e.g. a refused .rejected file). "
+                         "Its checksum is not compared with the published one (a warning says "
+                         "so); its members are checked while extracting. Extracting the "
+                         "archive's folder into DIR by hand works too")
     ck = data_sub.add_parser(
         "check", help="check a dataset folder before training",
         description="Check the layout, the files, every split size against the published "
