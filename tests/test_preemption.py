@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
 from mgmrn.checkpoint import load_checkpoint
 from mgmrn.cli import main
-from mgmrn.data import samplers
+from mgmrn.data import checks, samplers
 from mgmrn.preemption import REQUEUE_EXIT, StopOnSignal
+from mgmrn.runner import LOCK
 
 from .test_main_job import tiny
 
@@ -28,6 +32,51 @@ def test_signals_become_a_request_to_stop(sig):
             with pytest.raises(KeyboardInterrupt):
                 os.kill(os.getpid(), sig)
     assert signal.getsignal(sig) is before
+
+
+STARTING = ("while starting, before training began: nothing to save yet; run the same command "
+            "again (exit status 75 asks the scheduler to requeue)")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_signal_during_the_start_up_image_check_exits_for_requeue(tmp_path, capsys, monkeypatch,
+                                                                  sig):
+    before = signal.getsignal(sig)
+    real = checks.find_bad_images
+
+    def check_then_signal(paths, threads=None):
+        os.kill(os.getpid(), sig)  # the scheduler's signal arrives in the middle of the check
+        return real(paths, threads)
+
+    monkeypatch.setattr(checks, "find_bad_images", check_then_signal)
+    assert main(["train", *tiny(tmp_path, "run", "data.verify_images=true")]) == REQUEUE_EXIT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"mgmrn train: stopped by {signal.Signals(sig).name} {STARTING}"
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+    assert signal.getsignal(sig) is before
+
+
+def test_sigterm_to_a_real_process_stalled_in_its_start_up_exits_75(tmp_path):
+    """The data folder's record is a FIFO nobody writes: start-up waits on it until the signal."""
+    (tmp_path / "demo").mkdir()
+    os.mkfifo(tmp_path / "demo" / "demo.json")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mgmrn", "train", *tiny(tmp_path, "run")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "run" / LOCK).exists() and proc.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.communicate()[1]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == REQUEUE_EXIT
+    assert err.strip().splitlines()[-1] == f"mgmrn train: stopped by SIGTERM {STARTING}"
+    assert not (tmp_path / "run" / LOCK).exists()
 
 
 ARGS = ("train.epochs=2", "train.batches_per_epoch=4", "train.eval_every=0")

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
+
+from .preemption import REQUEUE_EXIT, Preempted, stop_while_starting  # light: no torch
 
 DESCRIPTION = """\
 Mg-MRN: Multi-Granularity Mutual Refinement Network for zero-shot image classification.
@@ -173,14 +177,19 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    _setup_logging(args.verbose)
-    # heavy imports after parsing, so that --help answers at once
-    from .config import ConfigError, load_config, parse_overrides
-    from .distributed import is_main_process
-    from .preemption import REQUEUE_EXIT, Preempted
-    from .runner import evaluate_checkpoint, train
+    # a scheduler's signal during the start-up of training (imports, the image check) stops it
+    # with the requeue status; StopOnSignal takes over once training runs
+    with stop_while_starting() if args.command == "train" else contextlib.nullcontext():
+        return _run(args)
 
+
+def _run(args: argparse.Namespace) -> int:
     try:
+        _setup_logging(args.verbose)
+        # heavy imports after parsing, so that --help answers at once
+        from .config import load_config, parse_overrides
+        from .runner import evaluate_checkpoint, train
+
         if args.command == "train":
             cfg = load_config(args.config, args.overrides)
             saved = Path(cfg.output_dir) / "config.yaml"
@@ -209,21 +218,20 @@ def main(argv: list[str] | None = None) -> int:
 
             return serve_command(args)
     except Preempted as stopped:
-        if is_main_process():
+        if os.environ.get("RANK", "0") in ("", "0"):  # the main process speaks (torchrun: RANK)
             print(f"mgmrn {args.command}: {stopped}", file=sys.stderr)
         return REQUEUE_EXIT
     except KeyboardInterrupt:  # a second Ctrl-C: stop at once, without a traceback
         print(f"mgmrn {args.command}: interrupted", file=sys.stderr)
         return 130
     # OSError: a full disk or an unreadable file is for the user to fix, said in one line
-    except (ConfigError, ValueError, OSError, RuntimeError) as err:
+    except (ValueError, OSError, RuntimeError) as err:  # ConfigError is a ValueError
         if args.verbose:
             raise
         name = f"data {args.data_command}" if args.command == "data" else args.command
         print(f"mgmrn {name}: error: {_message(err)}", file=sys.stderr)
         return 2
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

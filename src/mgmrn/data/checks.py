@@ -74,13 +74,17 @@ def find_bad_images(paths: list[str], threads: int | None = None) -> dict[str, s
     """
     threads = threads or min(32, 2 * (os.cpu_count() or 1))
     bad = {}
-    with ThreadPoolExecutor(threads) as pool:
+    pool = ThreadPoolExecutor(threads)
+    try:
         results = pool.map(image_error, paths, chunksize=64)
         bar = tqdm(results, total=len(paths), desc="verifying images", unit="img",
                    disable=not is_main_process(), leave=False)
         for path, reason in zip(paths, bar, strict=True):
             if reason is not None:
                 bad[path] = reason
+    finally:
+        # stopped part way (a signal, Ctrl-C): drop the images not begun, not wait for them all
+        pool.shutdown(wait=False, cancel_futures=True)
     return bad
 
 
