@@ -25,9 +25,10 @@ def test_second_holder_is_refused_naming_the_pid_and_the_folder(tmp_path):
         assert str(err.value) == (f"'{folder}' is in use by another mgmrn train (pid "
                                   f"{os.getpid()}); wait for it to finish, or stop it, or use "
                                   f"another folder")
-    assert not path.exists()  # released: removed
+    assert not path.exists() and not folder.exists()  # released: removed, as the empty folder
     with folder_lock(folder, ".x.lock", "mgmrn train"):
-        pass
+        (folder / "metrics.jsonl").write_text("")
+    assert sorted(p.name for p in folder.iterdir()) == ["metrics.jsonl"]
 
 
 def test_two_trainings_on_one_folder_one_stops_at_once_and_a_kill_leaves_no_lock(tmp_path):

@@ -41,7 +41,8 @@ def _holder(path: Path) -> str:
 
 @contextlib.contextmanager
 def folder_lock(folder: str | Path, name: str, what: str) -> Iterator[Path]:
-    """Hold an exclusive lock on ``folder`` (made if missing) for the body of a ``with``.
+    """Hold an exclusive lock on ``folder`` for the body of a ``with``; a folder made for it is
+    removed again if it is left empty.
 
     Args:
         folder: the folder to use alone.
@@ -52,6 +53,7 @@ def folder_lock(folder: str | Path, name: str, what: str) -> Iterator[Path]:
         FolderBusyError: another process holds the lock; raised at once, without waiting.
     """
     folder = Path(folder)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     if fcntl is None:
@@ -82,4 +84,6 @@ def folder_lock(folder: str | Path, name: str, what: str) -> Iterator[Path]:
     finally:
         with contextlib.suppress(OSError):
             path.unlink()
+            if created:  # made for the lock and left empty (a refused run): not left behind
+                folder.rmdir()
         os.close(fd)
