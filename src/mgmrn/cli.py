@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--config", default=None,
                        help="YAML file or bundled recipe name: demo (default), parts, cub, sun, awa2")
     train.add_argument("--resume", action="store_true",
-                       help="continue the run in output_dir from its last checkpoint")
+                       help="continue the run in output_dir from its last checkpoint (a run "
+                            "stopped before its first checkpoint begins again)")
     train.add_argument("overrides", nargs="*", metavar="key=value",
                        help="config overrides, e.g. train.epochs=5 data.root=/data/cub")
 
@@ -151,9 +152,9 @@ def _data_parser(sub) -> None:
 
 
 def _setup_logging(verbose: bool) -> None:
-    from .distributed import is_main_process
-
-    level = logging.DEBUG if verbose else (logging.INFO if is_main_process() else logging.WARNING)
+    # before any process group exists, torchrun's RANK says which process is the main one
+    is_main = os.environ.get("RANK", "0") in ("", "0")
+    level = logging.DEBUG if verbose else (logging.INFO if is_main else logging.WARNING)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")
 
@@ -188,7 +189,6 @@ def _run(args: argparse.Namespace) -> int:
         _setup_logging(args.verbose)
         # heavy imports after parsing, so that --help answers at once
         from .config import load_config, parse_overrides
-        from .runner import evaluate_checkpoint, train
 
         if args.command == "train":
             cfg = load_config(args.config, args.overrides)
@@ -196,8 +196,12 @@ def _run(args: argparse.Namespace) -> int:
             if args.resume and saved.is_file():
                 # a resumed run keeps its own config; command-line overrides still apply
                 cfg = load_config(saved, args.overrides)
+            from .runner import train  # torch and the models: after a bad config is refused
+
             train(cfg, resume=args.resume)
         elif args.command == "eval":
+            from .runner import evaluate_checkpoint
+
             evaluate_checkpoint(args.checkpoint, parse_overrides(args.overrides), args.out)
         elif args.command == "predict":
             from .predict import predict_command
