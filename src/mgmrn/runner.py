@@ -192,8 +192,8 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer, scheduler = _build_optimizer(model, cfg, device)
-    point = _resume_point(resume_from, model, optimizer, scheduler, precision, env,
-                          cfg.train.batches_per_epoch)
+    point = _resume_point(resume_from, model, optimizer, scheduler, precision, env)
+    _check_batches_done(point, cfg.train.batches_per_epoch, resume_from)
     if env.is_main:
         (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
         save_config(cfg, folder / "config.yaml")
@@ -277,22 +277,26 @@ def _start_epoch(epoch: int, point: ckpt_io.ResumePoint, cfg: Config, env: DistE
 
 
 def _resume_point(resume_from: Path | None, model, optimizer, scheduler, precision,
-                  env: DistEnv, batches_per_epoch: int) -> ckpt_io.ResumePoint:
+                  env: DistEnv) -> ckpt_io.ResumePoint:
     """Restore a checkpoint's states, if resuming; where training starts."""
     if resume_from is None:
         return ckpt_io.ResumePoint(0, {})
     saved = ckpt_io.load_checkpoint(resume_from)
     point = ckpt_io.restore_state(saved, model, optimizer, scheduler, precision.scaler,
                                   resume_from, env.rank)
-    if point.batches > batches_per_epoch:
-        own = saved.get("config", {}).get("train", {}).get("batches_per_epoch", point.batches)
-        raise RunFolderError(
-            f"checkpoint '{resume_from}' stopped in epoch {point.epoch + 1} after batch "
-            f"{point.batches}, more than train.batches_per_epoch={batches_per_epoch}; resume "
-            f"with the run's own train.batches_per_epoch={own}")
     log.info("resuming from %s at epoch %d, batch %d", resume_from, point.epoch + 1,
              point.batches + 1)
     return point
+
+
+def _check_batches_done(point: ckpt_io.ResumePoint, batches_per_epoch: int,
+                        resume_from: Path | None) -> None:
+    """Refuse to resume an epoch stopped after more batches than an epoch now has."""
+    if point.batches > batches_per_epoch:
+        raise RunFolderError(
+            f"checkpoint '{resume_from}' stopped in epoch {point.epoch + 1} after batch "
+            f"{point.batches}, more than train.batches_per_epoch={batches_per_epoch}; resume "
+            f"with the run's own train.batches_per_epoch (at least {point.batches})")
 
 
 def _save_stopped_epoch(epoch: int, progress: EpochProgress, stopper: StopOnSignal, state,
