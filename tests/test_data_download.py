@@ -24,6 +24,7 @@ from mgmrn.config import DataConfig
 from mgmrn.data import download as dl
 from mgmrn.data.archives import MARKER, ArchiveError, extract_folder
 from mgmrn.data.inspect import check_data
+from mgmrn.locks import DOWNLOAD_LOCK
 
 from ._tiny_benchmark import COUNTS, write_archives, write_tree
 
@@ -384,7 +385,7 @@ def test_two_downloads_into_one_root_one_stops_at_once(tmp_path, server):
             proc.wait()
     assert [p for p, _ in server.requests] == ["/mirror/xlsa17.zip"]
     assert (root / "xlsa17/data/CUB/att_splits.mat").is_file()
-    assert not (root / dl.LOCK).exists() and not list(root.glob(".mgmrn-extract-*"))
+    assert not (root / DOWNLOAD_LOCK).exists() and not list(root.glob(".mgmrn-extract-*"))
 
 
 def _half_part(root: Path, archives) -> tuple[Path, bytes]:

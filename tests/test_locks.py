@@ -9,25 +9,41 @@ import sys
 
 import pytest
 
-from mgmrn.locks import FolderBusyError, folder_lock
-from mgmrn.runner import LOCK
+from mgmrn.locks import TRAIN_LOCK, FolderBusyError, folder_lock
 
 from .test_data_download import first_to_exit
 from .test_main_job import tiny
 
+HOLDER = """
+import sys
+from mgmrn.locks import folder_lock
+with folder_lock(sys.argv[1], ".x.lock", "mgmrn train"):
+    print("held", flush=True)
+    sys.stdin.read()  # until the test closes it
+"""
+
 
 def test_second_holder_is_refused_naming_the_pid_and_the_folder(tmp_path):
     folder = tmp_path / "run"
-    with folder_lock(folder, ".x.lock", "mgmrn train") as path:
-        assert path.read_text() == f"{os.getpid()}\n"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        assert (folder / ".x.lock").read_text() == f"{holder.pid}\n"
         with pytest.raises(FolderBusyError) as err, folder_lock(folder, ".x.lock", "mgmrn train"):
             pass
         assert str(err.value) == (f"'{folder}' is in use by another mgmrn train (pid "
-                                  f"{os.getpid()}); wait for it to finish, or stop it, or use "
+                                  f"{holder.pid}); wait for it to finish, or stop it, or use "
                                   f"another folder")
-    assert not path.exists() and not folder.exists()  # released: removed, as the empty folder
-    with folder_lock(folder, ".x.lock", "mgmrn train"):
-        (folder / "metrics.jsonl").write_text("")
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    assert not folder.exists()  # released: the lock file removed, and the folder made for it
+    with folder_lock(folder, ".x.lock", "mgmrn train") as path:
+        assert path.read_text() == f"{os.getpid()}\n"
+        with folder_lock(folder, ".x.lock", "mgmrn train"):  # re-entrant in one process
+            (folder / "metrics.jsonl").write_text("")
+        assert path.exists()
     assert sorted(p.name for p in folder.iterdir()) == ["metrics.jsonl"]
 
 
@@ -47,13 +63,13 @@ def test_two_trainings_on_one_folder_one_stops_at_once_and_a_kill_leaves_no_lock
         assert err.strip().splitlines()[-1] == (
             f"mgmrn train: error: '{folder}' is in use by another mgmrn train (pid {first.pid}); "
             f"wait for it to finish, or stop it, or use another folder")
-        assert first.poll() is None  # the holder trains on
+        assert first.poll() is None  # the holder goes on
         first.send_signal(signal.SIGKILL)
         first.wait()
     finally:
         for proc in procs:
             proc.kill()
             proc.wait()
-    assert (folder / LOCK).read_text() == f"{first.pid}\n"  # left by the kill: no lock held
-    with folder_lock(folder, LOCK, "mgmrn train"):
+    assert (folder / TRAIN_LOCK).read_text() == f"{first.pid}\n"  # left by the kill: no lock held
+    with folder_lock(folder, TRAIN_LOCK, "mgmrn train"):
         pass

@@ -196,9 +196,13 @@ def _run(args: argparse.Namespace) -> int:
             if args.resume and saved.is_file():
                 # a resumed run keeps its own config; command-line overrides still apply
                 cfg = load_config(saved, args.overrides)
-            from .runner import train  # torch and the models: after a bad config is refused
+            from .locks import run_folder_lock
 
-            train(cfg, resume=args.resume)
+            # the lock first: a second run on the folder stops before the slow imports
+            with run_folder_lock(cfg.output_dir):
+                from .runner import train  # torch and the models: after a bad config is refused
+
+                train(cfg, resume=args.resume)
         elif args.command == "eval":
             from .runner import evaluate_checkpoint
 
@@ -213,10 +217,17 @@ def _run(args: argparse.Namespace) -> int:
             out = convert_release(args.checkpoint, load_config(args.config, args.overrides),
                                   args.out)
             print(f"wrote {out}; evaluate it with: mgmrn eval --checkpoint {out}")
-        elif args.command == "data":
-            from .data.commands import check_command, download_command
+        elif args.command == "data" and args.data_command == "download":
+            from .locks import download_lock
 
-            return (download_command if args.data_command == "download" else check_command)(args)
+            with download_lock(args.root):  # a second download stops before the slow imports
+                from .data.commands import download_command
+
+                return download_command(args)
+        elif args.command == "data":
+            from .data.commands import check_command
+
+            return check_command(args)
         elif args.command == "serve":
             from .serve import serve_command
 

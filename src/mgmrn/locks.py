@@ -22,6 +22,11 @@ except ImportError:  # Windows: no flock; the folder is not locked
     fcntl = None
 
 
+TRAIN_LOCK = ".mgmrn-train.lock"  # in output_dir while a run trains
+DOWNLOAD_LOCK = ".mgmrn-download.lock"  # in data.root while a download fills it
+_held: dict[Path, int] = {}  # lock files this process holds -> how many ``with`` deep
+
+
 class FolderBusyError(RuntimeError):
     """Another process holds the folder's lock; the message names its pid and the folder."""
 
@@ -42,7 +47,8 @@ def _holder(path: Path) -> str:
 @contextlib.contextmanager
 def folder_lock(folder: str | Path, name: str, what: str) -> Iterator[Path]:
     """Hold an exclusive lock on ``folder`` for the body of a ``with``; a folder made for it is
-    removed again if it is left empty.
+    removed again if it is left empty. Within one process the lock is re-entrant: the command
+    line takes it before the slow imports, and the function it calls finds it held.
 
     Args:
         folder: the folder to use alone.
@@ -55,9 +61,15 @@ def folder_lock(folder: str | Path, name: str, what: str) -> Iterator[Path]:
     folder = Path(folder)
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    if fcntl is None:
-        yield path
+    path = folder.resolve() / name
+    if fcntl is None or path in _held:
+        _held[path] = _held.get(path, 0) + 1
+        try:
+            yield path
+        finally:
+            _held[path] -= 1
+            if not _held[path]:
+                del _held[path]
         return
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -77,13 +89,28 @@ def folder_lock(folder: str | Path, name: str, what: str) -> Iterator[Path]:
         if same:
             break
         os.close(fd)
+    _held[path] = 1
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         yield path
     finally:
+        del _held[path]
         with contextlib.suppress(OSError):
             path.unlink()
             if created:  # made for the lock and left empty (a refused run): not left behind
                 folder.rmdir()
         os.close(fd)
+
+
+def run_folder_lock(output_dir: str | Path) -> contextlib.AbstractContextManager:
+    """``mgmrn train``'s lock on its ``output_dir``; under torchrun the main process (``RANK``
+    0) holds it for all, the others get an empty context."""
+    if os.environ.get("RANK", "0") not in ("", "0"):
+        return contextlib.nullcontext()
+    return folder_lock(output_dir, TRAIN_LOCK, "mgmrn train")
+
+
+def download_lock(root: str | Path) -> contextlib.AbstractContextManager:
+    """``mgmrn data download``'s lock on its root."""
+    return folder_lock(root, DOWNLOAD_LOCK, "mgmrn data download")

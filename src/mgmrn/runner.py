@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import re
@@ -30,7 +29,7 @@ from .distributed import (
 from .engine import EpochProgress, GraphedStep, predict_logits, train_one_epoch
 from .evaluation import calibration_record, class_accuracies, confused_pairs, evaluate_zsl
 from .evaluation.selection import protocol_report, update_selection
-from .locks import folder_lock
+from .locks import run_folder_lock
 from .losses import ZSLCriterion
 from .metrics_log import MetricsLog
 from .models import build_model, compile_heads
@@ -41,7 +40,6 @@ from .viz import write_eval_figures
 
 log = logging.getLogger(__name__)
 
-LOCK = ".mgmrn-train.lock"  # in output_dir while a run trains: one process per run folder
 
 
 class RunFolderError(ValueError):
@@ -165,9 +163,7 @@ def train(cfg: Config, resume: bool = False) -> dict:
     """Train ``cfg`` end to end; returns the final results (also written as results.json)."""
     env = init_distributed(cfg.device)
     try:
-        # one process per run folder; under torchrun the main process speaks for all
-        with (folder_lock(cfg.output_dir, LOCK, "mgmrn train") if env.is_main
-              else contextlib.nullcontext()):
+        with run_folder_lock(cfg.output_dir):  # one process per run folder
             return _train(cfg, resume, env)
     finally:
         cleanup()

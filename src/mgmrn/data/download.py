@@ -28,14 +28,13 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..atomic import format_size
-from ..locks import folder_lock
+from ..locks import download_lock
 from .archives import ArchiveError, extract_folder, extracted_marker
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "mgmrn-download.json"
 PROGRESS = 1 << 20  # bytes a failed connection must have delivered to reset the retry count
-LOCK = ".mgmrn-download.lock"  # held while a download runs: one process per root
 CHUNK = 1 << 20
 
 
@@ -398,7 +397,7 @@ def download(names: list[str], root: str | Path, mirror: str | None = None,
         named = CHOICES[names[0]][-1]
     rows = []
     # log lines go above the progress bars instead of breaking them
-    with folder_lock(root, LOCK, "mgmrn data download"), logging_redirect_tqdm():
+    with download_lock(root), logging_redirect_tqdm():  # one process per root
         for source in sources_for(names, mirror):
             log.info("%s: %s", source.name, "from " + str(from_file) if source.name == named
                      else source.url)
