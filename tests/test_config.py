@@ -80,6 +80,12 @@ def test_key_given_twice_names_the_key_and_both_lines(tmp_path):
     path.write_text("train:\n  epochs: 1\n  lr: 0.1\n  epochs: 2\n")
     with pytest.raises(ConfigError, match="key 'epochs' is given twice, on line 2 and line 4"):
         load_config(path)
+    # a YAML merge key is no repetition: its keys may be overridden
+    path.write_text("model: &m\n  tau: 10.0\n  dim: 64\ntrain:\n  epochs: 2\n"
+                    "eval: {gamma_step: 0.5}\ndata:\n  demo:\n    <<: {seed: 3, num_unseen: 5}\n"
+                    "    seed: 4\n")
+    cfg = load_config(path)
+    assert (cfg.data.demo.seed, cfg.data.demo.num_unseen, cfg.model.tau) == (4, 5, 10.0)
 
 
 def test_saved_config_loads_back_identically(tmp_path):
