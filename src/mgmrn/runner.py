@@ -41,7 +41,6 @@ from .viz import write_eval_figures
 log = logging.getLogger(__name__)
 
 
-
 class RunFolderError(ValueError):
     """The run folder already holds a run that would be overwritten."""
 
