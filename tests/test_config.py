@@ -36,6 +36,19 @@ def test_overrides_are_typed_and_nested():
     ("data.ways=0", "'data.ways' must be positive"),
     ("train.epochs", "not of the form key=value"),
     ("train.compile=fast", "'train.compile': expected false, true .* or regions"),
+    # values that cannot train are refused when the config is read, naming the key
+    ("model.tau=0", "'model.tau': expected a temperature above 0, got 0.0"),
+    ("model.tau=-20", "'model.tau': expected a temperature above 0"),
+    ("train.lr=0", "'train.lr': expected a learning rate above 0"),
+    ("train.lr=-0.001", "'train.lr': expected a learning rate above 0"),
+    ("train.lr_gamma=-1", "'train.lr_gamma': expected a decay factor in (0, 1], got -1.0"),
+    ("train.lr_gamma=0", "'train.lr_gamma': expected a decay factor in (0, 1]"),
+    ("train.lr_gamma=1.5", "'train.lr_gamma': expected a decay factor in (0, 1]"),
+    ("train.momentum=1", "'train.momentum': expected a momentum in "),
+    ("train.weight_decay=-1", "'train.weight_decay': expected 0 or more"),
+    ("train.lam=-0.1", "'train.lam': expected a loss weight of 0 or more"),
+    ("eval.gamma_step=0", "'eval.gamma_step': expected a calibration step above 0"),
+    ("train.lr=.nan", "'train.lr': expected a learning rate above 0, got nan"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
@@ -49,6 +62,30 @@ def test_config_file_errors_name_the_file(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_limits_themselves_are_accepted():
+    cfg = load_config("demo", ["train.lr_gamma=1", "train.momentum=0", "train.lam=0",
+                               "train.weight_decay=0"])
+    assert (cfg.train.lr_gamma, cfg.train.momentum, cfg.train.lam) == (1.0, 0.0, 0.0)
+
+
+def test_key_given_twice_names_the_key_and_both_lines(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("train:\n  epochs: 1\nmodel:\n  tau: 10\ntrain:\n  lr: 0.1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == (f"{path}: key 'train' is given twice, on line 1 and line 5 (the "
+                              f"first would be dropped); keep one")
+    path.write_text("train:\n  epochs: 1\n  lr: 0.1\n  epochs: 2\n")
+    with pytest.raises(ConfigError, match="key 'epochs' is given twice, on line 2 and line 4"):
+        load_config(path)
+    # a YAML merge key is no repetition: its keys may be overridden
+    path.write_text("model: &m\n  tau: 10.0\n  dim: 64\ntrain:\n  epochs: 2\n"
+                    "eval: {gamma_step: 0.5}\ndata:\n  demo:\n    <<: {seed: 3, num_unseen: 5}\n"
+                    "    seed: 4\n")
+    cfg = load_config(path)
+    assert (cfg.data.demo.seed, cfg.data.demo.num_unseen, cfg.model.tau) == (4, 5, 10.0)
 
 
 def test_saved_config_loads_back_identically(tmp_path):

@@ -130,6 +130,22 @@ def test_custom_dataset(tmp_path):
     assert failed(rows) == ["custom dataset"] and "classes.csv not found" in rows[0].detail
 
 
+def test_check_of_a_demo_set_not_drawn_yet_writes_nothing(tmp_path, capsys):
+    from mgmrn.config import load_config
+    from mgmrn.data import read_records
+
+    small = ["data.demo.num_shapes=3", "data.demo.num_colors=3", "data.demo.num_patterns=2",
+             "data.demo.num_unseen=4", "data.demo.images_per_class=2", "data.demo.image_size=32"]
+    root = tmp_path / "demo"
+    root.mkdir()
+    assert main(["data", "check", "--config", "demo", f"data.root={root}", *small]) == 1
+    out = capsys.readouterr().out
+    assert "holds no demo set drawn with these settings, and a check writes nothing" in out
+    assert list(root.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
+    read_records(load_config("demo", [f"data.root={root}", *small]).data)  # as training draws it
+    assert main(["data", "check", "--config", "demo", f"data.root={root}", *small]) == 0
+
+
 def test_cli_exit_status_and_json(tree, capsys):
     root, _ = tree
     # the tiny tree is not the published split: every count differs, and the table says so

@@ -110,10 +110,27 @@ GOOD = [f"{n},{s}," + ",".join(str(v) for v in a) for n, s, a in CLASSES]
                                      r"image folder .*images/pear"),
     (GOOD[:4], r"images/tiger: image folder with no row in .*classes.csv"),
     ([r for r in GOOD if "unseen" not in r], r"classes.csv: no class has split 'unseen'"),
+    (GOOD[:2] + ["zebra,seen,0,0,0,0"] + GOOD[3:],
+     r"classes.csv line 4: class 'zebra' has every attribute 0; the cosine classifier needs"),
 ])
 def test_classes_csv_errors(tmp_path, rows, expected):
     root = write_custom(tmp_path / "set", rows=rows)
     with pytest.raises(DataError, match=expected):
+        read_custom(root)
+
+
+def test_byte_order_mark_is_accepted_and_bad_bytes_and_repeated_columns_are_named(tmp_path):
+    root = write_custom(tmp_path / "set")
+    csv_path = root / "classes.csv"
+    text = csv_path.read_text()
+    csv_path.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())  # as Excel saves
+    assert read_custom(root).attribute_names == ATTRS
+    csv_path.write_bytes(text.replace("tomato", "tomat\xf6").encode("latin-1"))
+    with pytest.raises(DataError, match=r"classes.csv line 5: byte 0xf6 is not UTF-8 text; save "
+                                        r"the file as UTF-8"):
+        read_custom(root)
+    csv_path.write_text(text.replace("big,striped", "big,red", 1))
+    with pytest.raises(DataError, match=r"classes.csv line 1: column\(s\) given twice: red"):
         read_custom(root)
 
 

@@ -8,6 +8,9 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
+import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -21,6 +24,7 @@ from mgmrn.config import DataConfig
 from mgmrn.data import download as dl
 from mgmrn.data.archives import MARKER, ArchiveError, extract_folder
 from mgmrn.data.inspect import check_data
+from mgmrn.locks import DOWNLOAD_LOCK
 
 from ._tiny_benchmark import COUNTS, write_archives, write_tree
 
@@ -30,14 +34,18 @@ class Server:
 
     Attributes:
         requests: (path, Range header or None) of every request, in order.
-        cut: file -> bytes after which the next transfer of it is cut off (once).
+        cut: file -> bytes after which the next transfer of it is cut off (once), or a list of
+            such positions, one per transfer.
         stall: file -> seconds to go silent after the first bytes of every transfer.
         ignore_range: answer every request with the whole file (200).
+        gate: an event every answer waits for (None: answer at once).
+        portal: a page answered to every request with 200, as a captive portal does.
     """
 
     def __init__(self, files: dict[str, bytes]):
         self.files, self.requests = dict(files), []
-        self.cut, self.stall, self.ignore_range = {}, {}, False
+        self.cut, self.stall, self.ignore_range, self.gate = {}, {}, False, None
+        self.portal: bytes | None = None
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -54,7 +62,16 @@ class Server:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def respond(self, handler: BaseHTTPRequestHandler) -> None:
+        if self.gate is not None:
+            self.gate.wait(120)
         name = handler.path.rsplit("/", 1)[-1]
+        if self.portal is not None:
+            handler.send_response(200)
+            handler.send_header("Content-Type", "text/html; charset=utf-8")
+            handler.send_header("Content-Length", str(len(self.portal)))
+            handler.end_headers()
+            handler.wfile.write(self.portal)
+            return
         if name not in self.files:
             handler.send_error(404, "Not Found")
             return
@@ -76,7 +93,11 @@ class Server:
         handler.end_headers()
         body = data[start:]
         if name in self.cut:  # promise the whole length, send part of it, hang up
-            handler.wfile.write(body[:self.cut.pop(name) - start])
+            cuts = self.cut[name] if isinstance(self.cut[name], list) else [self.cut[name]]
+            at = cuts.pop(0)
+            if not isinstance(self.cut[name], list) or not cuts:
+                del self.cut[name]
+            handler.wfile.write(body[:at - start])
             handler.wfile.flush()
             handler.close_connection = True
             return
@@ -323,3 +344,149 @@ def test_cli_download_and_error_line(tmp_path, server, capsys):
                  "--retries", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("mgmrn data download: error: cannot download ") and "\n" not in err
+
+
+def first_to_exit(procs: list[subprocess.Popen], seconds: float = 120.0) -> subprocess.Popen:
+    """The first of ``procs`` to end, waiting up to ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                return proc
+        time.sleep(0.05)
+    raise AssertionError(f"none of {len(procs)} processes ended within {seconds:g} s")
+
+
+def test_two_downloads_into_one_root_one_stops_at_once(tmp_path, server):
+    """Two real processes started together: the second names the first's pid and the folder."""
+    server.gate = threading.Event()  # the lock holder waits on the server until the other ended
+    root = tmp_path / "zsl"
+    command = [sys.executable, "-m", "mgmrn", "data", "download", "xlsa17", "--root", str(root),
+               "--mirror", server.url, "--retries", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    try:
+        second = first_to_exit(procs)
+        first = procs[1 - procs.index(second)]
+        server.gate.set()
+        _, err = second.communicate()
+        assert second.returncode == 2
+        assert err.strip() == (f"mgmrn data download: error: '{root}' is in use by another mgmrn "
+                               f"data download (pid {first.pid}); wait for it to finish, or stop "
+                               f"it, or use another folder")
+        out, err = first.communicate(timeout=120)
+        assert first.returncode == 0, err
+        assert "extracted" in out
+    finally:
+        server.gate.set()
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    assert [p for p, _ in server.requests] == ["/mirror/xlsa17.zip"]
+    assert (root / "xlsa17/data/CUB/att_splits.mat").is_file()
+    assert not (root / DOWNLOAD_LOCK).exists() and not list(root.glob(".mgmrn-extract-*"))
+
+
+def _half_part(root: Path, archives) -> tuple[Path, bytes]:
+    """A .part holding the first half of the CUB archive, as a cut transfer leaves it."""
+    (root / "downloads").mkdir(parents=True)
+    part = root / "downloads/CUB_200_2011.tgz.part"
+    half = archives["CUB_200_2011.tgz"][:len(archives["CUB_200_2011.tgz"]) // 2]
+    part.write_bytes(half)
+    return part, half
+
+
+def test_captive_portal_page_never_replaces_a_part(tmp_path, server, archives):
+    root = tmp_path / "zsl"
+    part, half = _half_part(root, archives)
+    server.portal = b"<html>" + b"x" * 2035 + b"</html>"  # 2,048 bytes
+    (root / "xlsa17").mkdir()  # there already: only CUB is asked for
+    with pytest.raises(dl.DownloadError) as err:
+        fetch_all(root, server, names=["cub"], retries=3)
+    message = str(err.value)
+    assert f"the answer to the resume from byte {len(half):,} (an HTML page of 2,048 bytes: a " \
+           f"captive portal or proxy?) is not an archive; {part} ({len(half):,} bytes) is kept " \
+           f"as it was" in message
+    assert "--from-file" in message and "\n" not in message
+    assert part.read_bytes() == half  # not retried either: the same page would come back
+    assert len(server.requests) == 1
+
+
+def test_whole_file_of_another_size_answering_a_resume_never_replaces_a_part(tmp_path, server,
+                                                                             archives):
+    root = tmp_path / "zsl"
+    part, half = _half_part(root, archives)
+    size = len(archives["CUB_200_2011.tgz"])
+    server.files["CUB_200_2011.tgz"] += b"\0" * 10  # a re-packed copy, served without Range
+    server.ignore_range = True
+    with pytest.raises(dl.DownloadError, match=rf"\(a file of {size + 10:,} bytes \(no type\)\) "
+                                               rf"is a file of {size + 10:,} bytes, not the "
+                                               rf"{size:,} bytes expected"):
+        fetch_all(root, server, names=["cub"])
+    assert part.read_bytes() == half
+
+
+def test_known_size_differing_from_the_served_one_is_refused_before_any_byte(tmp_path, server,
+                                                                             archives):
+    root = tmp_path / "zsl"
+    size = len(archives["CUB_200_2011.tgz"])
+    server.files["CUB_200_2011.tgz"] = archives["CUB_200_2011.tgz"][:-7]
+    with pytest.raises(dl.DownloadError, match=rf"is a file of {size - 7:,} bytes, not the "
+                                               rf"{size:,} bytes expected; nothing was written"):
+        fetch_all(root, server, names=["cub"], retries=3)
+    assert [p for p, _ in server.requests].count("/mirror/CUB_200_2011.tgz") == 1
+    assert not list(root.glob("downloads/CUB*"))
+
+
+def test_one_rejected_copy_per_archive_which_from_file_can_use(tmp_path, server, archives,
+                                                               monkeypatch, caplog):
+    monkeypatch.setattr(dl, "SOURCES", tuple(dataclasses.replace(s, md5="0" * 32)
+                                             if s.name == "cub" else s for s in dl.SOURCES))
+    root = tmp_path / "zsl"
+    (root / "downloads").mkdir(parents=True)
+    (root / "downloads/CUB_200_2011.tgz.rejected-2").write_bytes(b"left by an older version")
+    for _ in range(2):
+        with pytest.raises(dl.DownloadError) as err:
+            fetch_all(root, server, names=["cub"])
+    rejected = root / "downloads/CUB_200_2011.tgz.rejected"
+    assert sorted(p.name for p in (root / "downloads").iterdir()) == [rejected.name]
+    size = len(archives["CUB_200_2011.tgz"])
+    assert (f"it is kept as {rejected} ({size / 1024:.1f} KiB of disk, which may be deleted); if "
+            f"it is a re-packed copy you trust, use it with --from-file {rejected}") in str(err.value)
+    # the copy is used as it is, its checksum not compared (xlsa17 came with the first try)
+    server.requests.clear()
+    with caplog.at_level("WARNING"):
+        rows = fetch_all(root, server, names=["cub"], from_file=rejected)
+    assert rows[1][2] == f"extracted 13 files from {rejected} (checksum not compared)"
+    assert server.requests == []
+    assert any("without comparing its checksum" in r.getMessage() for r in caplog.records)
+    assert rejected.is_file() and (root / "CUB_200_2011/images/001.Alpha").is_dir()
+    entry = json.loads((root / dl.MANIFEST).read_text())["CUB_200_2011.tgz"]
+    assert entry["verified"] == "--from-file: checksum not compared"
+    with pytest.raises(dl.DownloadError, match="--from-file takes one dataset name"):
+        fetch_all(tmp_path / "other", server, names=["all"], from_file=rejected)
+
+
+def test_from_file_is_in_the_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["data", "download", "--help"])
+    assert "--from-file PATH" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("progress, ok", [(1, True), (dl.PROGRESS, False)])
+def test_a_connection_that_delivered_data_resets_the_retry_count(tmp_path, server, archives,
+                                                                 monkeypatch, progress, ok):
+    """Three cuts, one retry: enough when each connection made progress (counted from
+    dl.PROGRESS bytes; the tiny archive's quarters are below the real 1 MiB)."""
+    monkeypatch.setattr(dl, "PROGRESS", progress)
+    size = len(archives["CUB_200_2011.tgz"])
+    server.cut["CUB_200_2011.tgz"] = [size // 4, size // 2, 3 * size // 4]
+    root = tmp_path / "zsl"
+    (root / "xlsa17").mkdir(parents=True)
+    if ok:
+        fetch_all(root, server, names=["cub"], retries=1)
+        assert (root / "CUB_200_2011/images").is_dir()
+    else:
+        with pytest.raises(dl.DownloadError, match=r"2 tries"):
+            fetch_all(root, server, names=["cub"], retries=1)

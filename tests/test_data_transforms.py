@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from mgmrn.data import transforms
-from mgmrn.data.datasets import load_rgb
+from mgmrn.data.checks import image_error
+from mgmrn.data.datasets import decode_rgb, load_rgb, to_rgb
 from mgmrn.data.transforms import IMAGENET_MEAN, denormalize, resize_size, train_transform
 
 
@@ -58,3 +59,23 @@ def test_grey_and_alpha_images_become_rgb(tmp_path):
     Image.new("RGBA", (20, 20), (10, 20, 30, 0)).save(tmp_path / "a.png")
     for name in ("g.png", "a.png"):
         assert train_transform(32)(load_rgb(str(tmp_path / name))).shape == (3, 32, 32)
+
+
+def test_high_depth_images_are_scaled_not_clipped(tmp_path):
+    """A 16-bit grey PNG is read as its 8-bit equivalent by training, data check and predict
+    (the one conversion, to_rgb), not clipped to white."""
+    grey8 = np.arange(0, 256, 4, dtype=np.uint8).reshape(8, 8)
+    Image.fromarray(grey8.astype(np.uint16) * 257).save(tmp_path / "deep.png")
+    with Image.open(tmp_path / "deep.png") as im:
+        assert im.mode.startswith("I")  # PIL's 16-bit grey
+    expected = np.repeat(grey8[:, :, None], 3, axis=2)
+    np.testing.assert_array_equal(np.asarray(load_rgb(str(tmp_path / "deep.png"))), expected)
+    np.testing.assert_array_equal(decode_rgb(str(tmp_path / "deep.png")).permute(1, 2, 0).numpy(),
+                                  expected)
+    assert image_error(str(tmp_path / "deep.png")) is None
+    # 32-bit integer and float images: 16-bit range, 0..1
+    as_int = Image.fromarray(grey8.astype(np.int32) * 257)
+    as_float = Image.fromarray(grey8.astype(np.float32) / 255)
+    assert (as_int.mode, as_float.mode) == ("I", "F")
+    for image in (as_int, as_float):
+        np.testing.assert_array_equal(np.asarray(to_rgb(image)), expected)

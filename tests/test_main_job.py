@@ -112,6 +112,32 @@ def test_auto_resume_restarts_a_run_stopped_before_its_first_checkpoint(tmp_path
             (run / "metrics.jsonl").read_text().splitlines()] == [0, 1]
 
 
+def test_run_stopped_before_its_first_checkpoint_begins_again_with_resume(tmp_path, capsys):
+    """The refusal of a new run names --resume, which begins the run again; temporary files of
+    killed writes are removed."""
+    assert main(["train", *tiny(tmp_path, "run", "train.epochs=1")]) == 0
+    run = tmp_path / "run"
+    for name in ("checkpoints/last.pt", "results.json"):  # as if killed writing last.pt
+        (run / name).unlink()
+    (run / "checkpoints" / ".last.pt.x8e2k1.tmp").write_bytes(b"half a checkpoint")
+    (run / ".results.json.p0q9r8.tmp").write_text("{")
+    capsys.readouterr()
+    assert main(["train", *tiny(tmp_path, "run", "train.epochs=1")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (f"mgmrn train: error: run folder '{run}' holds a run stopped before "
+                           f"its first checkpoint was complete (metrics.jsonl, best.pt); begin it "
+                           f"again with --resume, or choose a new folder with "
+                           f"output_dir=<new folder>")
+    assert main(["train", "--resume", *tiny(tmp_path, "run", "train.epochs=1")]) == 0
+    assert [json.loads(line)["epoch"] for line in
+            (run / "metrics.jsonl").read_text().splitlines()] == [0]
+    assert not list(run.rglob("*.tmp"))
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    # --resume where no run was ever started is still refused
+    assert main(["train", "--resume", *tiny(tmp_path, "never", "train.epochs=1")]) == 2
+    assert "--resume: no checkpoint at" in capsys.readouterr().err
+
+
 def test_baseline_is_an_option_of_the_same_command(tmp_path):
     assert main(["train", *tiny(tmp_path, "base", "model.name=baseline", "train.epochs=1")]) == 0
     results = json.loads((tmp_path / "base" / "results.json").read_text())

@@ -136,6 +136,17 @@ def test_paths_pil_images_and_tensors_give_the_same_scores(predictor, image_fold
     assert len(predictor.predict(torch.stack([raw, raw]), top_k=1)) == 2
 
 
+def test_a_16_bit_copy_predicts_as_its_8_bit_original(predictor, tmp_path):
+    grey = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 7 % 256).astype(np.uint8)
+    Image.fromarray(grey).save(tmp_path / "grey8.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "grey16.png")
+    eight, sixteen = predictor.predict([str(tmp_path / "grey8.png"),
+                                        str(tmp_path / "grey16.png")], top_k=3)
+    assert [c["index"] for c in sixteen["classes"]] == [c["index"] for c in eight["classes"]]
+    np.testing.assert_allclose([c["score"] for c in sixteen["classes"]],
+                               [c["score"] for c in eight["classes"]], rtol=1e-5)
+
+
 def test_gamma_pushes_predictions_to_unseen_classes(predictor, image_folder):
     paths = expand_inputs([image_folder])
     calibrated = predictor.predict(paths, top_k=1, classes="all", gamma=1e4)

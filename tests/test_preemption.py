@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
 from mgmrn.checkpoint import load_checkpoint
 from mgmrn.cli import main
-from mgmrn.data import samplers
+from mgmrn.data import checks, samplers
 from mgmrn.preemption import REQUEUE_EXIT, StopOnSignal
 
 from .test_main_job import tiny
@@ -28,6 +31,56 @@ def test_signals_become_a_request_to_stop(sig):
             with pytest.raises(KeyboardInterrupt):
                 os.kill(os.getpid(), sig)
     assert signal.getsignal(sig) is before
+
+
+STARTING = ("while starting, before training began: nothing to save yet; run the same command "
+            "again (exit status 75 asks the scheduler to requeue)")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_signal_during_the_start_up_image_check_exits_for_requeue(tmp_path, capsys, monkeypatch,
+                                                                  sig):
+    before = signal.getsignal(sig)
+    real = checks.find_bad_images
+
+    def check_then_signal(paths, threads=None):
+        os.kill(os.getpid(), sig)  # the scheduler's signal arrives in the middle of the check
+        return real(paths, threads)
+
+    monkeypatch.setattr(checks, "find_bad_images", check_then_signal)
+    assert main(["train", *tiny(tmp_path, "run", "data.verify_images=true")]) == REQUEUE_EXIT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"mgmrn train: stopped by {signal.Signals(sig).name} {STARTING}"
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+    assert signal.getsignal(sig) is before
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/wchan"), reason="needs Linux's /proc")
+def test_sigterm_to_a_real_process_stalled_in_its_start_up_exits_75(tmp_path):
+    """The data folder's record is a FIFO nobody writes: start-up waits on it (the kernel says
+    so in /proc/<pid>/wchan) until the signal."""
+    (tmp_path / "demo").mkdir()
+    os.mkfifo(tmp_path / "demo" / "demo.json")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mgmrn", "train", *tiny(tmp_path, "run")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wchan = f"/proc/{proc.pid}/wchan"
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            with open(wchan) as fh:
+                if fh.read().strip() == "wait_for_partner":  # blocked opening the FIFO
+                    break
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.communicate()[1]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == REQUEUE_EXIT
+    assert err.strip().splitlines()[-1] == f"mgmrn train: stopped by SIGTERM {STARTING}"
+    assert not (tmp_path / "run").exists()  # the folder made for the lock, left empty: removed
 
 
 ARGS = ("train.epochs=2", "train.batches_per_epoch=4", "train.eval_every=0")
@@ -75,6 +128,13 @@ def test_signal_then_resume_equals_the_uninterrupted_run(straight, capsys, monke
     assert saved["epoch"] == done["epoch"]
     mid = saved.get("mid_epoch")
     assert (mid["epoch"], mid["batches"]) == done["mid"] if done["mid"] else mid is None
+    if done["mid"]:  # fewer batches per epoch than were done: refused, naming the run's own
+        assert main(["train", "--resume", *tiny(tmp_path, run, *ARGS,
+                                                "train.batches_per_epoch=2")]) == 2
+        assert capsys.readouterr().err.strip().endswith(
+            f"checkpoint '{last}' stopped in epoch 2 after batch 3, more than "
+            f"train.batches_per_epoch=2; resume with the run's own train.batches_per_epoch (at least "
+            f"3)")
     assert main(["train", "--resume", *tiny(tmp_path, run, *ARGS)]) == 0
     expected = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
     resumed = load_checkpoint(last)

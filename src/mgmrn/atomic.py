@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+TMP_SUFFIX = ".tmp"  # of the temporary files, named .<file>.<random>.tmp next to their file
+
 
 class DiskWriteError(RuntimeError):
     """A file could not be written; the message names it, the reason and the free space."""
@@ -29,10 +31,11 @@ def free_space(folder: str | Path) -> str:
         usage = shutil.disk_usage(folder)
     except OSError:
         return "free space unknown"
-    return f"{_size(usage.free)} free of {_size(usage.total)}"
+    return f"{format_size(usage.free)} free of {format_size(usage.total)}"
 
 
-def _size(n: float) -> str:
+def format_size(n: float) -> str:
+    """A byte count for people: ``512 B``, ``1.1 GiB``."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024:
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
@@ -66,13 +69,15 @@ def write_atomic(path: str | Path, data: bytes | str | Callable[[BinaryIO], None
         DiskWriteError: the write failed (full disk, quota, permissions); nothing was replaced.
     """
     path = Path(path)
-    tmp = None
+    tmp = recorded = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a file is as the user's umask says
         with os.fdopen(fd, "wb") as f:
             if callable(data):
-                data(f)
+                recorded = _Recorded(f)
+                data(recorded)
             else:
                 f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
@@ -82,9 +87,62 @@ def write_atomic(path: str | Path, data: bytes | str | Callable[[BinaryIO], None
         fsync_dir(path.parent)
     except OSError as err:
         raise write_error(path, err) from err
+    except RuntimeError as err:  # torch.save turns a failed write into RuntimeError("enforce fail")
+        cause = recorded.error if recorded is not None else None
+        if cause is None:
+            cause = OSError(None, f"the writer failed: {str(err).strip().splitlines()[0]}")
+        raise write_error(path, cause) from err
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+
+
+class _Recorded:
+    """The file a writer function gets, keeping the first error of a failed write: torch.save
+    swallows it and raises a RuntimeError of its own, which names neither file nor reason."""
+
+    def __init__(self, file: BinaryIO):
+        self._file = file
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self._file, name)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the platform allows."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the temporary files that writes killed part way left in ``folder``; the removed.
+
+    Only for a folder no other process writes (a run folder under its lock).
+    """
+    removed = []
+    for tmp in Path(folder).glob(f".*{TMP_SUFFIX}"):
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed
 
 
 def fsync_dir(folder: str | Path) -> None:

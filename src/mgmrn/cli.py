@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
+
+from .preemption import REQUEUE_EXIT, Preempted, stop_while_starting  # light: no torch
 
 DESCRIPTION = """\
 Mg-MRN: Multi-Granularity Mutual Refinement Network for zero-shot image classification.
@@ -41,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="YAML file or bundled recipe name: parts (default: the part-attribute "
                             "demo), demo (the shapes set), cub, sun, awa2, *-release")
     train.add_argument("--resume", action="store_true",
-                       help="continue the run in output_dir from its last checkpoint")
+                       help="continue the run in output_dir from its last checkpoint (a run "
+                            "stopped before its first checkpoint begins again)")
     train.add_argument("overrides", nargs="*", metavar="key=value",
                        help="config overrides, e.g. train.epochs=5 data.root=/data/cub")
 
@@ -144,6 +149,12 @@ def _data_parser(sub) -> None:
                     help="further tries of a cut or stalled transfer, each resuming (default 3)")
     dl.add_argument("--keep-archives", action="store_true",
                     help="keep the archives in DIR/downloads/ after extracting them")
+    dl.add_argument("--from-file", metavar="PATH", default=None,
+                    help="use this archive for the one dataset named instead of downloading it: "
+                         "a copy held here, or a re-packed one (e.g. a refused .rejected file). "
+                         "Its checksum is not compared with the published one (a warning says "
+                         "so); its members are checked while extracting. Extracting the "
+                         "archive's folder into DIR by hand works too")
     ck = data_sub.add_parser(
         "check", help="check a dataset folder before training",
         description="Check the layout, the files, every split size against the published "
@@ -158,9 +169,9 @@ def _data_parser(sub) -> None:
 
 
 def _setup_logging(verbose: bool) -> None:
-    from .distributed import is_main_process
-
-    level = logging.DEBUG if verbose else (logging.INFO if is_main_process() else logging.WARNING)
+    # before any process group exists, torchrun's RANK says which process is the main one
+    is_main = os.environ.get("RANK", "0") in ("", "0")
+    level = logging.DEBUG if verbose else (logging.INFO if is_main else logging.WARNING)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")
 
@@ -184,22 +195,34 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    _setup_logging(args.verbose)
-    # heavy imports after parsing, so that --help answers at once
-    from .config import ConfigError, load_config, parse_overrides
-    from .distributed import is_main_process
-    from .preemption import REQUEUE_EXIT, Preempted
-    from .runner import evaluate_checkpoint, train
+    # a scheduler's signal during the start-up of training (imports, the image check) stops it
+    # with the requeue status; StopOnSignal takes over once training runs
+    with stop_while_starting() if args.command == "train" else contextlib.nullcontext():
+        return _run(args)
 
+
+def _run(args: argparse.Namespace) -> int:
     try:
+        _setup_logging(args.verbose)
+        # heavy imports after parsing, so that --help answers at once
+        from .config import load_config, parse_overrides
+
         if args.command == "train":
             cfg = load_config(args.config, args.overrides)
             saved = Path(cfg.output_dir) / "config.yaml"
             if args.resume and saved.is_file():
                 # a resumed run keeps its own config; command-line overrides still apply
                 cfg = load_config(saved, args.overrides)
-            train(cfg, resume=args.resume)
+            from .locks import run_folder_lock
+
+            # the lock first: a second run on the folder stops before the slow imports
+            with run_folder_lock(cfg.output_dir):
+                from .runner import train  # torch and the models: after a bad config is refused
+
+                train(cfg, resume=args.resume)
         elif args.command == "eval":
+            from .runner import evaluate_checkpoint
+
             evaluate_checkpoint(args.checkpoint, parse_overrides(args.overrides), args.out)
         elif args.command == "predict":
             from .predict import predict_command
@@ -211,10 +234,17 @@ def main(argv: list[str] | None = None) -> int:
             out = convert_release(args.checkpoint, load_config(args.config, args.overrides),
                                   args.out)
             print(f"wrote {out}; evaluate it with: mgmrn eval --checkpoint {out}")
-        elif args.command == "data":
-            from .data.commands import check_command, download_command
+        elif args.command == "data" and args.data_command == "download":
+            from .locks import download_lock
 
-            return (download_command if args.data_command == "download" else check_command)(args)
+            with download_lock(args.root):  # a second download stops before the slow imports
+                from .data.commands import download_command
+
+                return download_command(args)
+        elif args.command == "data":
+            from .data.commands import check_command
+
+            return check_command(args)
         elif args.command == "compare":
             from .compare import compare_command
 
@@ -224,14 +254,14 @@ def main(argv: list[str] | None = None) -> int:
 
             return serve_command(args)
     except Preempted as stopped:
-        if is_main_process():
+        if os.environ.get("RANK", "0") in ("", "0"):  # the main process speaks (torchrun: RANK)
             print(f"mgmrn {args.command}: {stopped}", file=sys.stderr)
         return REQUEUE_EXIT
     except KeyboardInterrupt:  # a second Ctrl-C: stop at once, without a traceback
         print(f"mgmrn {args.command}: interrupted", file=sys.stderr)
         return 130
     # OSError: a full disk or an unreadable file is for the user to fix, said in one line
-    except (ConfigError, ValueError, OSError, RuntimeError) as err:
+    except (ValueError, OSError, RuntimeError) as err:  # ConfigError is a ValueError
         if args.verbose:
             raise
         name = f"data {args.data_command}" if args.command == "data" else args.command

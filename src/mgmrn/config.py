@@ -235,15 +235,38 @@ def from_dict(values: dict[str, Any]) -> Config:
     return cfg
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader refusing a key given twice in one mapping, which plain YAML loaders
+    resolve silently by keeping the last (a second ``train:`` block drops the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        first: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *base" may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                seen = first.setdefault(key, line)
+            except TypeError:  # an unhashable key: the base loader says so
+                break
+            if seen != line:
+                raise ConfigError(f"key '{key}' is given twice, on line {seen} and line {line} "
+                                  f"(the first would be dropped); keep one")
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_recipe(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
     """A config file and the files it builds on (``base: <recipe or path>``), base first."""
     if path in chain:
         raise ConfigError(f"{path}: 'base' refers back to itself through "
                           f"{' -> '.join(str(p) for p in chain)}")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
     base = values.pop("base", None)
@@ -309,6 +332,27 @@ def validate(cfg: Config) -> None:
                           f"or regions (each head module), got {cfg.train.compile!r}")
     if cfg.train.eval_every < 0:
         raise ConfigError("config key 'train.eval_every' must be 0 or more")
+    _check_trainable(cfg)
+
+
+def _check_trainable(cfg: Config) -> None:
+    """Values that train nothing (or the wrong way) are refused before a run starts."""
+    inf = float("inf")
+    ranges = {  # key: (lowest, highest, which ends are allowed, what the range means)
+        "model.tau": (0.0, inf, "", "a temperature above 0"),
+        "train.lr": (0.0, inf, "", "a learning rate above 0"),
+        "train.lr_gamma": (0.0, 1.0, "high", "a decay factor in (0, 1]"),
+        "train.momentum": (0.0, 1.0, "low", "a momentum in [0, 1)"),
+        "train.weight_decay": (0.0, inf, "low", "0 or more"),
+        "train.lam": (0.0, inf, "low", "a loss weight of 0 or more"),
+        "eval.gamma_step": (0.0, inf, "", "a calibration step above 0"),
+    }
+    for key, (low, high, ends, meaning) in ranges.items():
+        value = _get(cfg, key)
+        inside = (low <= value if "low" in ends else low < value) and \
+            (value <= high if "high" in ends else value < high)
+        if not inside:  # NaN is never inside
+            raise ConfigError(f"config key '{key}': expected {meaning}, got {value!r}")
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

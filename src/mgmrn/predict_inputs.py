@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .data.datasets import IMAGE_SUFFIXES
+from .data.datasets import IMAGE_SUFFIXES, to_rgb
 
 ImageInput = str | Path | Image.Image
 
@@ -40,13 +40,13 @@ def image_batches(images, transform, batch_size: int) -> Iterator[tuple[torch.Te
 def read_image(item: ImageInput, position: int) -> tuple[Image.Image, str]:
     """An RGB image and its name (the path, the PIL file name, or ``image_<position>``)."""
     if isinstance(item, Image.Image):
-        return item.convert("RGB"), getattr(item, "filename", "") or f"image_{position}"
+        return to_rgb(item), getattr(item, "filename", "") or f"image_{position}"
     path = Path(item)
     if not path.is_file():
         raise FileNotFoundError(f"image '{path}' does not exist")
     try:
         with Image.open(path) as image:
-            return image.convert("RGB"), str(path)
+            return to_rgb(image), str(path)
     except Exception as err:  # noqa: BLE001 - PIL raises many types for broken files
         raise ValueError(f"cannot read image '{path}' ({type(err).__name__}: {err})") from err
 

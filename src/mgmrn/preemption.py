@@ -8,11 +8,10 @@ writes a resumable mid-epoch checkpoint, and the command exits with :data:`REQUE
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
-
-import torch
-import torch.distributed as dist
+from collections.abc import Iterator
 
 #: Exit status after a signal stopped training and a resumable checkpoint was written: 75 is
 #: EX_TEMPFAIL of sysexits.h ("temporary failure, try again"); Slurm requeues a job that exits
@@ -52,6 +51,8 @@ class StopOnSignal:
         self._elsewhere: str | None = None
         self.distributed = distributed
         self._group = None
+        import torch.distributed as dist  # here, so that the module imports without torch
+
         if distributed and dist.get_backend() != "gloo":
             # the flag is a CPU tensor: agree over gloo, without a device round trip per step
             self._group = dist.new_group(backend="gloo")
@@ -65,7 +66,8 @@ class StopOnSignal:
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+            # once training is over, a signal no longer stops the command "while starting"
+            signal.signal(sig, signal.SIG_DFL if handler is _stop_while_starting else handler)
         self._previous.clear()
 
     def _handle(self, signum, frame) -> None:
@@ -77,6 +79,9 @@ class StopOnSignal:
         """Whether to stop now: this process (or, under torchrun, any process) got a signal."""
         if not self.distributed:
             return self.received is not None
+        import torch
+        import torch.distributed as dist
+
         # the largest signal number any process got (0: none), so that all can name it
         flag = torch.tensor([signal.Signals[self.received].value if self.received else 0])
         dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group)
@@ -94,3 +99,31 @@ class StopOnSignal:
         if self.received:
             return self.received
         return f"{self._elsewhere} to another process" if self._elsewhere else "no signal"
+
+
+STARTUP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None),
+                                    getattr(signal, "SIGUSR1", None)) if s is not None)
+
+
+def _stop_while_starting(signum, frame) -> None:
+    raise Preempted(f"stopped by {signal.Signals(signum).name} while starting, before training "
+                    f"began: nothing to save yet; run the same command again (exit status "
+                    f"{REQUEUE_EXIT} asks the scheduler to requeue)", None)
+
+
+@contextlib.contextmanager
+def stop_while_starting() -> Iterator[None]:
+    """A context in which SIGTERM and SIGUSR1 stop the command at once with :data:`REQUEUE_EXIT`.
+
+    For the start-up of training (imports, the image check, which takes minutes on CUB): without
+    it a scheduler's signal kills the process with status 143, which a requeue-on-75 scheduler
+    takes for a failure. :class:`StopOnSignal` takes over while training runs.
+    """
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, _stop_while_starting) for sig in STARTUP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

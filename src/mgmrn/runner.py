@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt_io
-from .atomic import DiskWriteError
+from .atomic import DiskWriteError, remove_stale_temporaries
 from .config import Config, save_config
 from .data import build_data, build_test_loader, build_train_loader, check_sampler_fits
 from .distributed import (
@@ -29,6 +29,7 @@ from .distributed import (
 from .engine import EpochProgress, GraphedStep, predict_logits, train_one_epoch
 from .evaluation import calibration_record, class_accuracies, confused_pairs, evaluate_zsl
 from .evaluation.selection import protocol_report, update_selection
+from .locks import run_folder_lock
 from .losses import ZSLCriterion
 from .metrics_log import MetricsLog
 from .models import build_model, compile_heads
@@ -53,27 +54,35 @@ def seed_everything(seed: int) -> None:
 def prepare_run_folder(folder: Path, resume: bool, auto_resume: bool = False) -> Path | None:
     """Check the run folder; return the checkpoint to resume from, if any.
 
+    A run stopped before its first checkpoint was complete (killed, or a full disk) has nothing
+    to resume from: ``--resume`` (like ``train.auto_resume``) begins it again, and its metrics log
+    drops the first attempt's records (see _train). A finished run is never replaced.
+
     Args:
-        resume: ``--resume``: continue from ``last.pt``, which must exist.
+        resume: ``--resume``: continue from ``last.pt``, or begin again a run stopped before it.
         auto_resume: continue from ``last.pt`` when it exists (a restarted job), else start anew.
     """
     last = folder / "checkpoints" / "last.pt"
-    if auto_resume and last.is_file():
-        log.info("train.auto_resume: continuing the run in %s from %s", folder, last)
-        return last
-    if auto_resume and not (folder / "results.json").exists():
-        # stopped before its first checkpoint: a restart begins the run again, and its metrics
-        # log drops the first attempt's records (see _train); a finished run is never replaced
-        log.info("train.auto_resume: no checkpoint in %s yet; starting the run", folder)
-        return None
-    if resume:
-        if not last.is_file():
-            raise RunFolderError(f"--resume: no checkpoint at '{last}'; start a new run without "
-                                 f"--resume, or point output_dir at the run to resume")
-        return last
     used = [p.name for p in (folder / "metrics.jsonl", folder / "results.json") if p.exists()]
     if (folder / "checkpoints").is_dir():
         used += sorted(p.name for p in (folder / "checkpoints").glob("*.pt"))
+    stranded = bool(used) and not last.is_file() and not (folder / "results.json").exists()
+    if (resume or auto_resume) and last.is_file():
+        log.info("%s: continuing the run in %s from %s",
+                 "--resume" if resume else "train.auto_resume", folder, last)
+        return last
+    if (auto_resume and not (folder / "results.json").exists()) or (resume and stranded):
+        log.info("no checkpoint in %s yet (the run stopped before its first one); beginning the "
+                 "run again", folder)
+        return None
+    if resume:
+        raise RunFolderError(f"--resume: no checkpoint at '{last}'; start a new run without "
+                             f"--resume, or point output_dir at the run to resume")
+    if stranded:
+        raise RunFolderError(
+            f"run folder '{folder}' holds a run stopped before its first checkpoint was complete "
+            f"({', '.join(used)}); begin it again with --resume, or choose a new folder with "
+            f"output_dir=<new folder>")
     if used:
         raise RunFolderError(
             f"run folder '{folder}' already holds a run ({', '.join(used)}); resume it with "
@@ -160,7 +169,8 @@ def train(cfg: Config, resume: bool = False) -> dict:
     """Train ``cfg`` end to end; returns the final results (also written as results.json)."""
     env = init_distributed(cfg.device)
     try:
-        return _train(cfg, resume, env)
+        with run_folder_lock(cfg.output_dir):  # one process per run folder
+            return _train(cfg, resume, env)
     finally:
         cleanup()
 
@@ -169,6 +179,10 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
     folder = Path(cfg.output_dir)
     auto_resume = cfg.train.auto_resume if cfg.train.auto_resume is not None else under_torchrun()
     resume_from = prepare_run_folder(folder, resume, auto_resume)
+    if env.is_main:  # under the folder's lock: no other process writes here
+        for stale in (*remove_stale_temporaries(folder),
+                      *remove_stale_temporaries(folder / "checkpoints")):
+            log.info("removed %s, left by a write that was killed part way", stale)
     device = resolve_device(cfg.device, env)
     seed_everything(cfg.seed)
     data = _build_data_once(cfg, env)
@@ -181,6 +195,7 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
         model = model.to(memory_format=torch.channels_last)
     optimizer, scheduler = build_optimizer(model, cfg, device)
     point = _resume_point(resume_from, model, optimizer, scheduler, precision, env)
+    _check_batches_done(point, cfg.train.batches_per_epoch, resume_from)
     if env.is_main:
         (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
         save_config(cfg, folder / "config.yaml")
@@ -192,7 +207,8 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
     criterion = ZSLCriterion(data.class_attributes[data.seen_classes], cfg.train.lam).to(device)
     graphed = GraphedStep(wrapped, criterion, precision, device) if use_graphs else None
     metrics = MetricsLog(folder, env.is_main,
-                         point.epoch if resume_from is not None else (0 if auto_resume else None))
+                         point.epoch if resume_from is not None else
+                         (0 if auto_resume or resume else None))
     results, best, last = None, point.best, folder / "checkpoints" / "last.pt"
 
     def state(completed: int, mid_epoch: dict | None = None) -> dict:
@@ -271,6 +287,16 @@ def _resume_point(resume_from: Path | None, model, optimizer, scheduler, precisi
     log.info("resuming from %s at epoch %d, batch %d", resume_from, point.epoch + 1,
              point.batches + 1)
     return point
+
+
+def _check_batches_done(point: ckpt_io.ResumePoint, batches_per_epoch: int,
+                        resume_from: Path | None) -> None:
+    """Refuse to resume an epoch stopped after more batches than an epoch now has."""
+    if point.batches > batches_per_epoch:
+        raise RunFolderError(
+            f"checkpoint '{resume_from}' stopped in epoch {point.epoch + 1} after batch "
+            f"{point.batches}, more than train.batches_per_epoch={batches_per_epoch}; resume "
+            f"with the run's own train.batches_per_epoch (at least {point.batches})")
 
 
 def _save_stopped_epoch(epoch: int, progress: EpochProgress, stopper: StopOnSignal, state,

@@ -18,10 +18,11 @@ from ..config import DataConfig
 from .checks import check_files_exist, verify_images
 from .custom import read_custom
 from .datasets import ImageDataset
-from .demo import ensure_demo
+from .demo import demo_params, ensure_demo
 from .errors import DataError
 from .loaders import build_test_loader, build_train_loader
-from .parts import ensure_parts
+from .parts import ensure_parts, parts_params
+from .procedural import is_drawn
 from .records import ZSLRecords
 from .transforms import test_transform, train_transform
 from .xlsa17 import FOLDERS, read_xlsa17
@@ -85,20 +86,27 @@ class ZSLData:
         }
 
 
-def read_records(cfg: DataConfig, seed: int = 0) -> ZSLRecords:
+def read_records(cfg: DataConfig, seed: int = 0, draw: bool = True) -> ZSLRecords:
     """Read the split named by ``cfg.name`` (drawing a built-in set first if needed), no checks.
 
     Args:
         cfg: data config.
         seed: seed of held-out draws (seen test images without a list; validation split).
+        draw: draw a built-in set that is not there yet; False refuses instead (``data check``
+            writes nothing).
     """
     if cfg.name in FOLDERS:
         return read_xlsa17(cfg.root, cfg.name, cfg.semantic, cfg.split, cfg.val_fraction, seed,
                            cfg.attribute_vectors)
-    if cfg.name == "demo":
-        folder = ensure_demo(cfg.root, cfg.demo)
-    elif cfg.name == "parts":
-        folder = ensure_parts(cfg.root, cfg.parts)
+    if cfg.name in ("demo", "parts"):
+        record, params = (("demo.json", demo_params(cfg.demo)) if cfg.name == "demo" else
+                          ("parts.json", parts_params(cfg.parts)))
+        if not draw and not is_drawn(cfg.root, record, params):
+            raise DataError(f"{cfg.root} (data.root) holds no {cfg.name} set drawn with these "
+                            f"settings, and a check writes nothing; mgmrn train draws it (or "
+                            f"point data.root at a drawn set)")
+        folder = (ensure_demo(cfg.root, cfg.demo) if cfg.name == "demo" else
+                  ensure_parts(cfg.root, cfg.parts))
     elif cfg.name == "custom":
         folder = cfg.root
     else:

@@ -16,6 +16,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..distributed import is_main_process
+from .datasets import HIGH_DEPTH, to_rgb
 from .errors import DataError
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ def image_error(path: str) -> str | None:
                 # draft() decodes at reduced scale: cheap, yet every compressed byte is read
                 im.draft("RGB", (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))
             im.load()
+            if im.mode in HIGH_DEPTH:  # the conversion training makes, where it is not trivial
+                to_rgb(im)
     except Exception as err:  # noqa: BLE001 - PIL raises many types for broken files
         return f"{type(err).__name__}: {err}"
     return None
@@ -71,13 +74,17 @@ def find_bad_images(paths: list[str], threads: int | None = None) -> dict[str, s
     """
     threads = threads or min(32, 2 * (os.cpu_count() or 1))
     bad = {}
-    with ThreadPoolExecutor(threads) as pool:
+    pool = ThreadPoolExecutor(threads)
+    try:
         results = pool.map(image_error, paths, chunksize=64)
         bar = tqdm(results, total=len(paths), desc="verifying images", unit="img",
                    disable=not is_main_process(), leave=False)
         for path, reason in zip(paths, bar, strict=True):
             if reason is not None:
                 bad[path] = reason
+    finally:
+        # stopped part way (a signal, Ctrl-C): drop the images not begun, not wait for them all
+        pool.shutdown(wait=False, cancel_futures=True)
     return bad
 
 

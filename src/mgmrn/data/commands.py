@@ -14,7 +14,8 @@ def download_command(args: argparse.Namespace) -> int:
     """Fetch, verify and extract; print one line per archive. Errors propagate as one line."""
     try:
         rows = download(args.names, args.root, mirror=args.mirror, timeout=args.timeout,
-                        retries=args.retries, keep_archives=args.keep_archives)
+                        retries=args.retries, keep_archives=args.keep_archives,
+                        from_file=args.from_file)
     except OSError as err:  # e.g. a full disk: say which file, no traceback
         raise DownloadError(f"{getattr(err, 'filename', None) or args.root}: {err.strerror or err}") from err
     width = max(len(r[1]) for r in rows)

@@ -16,6 +16,7 @@ Every error names the file, and the line and field where there is one.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from .records import (
     holdout,
     load_attribute_vectors,
     read_name_list,
+    read_text,
     validation_split,
 )
 
@@ -47,14 +49,16 @@ def read_classes_csv(path: Path) -> tuple[list[str], list[str], list[str], np.nd
     if not path.is_file():
         raise DataError(f"{path} not found; a custom dataset needs classes.csv with the header "
                         f"class,split,<attribute names...>")
-    with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))
+    rows = list(csv.reader(io.StringIO(read_text(path), newline="")))
     if not rows:
         raise DataError(f"{path} is empty; expected the header class,split,<attribute names...>")
     header = [h.strip() for h in rows[0]]
     if header[:2] != ["class", "split"] or len(header) < 3:
         raise DataError(f"{path} line 1: header must be class,split,<attr 1>,...,<attr A> with at "
                         f"least one attribute, got {','.join(header)}")
+    repeated = sorted({h for h in header[2:] if header.count(h) > 1})
+    if repeated:
+        raise DataError(f"{path} line 1: column(s) given twice: {', '.join(repeated)}")
     names, splits, strengths = [], [], []
     first_line = {}
     for line, row in enumerate(rows[1:], start=2):
@@ -73,6 +77,9 @@ def read_classes_csv(path: Path) -> tuple[list[str], list[str], list[str], np.nd
             raise DataError(f"{path} line {line}, field 'split': expected 'seen' or 'unseen', "
                             f"got '{split}'")
         strengths.append(_parse_strengths(row[2:], header[2:], path, line))
+        if not any(strengths[-1]):
+            raise DataError(f"{path} line {line}: class '{name}' has every attribute 0; the cosine "
+                            f"classifier needs at least one non-zero attribute")
         first_line[name] = line
         names.append(name)
         splits.append(split)

@@ -28,10 +28,27 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
+# PIL modes of more than 8 bits per sample, which ``convert("RGB")`` clips instead of scaling: a
+# 16-bit PNG would turn white
+HIGH_DEPTH = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An RGB copy of ``image``: grey and palette images expanded, alpha dropped, and 16-bit,
+    32-bit and float images scaled to 8 bits (16-bit range, or 0..1 for float) rather than
+    clipped. The one conversion of training, ``data check``, ``predict`` and ``serve``."""
+    if image.mode in HIGH_DEPTH:
+        pixels = np.asarray(image, dtype=np.float64)
+        top = 1.0 if image.mode == "F" else 65535.0
+        top = max(top, float(pixels.max(initial=0.0)))  # wider than assumed: scale to its peak
+        image = Image.fromarray(np.rint(np.clip(pixels / top, 0.0, 1.0) * 255).astype(np.uint8))
+    return image.convert("RGB")
+
+
 def load_rgb(path: str) -> Image.Image:
-    """Decode an image file to RGB (grey and palette images are expanded, alpha is dropped)."""
+    """Decode an image file to RGB with :func:`to_rgb`."""
     with Image.open(path) as im:
-        return im.convert("RGB")
+        return to_rgb(im)
 
 
 JPEG_MAGIC = b"\xff\xd8\xff"

@@ -25,12 +25,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
+from ..atomic import format_size
+from ..locks import download_lock
 from .archives import ArchiveError, extract_folder, extracted_marker
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "mgmrn-download.json"
+PROGRESS = 1 << 20  # bytes a failed connection must have delivered to reset the retry count
 CHUNK = 1 << 20
 
 
@@ -118,8 +122,47 @@ def _request(url: str, offset: int, timeout: float):
     return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
 
 
-def _fetch_once(url: str, part: Path, timeout: float) -> None:
-    """Fetch ``url`` into ``part``, continuing from its current length where the server allows."""
+def _answer(response, length: int | None) -> str:
+    """What a refused answer was, for the message."""
+    kind = (response.headers.get("Content-Type") or "").split(";")[0].strip() or "no type"
+    size = f"{length:,} bytes" if length is not None else "unknown length"
+    if kind == "text/html":
+        return f"an HTML page of {size}: a captive portal or proxy?"
+    return f"a file of {size} ({kind})"
+
+
+def _check_answer(response, url: str, part: Path, offset: int, size: int | None) -> None:
+    """Refuse from the headers an answer that cannot be the file: an HTML page, a length other
+    than the known size, a whole file shorter than the part already held. Nothing is written."""
+    length = response.headers.get("Content-Length")
+    length = int(length) if length is not None else None
+    ranged = offset and response.status == 206
+    served = length + offset if ranged and length is not None else length
+    content_range = response.headers.get("Content-Range") or ""
+    if ranged and "/" in content_range and content_range.rsplit("/", 1)[1].isdigit():
+        served = int(content_range.rsplit("/", 1)[1])
+    problem = None
+    if (response.headers.get("Content-Type") or "").split(";")[0].strip() == "text/html":
+        problem = "is not an archive"
+    elif size is not None and served is not None and served != size:
+        problem = f"is a file of {served:,} bytes, not the {size:,} bytes expected"
+    elif offset and not ranged and length is not None and length < offset:
+        problem = f"is shorter than the {offset:,} bytes already fetched"
+    if problem is None:
+        return
+    kept = f"; {part} ({offset:,} bytes) is kept as it was" if offset else "; nothing was written"
+    asked = f"the resume from byte {offset:,}" if offset else "the request"
+    raise DownloadError(f"{url}: the answer to {asked} ({_answer(response, length)}) {problem}"
+                        f"{kept}; try again later, from another network or with --mirror, or "
+                        f"use a file you hold with --from-file")
+
+
+def _fetch_once(url: str, part: Path, timeout: float, size: int | None = None) -> None:
+    """Fetch ``url`` into ``part``, continuing from its current length where the server allows.
+
+    Args:
+        size: the file's known size (None: unknown); an answer of another size is refused.
+    """
     offset = part.stat().st_size if part.is_file() else 0
     try:
         response = _request(url, offset, timeout)
@@ -131,6 +174,7 @@ def _fetch_once(url: str, part: Path, timeout: float) -> None:
         part.unlink()  # longer than the file: not a prefix of it
         offset, response = 0, _request(url, 0, timeout)
     with response:
+        _check_answer(response, url, part, offset, size)
         if offset and response.status != 206:
             offset = 0  # the server ignored the Range header: restart from zero
         elif offset and not (response.headers.get("Content-Range") or "").startswith(
@@ -160,16 +204,20 @@ def fetch(source: Source, target: Path, timeout: float, retries: int, wait: floa
         source: the table entry.
         target: the final file; written only by renaming the complete ``.part``.
         timeout: seconds without data after which a connection counts as stalled.
-        retries: further tries after a failed one (each resumes where the last stopped).
+        retries: further tries after failures in a row (each resumes where the last stopped); a
+            connection that delivered :data:`PROGRESS` bytes or more starts the count again.
         wait: seconds before the first retry, doubled for each further one.
 
     Raises:
         DownloadError: one line naming the address and where to put the file by hand.
     """
     part = target.with_name(target.name + ".part")
-    for attempt in range(retries + 1):
+    failures = tries = 0
+    while True:
+        before = part.stat().st_size if part.is_file() else 0
+        tries += 1
         try:
-            _fetch_once(source.url, part, timeout)
+            _fetch_once(source.url, part, timeout, source.size)
             os.replace(part, target)
             return
         except urllib.error.HTTPError as err:
@@ -182,13 +230,18 @@ def fetch(source: Source, target: Path, timeout: float, retries: int, wait: floa
             reason = str(err.reason)
         except (ConnectionError, http.client.HTTPException) as err:
             reason = str(err) or type(err).__name__
-        if attempt < retries:
-            log.warning("%s: %s; trying again (%d of %d)", source.url, reason, attempt + 1, retries)
-            time.sleep(wait * 2 ** attempt)
+        after = part.stat().st_size if part.is_file() else 0
+        # a connection that delivered data was worth its try: only failures in a row count
+        failures = 1 if after - before >= PROGRESS else failures + 1
+        if failures > retries:
+            break
+        log.warning("%s: %s; trying again (%d of %d%s)", source.url, reason, failures, retries,
+                    " since the last progress" if tries > failures else "")
+        time.sleep(wait * 2 ** (failures - 1))
     kept = (f" {part} holds the {part.stat().st_size} bytes fetched so far and the next run "
             f"resumes it; or" if part.is_file() and part.stat().st_size else "")
-    raise DownloadError(f"cannot download {source.url} ({reason}, {attempt + 1} "
-                        f"tr{'y' if attempt == 0 else 'ies'});{kept} {_by_hand(source, target)}")
+    raise DownloadError(f"cannot download {source.url} ({reason}, {tries} "
+                        f"tr{'y' if tries == 1 else 'ies'});{kept} {_by_hand(source, target)}")
 
 
 def file_digests(path: Path) -> dict[str, str | int]:
@@ -205,14 +258,18 @@ def file_digests(path: Path) -> dict[str, str | int]:
 
 
 def set_aside(path: Path) -> Path:
-    """Rename a refused file to a free ``<name>.rejected[-N]`` next to it (never deleted)."""
+    """Rename a refused file to ``<name>.rejected`` next to it, replacing an older refused copy
+    (and the ``.rejected-N`` copies of earlier versions): at most one per archive."""
     aside = path.with_name(path.name + ".rejected")
-    n = 1
-    while aside.exists():
-        n += 1
-        aside = path.with_name(f"{path.name}.rejected-{n}")
+    for older in path.parent.glob(f"{path.name}.rejected-*"):
+        older.unlink(missing_ok=True)
     os.replace(path, aside)
     return aside
+
+
+def _aside_note(aside: Path) -> str:
+    return (f"it is kept as {aside} ({format_size(aside.stat().st_size)} of disk, which may be "
+            f"deleted); if it is a re-packed copy you trust, use it with --from-file {aside}")
 
 
 def verify(source: Source, path: Path) -> dict:
@@ -230,8 +287,7 @@ def verify(source: Source, path: Path) -> dict:
     if problem:
         aside = set_aside(path)
         raise DownloadError(f"{source.url}: the file fetched has {problem}; it is refused and "
-                            f"kept as {aside}; delete it and run again, or "
-                            f"{_by_hand(source, path)}")
+                            f"{_aside_note(aside)}; or {_by_hand(source, path)}")
     how = ("published md5 and size" if source.md5 else
            "length as served; archive checked while extracting")
     return dict(digests, verified=how)
@@ -251,8 +307,11 @@ def record(root: Path, filename: str, entry: dict) -> None:
 
 
 def prepare(source: Source, root: Path, timeout: float = 60.0, retries: int = 3,
-            wait: float = 1.0, keep_archive: bool = False) -> str:
+            wait: float = 1.0, keep_archive: bool = False, from_file: Path | None = None) -> str:
     """Fetch, verify and extract one source unless its destination is already there.
+
+    Args:
+        from_file: an archive held here to extract instead (see :func:`use_file`).
 
     Returns:
         What was done, for the summary table.
@@ -262,6 +321,8 @@ def prepare(source: Source, root: Path, timeout: float = 60.0, retries: int = 3,
         if extracted_marker(destination) is not None:
             return "already there"
         return "present, not from mgmrn data download: left as it is"
+    if from_file is not None:
+        return use_file(source, root, Path(from_file))
     archive = root / "downloads" / source.filename
     archive.parent.mkdir(parents=True, exist_ok=True)
     fetched = not archive.is_file()  # else it was put there by hand, or kept from an earlier run
@@ -277,17 +338,40 @@ def prepare(source: Source, root: Path, timeout: float = 60.0, retries: int = 3,
                                {"archive": source.filename, "sha256": entry["sha256"]})
     except ArchiveError as err:
         aside = set_aside(archive)
-        raise DownloadError(f"{err}; it is kept as {aside}; delete it and run again, or "
-                            f"{_by_hand(source, archive)}") from err
+        raise DownloadError(f"{err}; {_aside_note(aside)}; or {_by_hand(source, archive)}") from err
     record(root, source.filename, {"extracted_to": source.destination, "files": files})
     if not keep_archive:
         archive.unlink()
     return f"extracted {files} files"
 
 
+def use_file(source: Source, root: Path, path: Path) -> str:
+    """Extract ``path``, an archive held here (a re-packed or otherwise obtained copy), in place
+    of ``source``'s download. Its checksum is not compared with the published one (a warning
+    says so); everything else is checked as for a download. ``path`` is never moved or deleted.
+    """
+    if not path.is_file():
+        raise DownloadError(f"--from-file: {path} is not a file")
+    log.warning("--from-file: %s is used as %s without comparing its checksum with the published "
+                "one (%s); its members are still checked while extracting", path,
+                source.filename, source.page)
+    entry = file_digests(path)
+    record(root, source.filename, dict(entry, dataset=source.name, url=source.url,
+                                       page=source.page, fetched=f"from file {path}",
+                                       verified="--from-file: checksum not compared"))
+    try:
+        files = extract_folder(path, source.member, root / source.destination,
+                               {"archive": path.name, "sha256": entry["sha256"]})
+    except ArchiveError as err:
+        raise DownloadError(f"{err}; {path} is left as it was") from err
+    record(root, source.filename, {"extracted_to": source.destination, "files": files})
+    return f"extracted {files} files from {path} (checksum not compared)"
+
+
 def download(names: list[str], root: str | Path, mirror: str | None = None,
              timeout: float = 60.0, retries: int = 3, wait: float = 1.0,
-             keep_archives: bool = False) -> list[tuple[str, str, str]]:
+             keep_archives: bool = False,
+             from_file: str | Path | None = None) -> list[tuple[str, str, str]]:
     """``mgmrn data download``: every source ``names`` need, one after another.
 
     Args:
@@ -298,16 +382,28 @@ def download(names: list[str], root: str | Path, mirror: str | None = None,
         retries: further tries of a failed transfer.
         wait: seconds before the first retry.
         keep_archives: keep the archives in DIR/downloads after extraction.
+        from_file: an archive held here for the one dataset named (not ``all``), used instead of
+            its download without comparing checksums; the xlsa17 splits it needs are fetched.
 
     Returns:
         (name, destination, what was done) per source.
     """
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    named = None
+    if from_file is not None:
+        if len(set(names)) != 1 or names[0] == "all":
+            raise DownloadError(f"--from-file takes one dataset name (cub, sun, awa2 or xlsa17), "
+                                f"the one its archive holds; got {' '.join(names)}")
+        named = CHOICES[names[0]][-1]
     rows = []
-    for source in sources_for(names, mirror):
-        done = prepare(source, root, timeout, retries, wait, keep_archives)
-        rows.append((source.name, str(root / source.destination), done))
+    # log lines go above the progress bars instead of breaking them
+    with download_lock(root), logging_redirect_tqdm():  # one process per root
+        for source in sources_for(names, mirror):
+            log.info("%s: %s", source.name, "from " + str(from_file) if source.name == named
+                     else source.url)
+            done = prepare(source, root, timeout, retries, wait, keep_archives,
+                           from_file if source.name == named else None)
+            rows.append((source.name, str(root / source.destination), done))
     downloads = root / "downloads"
     if downloads.is_dir() and not any(downloads.iterdir()):
         downloads.rmdir()

@@ -170,6 +170,11 @@ def write_set(folder: Path, classes: DrawnClasses, images_per_class: int, seed: 
     (folder / record).write_text(json.dumps(params, indent=2) + "\n")
 
 
+def is_drawn(root: str | Path, record: str, params: dict) -> bool:
+    """Whether ``root`` holds the set whose record is ``params``, drawn whole."""
+    return _cached(Path(root), record, params)
+
+
 def _cached(root: Path, record: str, params: dict) -> bool:
     try:
         return json.loads((root / record).read_text()) == params

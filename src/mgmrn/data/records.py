@@ -204,5 +204,17 @@ def read_name_list(path: Path) -> list[tuple[int, str]]:
     """(line number, stripped text) of every non-empty line of a class-list file."""
     if not path.is_file():
         raise DataError(f"class list {path} not found")
-    lines = path.read_text().splitlines()
+    lines = read_text(path).splitlines()
     return [(i, line.strip()) for i, line in enumerate(lines, start=1) if line.strip()]
+
+
+def read_text(path: Path) -> str:
+    """A UTF-8 text file (a leading byte-order mark, as spreadsheet programs write, is dropped);
+    a byte that is not UTF-8 is refused naming the file and its line."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise DataError(f"{path} line {line}: byte 0x{raw[err.start]:02x} is not UTF-8 text; save "
+                        f"the file as UTF-8") from None

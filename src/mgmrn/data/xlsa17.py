@@ -45,7 +45,7 @@ def load_mat(path: Path, keys: list[str]) -> dict:
     """Load ``keys`` of a MATLAB file (only those: res101.mat also holds a large feature matrix)."""
     if not path.is_file():
         raise DataError(f"{path} not found; data.root must hold xlsa17/data/<NAME>/ from the "
-                        f"xlsa17 archive (see DESIGN.md section 2)")
+                        f"xlsa17 archive (mgmrn data download xlsa17 --root <data.root> fetches it)")
     try:
         mat = scipy.io.loadmat(path, variable_names=keys)
     except NotImplementedError as err:  # MATLAB v7.3 files are HDF5

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from ..data.datasets import to_rgb
 from ..data.transforms import denormalize
 from ..new_classes import parse_class_rows
 from ..predict import Predictor
@@ -92,7 +93,7 @@ class Explorer:
             raise ApiError(413, f"'{name}' is {width} x {height} pixels, more than the "
                                 f"{self.max_pixels / 1e6:.0f} megapixels accepted; resize it")
         try:
-            tensor = self.predictor.transform(image.convert("RGB"))
+            tensor = self.predictor.transform(to_rgb(image))
         except Exception as err:  # noqa: BLE001 - a truncated file fails only when decoded
             raise ApiError(400, f"'{name}' cannot be decoded ({type(err).__name__}: {err})") from err
         key = uuid.uuid4().hex[:12]
