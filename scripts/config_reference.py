@@ -34,8 +34,12 @@ from mgmrn import config as config_module  # noqa: E402
 MEANINGS = {
     "seed": "seed of initialisation, sampling and augmentation",
     "output_dir": "run folder; never overwritten (`--resume` continues it)",
+    "model.name": "the network: `mgmrn`, or `baseline` (global average pooled stride-32 features, a "
+                  "linear map to attributes, the same cosine classifier)",
     "model.backbone": "any timm model with `features_only` and strides 8/16/32",
     "model.pretrained": "ImageNet weights (torchvision's, through timm's hub cache or URL)",
+    "data.name": "the dataset: the drawn `demo` (shapes) or `parts` set, a benchmark (xlsa17 splits), "
+                 "or `custom` (see docs/data.md)",
     "data.root": "dataset folder; the drawn sets are written here once",
     "data.image_size": "input size in pixels, divisible by 32 (train: resize to size*8/7, random crop)",
     "data.ways": "episodic batch: classes per batch",
@@ -71,6 +75,8 @@ DETAILS = {
     "model.pretrained_file": "(a timm or torchvision state dict)",
     "model.resize_before_projection": "(4x cheaper heads; not published)",
     "model.norm": "`batch` serves inputs so small that the level maps have only a few cells",
+    "data.name": "the dataset: the drawn `demo` (shapes) or `parts` set, a benchmark (xlsa17 splits), "
+                 "or `custom` (see docs/data.md)",
     "data.root": "(benchmarks: the folder holding `xlsa17/`, `w2v/` and the images)",
     "data.attribute_vectors": "(else `<root>/w2v/<NAME>_attribute.pkl`, else the packaged copy)",
     "data.num_workers": "`auto`: the cores this process may use, shared among the training processes "
