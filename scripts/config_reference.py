@@ -75,8 +75,6 @@ DETAILS = {
     "model.pretrained_file": "(a timm or torchvision state dict)",
     "model.resize_before_projection": "(4x cheaper heads; not published)",
     "model.norm": "`batch` serves inputs so small that the level maps have only a few cells",
-    "data.name": "the dataset: the drawn `demo` (shapes) or `parts` set, a benchmark (xlsa17 splits), "
-                 "or `custom` (see docs/data.md)",
     "data.root": "(benchmarks: the folder holding `xlsa17/`, `w2v/` and the images)",
     "data.attribute_vectors": "(else `<root>/w2v/<NAME>_attribute.pkl`, else the packaged copy)",
     "data.num_workers": "`auto`: the cores this process may use, shared among the training processes "
