@@ -37,8 +37,11 @@ def test_every_key_and_switch_is_listed(reference):
                 yield f"{prefix}{f.name}"
 
     text = reference.render()
-    for key in keys(Config()):
+    known = set(keys(Config()))
+    for key in known:
         assert f"| `{key}` |" in text, key
+    stale = (set(reference.MEANINGS) | set(reference.DETAILS)) - known
+    assert not stale, f"meanings for keys config.py no longer has: {sorted(stale)}"
     for key in reference.release_switches():
         assert f"| `{key}` | " in text.split("## Every key")[0], key
 
