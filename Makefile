@@ -33,7 +33,7 @@ browser:
 	apt-get install -y chromium chromium-driver || (apt-get update && apt-get install -y chromium chromium-driver)
 
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks scripts
 
 clean:
 	rm -rf $(VENV) runs .cache

@@ -311,9 +311,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dim", type=int, default=None, help="D; default 2048 (CUDA), 64 (CPU)")
     p.add_argument("--attn-dim", type=int, default=None, help="M; default 1024 (CUDA), 32 (CPU)")
     p.add_argument("--target-rate", type=float, default=308.0,
-                   help="training images/s to feed (README: H100, fused default)")
+                   help="training images/s to feed (docs/performance.md: H100, fused default)")
     p.add_argument("--target-eval-rate", type=float, default=873.0,
-                   help="test images/s to feed (README: H100 inference, run A)")
+                   help="test images/s to feed (docs/performance.md: H100 inference, run A)")
     args = p.parse_args(argv)
     gpu = args.device.startswith("cuda")
     args.train_size = args.train_size or (448 if gpu else 128)

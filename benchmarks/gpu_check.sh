@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check in one call: the throughput of the README's GPU table (with the compiled-heads
+# Every GPU check in one call: the throughput of docs/performance.md's GPU table (with the compiled-heads
 # mode and FLOP rates), the CUDA tests, where a step's time goes (eager, then heads compiled),
 # and the input pipeline end to end. Full logs go to $OUT (or benchmarks/results/gpu-check); the
 # JSON lines and tables are printed.

@@ -29,7 +29,7 @@ class AttributeDecoder(nn.Module):
         scaled: divide ``Q K^T`` by ``sqrt(M)``; the published model does not.
         prototype_init: ``normal`` (std 1, as published) or ``scaled`` (std ``D^-1/2``: the
             score ``<f_a, p_a>`` starts with the scale of one feature; it helped on no proxy set,
-            see the README's ablation).
+            see the ablation in docs/fidelity.md).
     """
 
     def __init__(self, num_attributes: int, word_dim: int, dim: int, attn_dim: int,
