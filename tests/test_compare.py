@@ -99,11 +99,12 @@ def test_compare_reports_a_trained_mgmrn_and_baseline_side_by_side(tmp_path, sma
             assert value * 15 / 100 == pytest.approx(round(value * 15 / 100))
     assert "part_attention" not in bl  # the baseline has no attention
     shares = mg["part_attention"]
-    assert set(shares) == {"beak", "body"}
+    assert set(shares) == {"beak", "wing", "body"}
     for row in shares.values():
         assert set(row) == {"fine", "middle", "coarse", "area"}
         assert all(0.0 <= v <= 100.0 for v in row.values())
-    assert shares["beak"]["area"] < shares["body"]["area"]  # the beak is the smaller part
+    # the parts' areas in the drawn scale order
+    assert shares["beak"]["area"] < shares["wing"]["area"] < shares["body"]["area"]
     figures = sorted((tmp_path / "cmp" / "attention_mgmrn").glob("*.png"))
     assert len(figures) == 2
     with Image.open(tmp_path / "cmp" / "comparison.png") as png:

@@ -99,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
                                     "well each names every one-hot attribute group on the unseen "
                                     "test images, and draw comparison.png (those accuracies and "
                                     "the seen-unseen curves). On the parts set, also the share of "
-                                    "each level's attention that falls on the beak and the body, "
+                                    "each level's attention that falls on the beak, wing and body, "
                                     "and attention figures of a few test images.")
     cp.add_argument("runs", nargs="+", metavar="RUN",
                     help="run folders written by mgmrn train, on the same data")

@@ -5,9 +5,9 @@ prints one table of their figures, measures how well each names the value of eve
 attribute group on the unseen test images (body, wing and beak colour on the parts set), and
 draws ``comparison.png`` (those accuracies, and the seen-unseen curves of every run). On the
 parts set it also measures where each level of an attention model looks: the share of the
-attention of the beak-colour and body-colour attributes that falls on the beak's and the body's
-pixels, which the generator knows (:func:`mgmrn.data.parts.redraw_parts_image`), and draws the
-beak-colour attention at each level on a few unseen test images.
+attention of the beak-, wing- and body-colour attributes that falls on the beak's, the wing's and
+the body's pixels, which the generator knows (:func:`mgmrn.data.parts.redraw_parts_image`), and
+draws that attention at each level on a few unseen test images.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from .viz.comparison import plot_comparison
 
 log = logging.getLogger(__name__)
 
-PART_GROUPS = {"beak": "beak_color", "body": "body_color"}  # part -> its attribute group
+# part -> its attribute group, finest first
+PART_GROUPS = {"beak": "beak_color", "wing": "wing_color", "body": "body_color"}
 MAX_MASS_IMAGES = 640  # unseen test images whose attention is measured (the parts set has 640)
 
 
@@ -162,7 +163,7 @@ def part_attention(model: _RunModel, out: Path | None = None,
 
     Args:
         model: a loaded run on the parts set, with attention.
-        out: where to write ``figures`` attention figures (beak and body colour, every level).
+        out: where to write ``figures`` attention figures (each part's colour, every level).
         figures: how many images get a figure.
 
     Returns:
@@ -207,14 +208,14 @@ def _attend(model: _RunModel, dataset, indices: list[int]):
 
 
 def _attention_figures(images, output, groups, labels, data, levels, out: Path) -> None:
-    """Per image: the attention of its own beak and body colour at every level."""
+    """Per image: the attention of its own beak, wing and body colour at every level."""
     size = tuple(images.shape[-2:])
     for b, label in enumerate(labels):
         label = int(label)
         row = data.class_attributes[label]
-        chosen = [max(members, key=lambda i: float(row[i])) for members in
-                  (groups["beak"], groups["body"])]  # the class's own beak and body colour
-        maps = level_attention_maps(output, size, chosen)[b]  # (L, 2, H, W)
+        # the class's own colour of each part
+        chosen = [max(members, key=lambda i: float(row[i])) for members in groups.values()]
+        maps = level_attention_maps(output, size, chosen)[b]  # (L, parts, H, W)
         plot_attention(denormalize(images[b]), maps, [data.attribute_names[i] for i in chosen],
                        levels, out / f"attention_{b}_{data.class_names[label]}.png",
                        title=f"{data.class_names[label]}: where each level looks")
