@@ -292,11 +292,7 @@ def validate(cfg: Config) -> None:
     for key in positive:
         if _get(cfg, key) <= 0:
             raise ConfigError(f"config key '{key}' must be positive, got {_get(cfg, key)}")
-    if cfg.data.image_size % 32:
-        raise ConfigError(
-            f"config key 'data.image_size' must be divisible by 32 (the coarse stride), "
-            f"got {cfg.data.image_size}; try {max(32, round(cfg.data.image_size / 32) * 32)}"
-        )
+    _check_backbone(cfg)
     if not 0.0 < cfg.data.val_fraction < 1.0:
         raise ConfigError(f"config key 'data.val_fraction' must lie in (0, 1), got {cfg.data.val_fraction}")
     workers = cfg.data.num_workers
@@ -308,6 +304,17 @@ def validate(cfg: Config) -> None:
                           f"or regions (each head module), got {cfg.train.compile!r}")
     if cfg.train.eval_every < 0:
         raise ConfigError("config key 'train.eval_every' must be 0 or more")
+
+
+def _check_backbone(cfg: Config) -> None:
+    """The backbone exists, gives three levels, and takes ``data.image_size``: checked on the meta
+    device (no weights, no data), so a backbone that cannot work stops here, not mid-run."""
+    from .models.backbone_spec import BackboneError, describe_backbone
+
+    try:
+        describe_backbone(cfg.model.backbone, cfg.model.backbone_args, cfg.data.image_size)
+    except BackboneError as err:
+        raise ConfigError(str(err)) from err
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
