@@ -209,3 +209,15 @@ def test_vit_weights_offline_name_the_file_and_where_to_put_it(monkeypatch, tmp_
                        match=r"model.safetensors from the Hugging Face hub repository "
                              r"'timm/vit_small_patch14_dinov2.lvd142m'.*model.pretrained_file"):
         Backbone("vit_small_patch14_dinov2", pretrained=True, model_args=TINY_VIT, image_size=56)
+
+
+@pytest.mark.parametrize("recipe, backbone, kind", [
+    ("cub-convnext", "convnext_tiny.in12k_ft_in1k", "hierarchical"),
+    ("cub-swin", "swin_tiny_patch4_window7_224.ms_in22k_ft_in1k", "hierarchical"),
+    ("cub-dinov2", "vit_base_patch14_dinov2.lvd142m", "plain"),
+])
+def test_backbone_recipes_build_on_cub_and_pass_the_backbone_checks(recipe, backbone, kind):
+    cfg = load_config(recipe)  # the backbone and 448 px are checked here, on the meta device
+    assert (cfg.data.name, cfg.model.backbone, cfg.data.image_size) == ("cub", backbone, 448)
+    assert (cfg.model.pretrained, cfg.train.optimizer) == (True, "adamw")
+    assert describe_backbone(cfg.model.backbone).kind == kind
