@@ -221,3 +221,43 @@ def test_backbone_recipes_build_on_cub_and_pass_the_backbone_checks(recipe, back
     assert (cfg.data.name, cfg.model.backbone, cfg.data.image_size) == ("cub", backbone, 448)
     assert (cfg.model.pretrained, cfg.train.optimizer) == (True, "adamw")
     assert describe_backbone(cfg.model.backbone).kind == kind
+
+
+@pytest.mark.parametrize("family", ["swin", "dinov2"])
+def test_checkpoint_predicts_on_its_own_with_its_input_statistics_and_explains(family, tmp_path):
+    """A checkpoint of a transformer backbone, with the statistics it was trained with, gives
+    the same scores through ``predict`` as the network on inputs normalised by hand, and draws
+    one attention figure per image."""
+    from PIL import Image
+
+    from mgmrn.config import Config
+    from mgmrn.predict import load, run_predict
+
+    _, name, args, size, _ = FAMILIES[IDS.index(family)]
+    cfg = Config()
+    cfg.model.backbone, cfg.model.backbone_args, cfg.model.pretrained = name, args, False
+    cfg.model.dim, cfg.model.attn_dim, cfg.model.num_parts = 16, 8, 2
+    cfg.data.image_size, cfg.data.test_resize = size, "crop"  # an image of that size is kept
+    net = tiny_net(name, args, size).eval()
+    stats = {"mean": [0.2, 0.4, 0.6], "std": [0.3, 0.2, 0.1], "interpolation": "bicubic"}
+    names = ["a", "b", "c"]
+    attributes = torch.rand(3, 6)
+    torch.save({"model": net.state_dict(), "config": cfg.to_dict(), "input": stats, "epoch": 0,
+                "data": {"name": "tiny", "class_names": names,
+                         "attribute_names": [f"x{i}" for i in range(6)],
+                         "class_attributes": attributes, "attribute_vectors": torch.randn(6, 8),
+                         "seen_classes": torch.tensor([0, 1]), "unseen_classes": torch.tensor([2])}},
+               tmp_path / "net.pt")
+    predictor = load(tmp_path / "net.pt")
+    assert predictor.inputs == stats
+    pixels = torch.randint(0, 256, (3, size, size), dtype=torch.uint8)
+    result = predictor.predict(pixels, top_k=3, gamma=0.0)[0]
+    by_hand = normalize_images(pixels[None], stats)
+    with torch.no_grad():
+        expected = predictor.model(by_hand, predictor.class_attributes).logits[0]
+    scores = {c["name"]: c["score"] for c in result["classes"]}
+    assert [scores[n] for n in names] == pytest.approx(expected.tolist(), abs=1e-4)
+    Image.fromarray(pixels.permute(1, 2, 0).numpy()).save(tmp_path / "bird.png")
+    run_predict(tmp_path / "net.pt", [tmp_path / "bird.png"], explain_dir=tmp_path / "explain",
+                out=open(tmp_path / "out.txt", "w"))
+    assert [p.name for p in (tmp_path / "explain").glob("*.png")] == ["bird.png"]
