@@ -261,3 +261,35 @@ def test_checkpoint_predicts_on_its_own_with_its_input_statistics_and_explains(f
     run_predict(tmp_path / "net.pt", [tmp_path / "bird.png"], explain_dir=tmp_path / "explain",
                 out=open(tmp_path / "out.txt", "w"))
     assert [p.name for p in (tmp_path / "explain").glob("*.png")] == ["bird.png"]
+
+
+def test_a_run_trains_and_evaluates_with_the_pretrained_statistics_saved_in_its_checkpoint(
+        tmp_path):
+    """``mgmrn train`` with a pretrained ViT (a local weights file) normalises with the weights'
+    statistics, saves them, and ``mgmrn eval`` of the checkpoint alone gives the same figures."""
+    import json
+
+    import safetensors.torch
+
+    from mgmrn.checkpoint import load_checkpoint
+    from mgmrn.cli import main
+
+    safetensors.torch.save_file(timm.create_model("test_vit").state_dict(),
+                                str(tmp_path / "vit.safetensors"))
+    run = tmp_path / "run"
+    assert main(["train", f"output_dir={run}", f"data.root={tmp_path / 'demo'}",
+                 "data.demo.image_size=32", "data.image_size=32", "data.demo.num_shapes=3",
+                 "data.demo.num_colors=2", "data.demo.num_patterns=2", "data.demo.num_unseen=3",
+                 "data.demo.images_per_class=4", "data.ways=3", "data.shots=2",
+                 "data.num_workers=0", "data.verify_images=false", "model.backbone=test_vit",
+                 "model.pretrained=true", f"model.pretrained_file={tmp_path / 'vit.safetensors'}",
+                 "model.dim=16", "model.attn_dim=8", "model.num_parts=2", "train.epochs=1",
+                 "train.batches_per_epoch=2", "train.schedule=alternating"]) == 0
+    saved = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert saved["input"] == {"mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bicubic"}
+    trained = json.loads((run / "results.json").read_text())
+    assert main(["eval", "--checkpoint", str(run / "checkpoints" / "last.pt"),
+                 "--out", str(tmp_path / "eval.json")]) == 0
+    again = json.loads((tmp_path / "eval.json").read_text())
+    assert again["gzsl_h"] == pytest.approx(trained["gzsl_h"])
+    assert again["czsl_acc"] == pytest.approx(trained["czsl_acc"])
