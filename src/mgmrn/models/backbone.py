@@ -68,7 +68,7 @@ class Backbone(nn.Module):
         super().__init__()
         self.spec = describe_backbone(name, model_args, image_size)
         self.name = self.spec.name
-        kwargs = creation_args(self.spec, model_args or {}, image_size)
+        kwargs = creation_args(self.name, model_args or {}, image_size, self.spec)
         # hierarchical: all stages are built (the earlier ones are computed anyway); three are kept
         self.body = _create(self.name, pretrained, pretrained_file, kwargs)
         plain = self.spec.kind == "plain"

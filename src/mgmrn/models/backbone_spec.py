@@ -60,13 +60,13 @@ def model_name(name: str) -> str:
     return tagged if tagged in timm.list_pretrained() else name
 
 
-def creation_args(spec: BackboneSpec | None, model_args: dict, image_size: int | None,
-                  name: str | None = None) -> dict:
+def creation_args(name: str, model_args: dict, image_size: int | None,
+                  spec: BackboneSpec | None = None) -> dict:
     """``timm.create_model`` arguments: features_only, the image size where the model is built
-    for one (timm's ``fixed_input_size``), a plain ViT's three blocks, then ``model_args``."""
+    for one (timm's ``fixed_input_size``), a plain ViT's three blocks (from ``spec``), then
+    ``model_args``."""
     kwargs: dict = {"features_only": True}
-    cfg = timm.models.get_pretrained_cfg(spec.name if spec is not None else name)
-    if image_size is not None and cfg is not None and cfg.fixed_input_size:
+    if image_size is not None and _fixed_size(name):
         kwargs["img_size"] = image_size
     if spec is not None and spec.kind == "plain":
         kwargs["out_indices"] = spec.indices
@@ -98,14 +98,14 @@ def _describe(name: str, args_json: str) -> BackboneSpec:
         raise BackboneError(f"model.backbone '{name}' is not a timm model{hint} (to list "
                             f"names: python -c \"import timm; print(timm.list_models("
                             f"'*{name.split('_')[0]}*'))\")")
-    body = _meta_model(tagged, creation_args(None, model_args, None, tagged))
+    body = _meta_model(tagged, creation_args(tagged, model_args, None))
     info = body.feature_info
     reductions = info.reduction()
     pretrained = timm.data.resolve_data_config(model=body)
     stats = {"mean": [float(v) for v in pretrained["mean"]],
              "std": [float(v) for v in pretrained["std"]],
              "interpolation": str(pretrained["interpolation"])}
-    nhwc = str(getattr(body, "output_fmt", "NCHW")) in ("NHWC", "Format.NHWC")
+    nhwc = getattr(body, "output_fmt", "NCHW") == "NHWC"  # timm's Format is a str enum
     if len(set(reductions)) == 1 and hasattr(body, "model"):  # one stride: a plain ViT
         patch = reductions[0]
         depth = len(body.model.feature_info)
@@ -160,7 +160,8 @@ def _fits(spec: BackboneSpec, args_json: str, size: int) -> bool:
         return True  # the pyramid's sides follow from the patch grid
     try:
         if _fixed_size(spec.name):
-            body = _meta_model(spec.name, creation_args(spec, json.loads(args_json), size))
+            body = _meta_model(spec.name, creation_args(spec.name, json.loads(args_json), size,
+                                                        spec))
         else:
             body = _any_size_model(spec.name, args_json)
         with torch.device("meta"):
