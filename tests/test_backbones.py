@@ -39,6 +39,7 @@ FAMILIES = [
     ("deit", "deit_tiny_patch16_224", TINY_VIT, 64, "plain"),
     ("dinov2", "vit_small_patch14_dinov2", TINY_VIT, 56, "plain"),
     ("clip", "vit_base_patch16_clip_224", TINY_VIT, 64, "plain"),
+    ("eva", "eva02_tiny_patch14_224", {"depth": 3}, 56, "plain"),
 ]
 IDS = [f[0] for f in FAMILIES]
 
