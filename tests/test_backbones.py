@@ -161,6 +161,12 @@ def test_backbones_that_cannot_work_are_refused_when_the_config_is_read(override
         load_config("demo", overrides)
 
 
+def test_the_smallest_sizes_pass_the_check():
+    """At 32 px the coarse map is 1 x 1: batch norm's running statistics serve the check."""
+    assert load_config("demo", ["data.image_size=32"]).data.image_size == 32
+    assert describe_backbone("swin_tiny_patch4_window7_224", TINY_SWIN, 32).kind == "hierarchical"
+
+
 def test_a_model_without_stages_is_refused_with_the_reason():
     with pytest.raises(BackboneError, match="cannot be built to return its stages"):
         describe_backbone("vit_tiny_patch16_224", {"no_such_argument": 1})

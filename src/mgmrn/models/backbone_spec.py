@@ -164,8 +164,8 @@ def _fits(spec: BackboneSpec, args_json: str, size: int) -> bool:
                                                         spec))
         else:
             body = _any_size_model(spec.name, args_json)
-        with torch.device("meta"):
-            features = body(torch.empty(1, 3, size, size))
+        with torch.device("meta"):  # eval: batch norm of a 1x1 map is fine with running stats
+            features = body.eval()(torch.empty(1, 3, size, size))
     except Exception:
         return False
     sides = [tuple(features[i].shape[1:3] if spec.nhwc else features[i].shape[2:])
