@@ -242,7 +242,7 @@ def measure_training(args, folder: Path, workers: int, path: str) -> dict:
     data.train.decode, normalize = PATHS[path]
     data.train.transform = train_transform(cfg.data.image_size, normalize)
     torch.manual_seed(0)
-    model = build_model(cfg.model, data.attribute_vectors).to(device)
+    model = build_model(cfg.model, data.attribute_vectors, image_size=cfg.data.image_size).to(device)
     precision = resolve_precision(cfg, device)
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)

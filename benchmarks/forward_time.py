@@ -28,7 +28,8 @@ def main() -> None:
     args = p.parse_args()
     device = torch.device(args.device)
     model = build_model(ModelConfig(backbone=args.backbone, pretrained=False),
-                        torch.randn(args.attributes, 300)).to(device).eval()
+                        torch.randn(args.attributes, 300),
+                        image_size=args.image_size).to(device).eval()
     images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
     attrs = torch.rand(args.classes, args.attributes, device=device)
     times = []

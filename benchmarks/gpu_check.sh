@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU check in one call: the throughput of docs/performance.md's GPU table (with the compiled-heads
 # mode and FLOP rates), the CUDA tests, where a step's time goes (eager, then heads compiled),
-# and the input pipeline end to end. Full logs go to $OUT (or benchmarks/results/gpu-check); the
+# the input pipeline end to end, and the README's Backbones table (one fused_fast line per
+# backbone family at 448 px with the full heads, last, so that the time left decides). Full logs go to $OUT (or benchmarks/results/gpu-check); the
 # JSON lines and tables are printed.
 #   bash benchmarks/gpu_check.sh
 # Each step runs under the smaller of its own limit and the time left of GPU_CHECK_SECONDS
@@ -51,4 +52,11 @@ where "$out/profile_compile_heads.txt"
 
 step 150 "$out/end_to_end.log" $py benchmarks/end_to_end.py --device cuda --workers 0,1,4,8
 grep '^{' "$out/end_to_end.log" || tail -20 "$out/end_to_end.log"
+# the Backbones table's GPU column: full heads (D=2048, M=1024), 448 px, as mgmrn train runs
+for backbone in resnet101 convnext_tiny swin_tiny_patch4_window7_224 maxvit_tiny_tf_224 \
+    vit_small_patch14_dinov2 vit_base_patch14_dinov2; do
+  step 60 "$out/backbone_$backbone.log" $py benchmarks/throughput.py --backbone "$backbone" \
+    --modes fused_fast --steps 10
+  grep '^{"mode"' "$out/backbone_$backbone.log" || tail -3 "$out/backbone_$backbone.log"
+done
 echo "# gpu_check: ${SECONDS}s"

@@ -156,7 +156,7 @@ def build(args, device: torch.device):
     cfg = ModelConfig(backbone=args.backbone, pretrained=False,
                       resize_before_projection=args.resize_before_projection, **sizes)
     torch.manual_seed(0)
-    model = build_model(cfg, torch.randn(312, 300)).to(device)
+    model = build_model(cfg, torch.randn(312, 300), image_size=args.image_size).to(device)
     precision = Precision(dtype=torch.bfloat16 if gpu else None,
                           channels_last=gpu and not args.no_channels_last)
     if precision.channels_last:

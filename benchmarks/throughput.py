@@ -47,11 +47,19 @@ a small backbone at 128 px, batch 16 on the CPU.
     python benchmarks/throughput.py --peak-tflops 989.4   # a GPU the table does not know
     python benchmarks/throughput.py --device cpu --backbone resnet101 --image-size 448 \
         --dim 2048 --attn-dim 1024 --count-only           # the full network's FLOPs, no timing
+    python benchmarks/throughput.py --device meta --backbone swin_tiny_patch4_window7_224 \
+        --image-size 448 --dim 2048 --attn-dim 1024 --count-only   # the same, shapes only
+
+Any backbone ``model.backbone`` takes runs (``--backbone-args`` gives its timm arguments as JSON).
+``--count-only`` also prints the parameter counts; on ``--device meta`` it counts the forward
+FLOPs from shapes alone (seconds for any size, the attention included) and leaves out the
+training-step counts, which need real numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import time
@@ -137,6 +145,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if cuda else "cpu")
     p.add_argument("--backbone", default=None, help="default resnet101 (CUDA), resnet18 (CPU)")
+    p.add_argument("--backbone-args", type=json.loads, default={},
+                   help='timm arguments of the backbone, as JSON (e.g. \'{"depth": 6}\')')
     p.add_argument("--image-size", type=int, default=None, help="default 448 (CUDA), 128 (CPU)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--dim", type=int, default=None, help="D; default 2048 (CUDA), 64 (CPU)")
@@ -186,12 +196,13 @@ def mode_settings(mode: str, args, device: torch.device) -> dict:
 
 
 def build(args, device):
-    cfg = ModelConfig(backbone=args.backbone, pretrained=False, dim=args.dim,
-                      attn_dim=args.attn_dim,
+    cfg = ModelConfig(backbone=args.backbone, backbone_args=args.backbone_args, pretrained=False,
+                      dim=args.dim, attn_dim=args.attn_dim,
                       resize_before_projection=args.resize_before_projection)
     torch.manual_seed(0)
-    model = build_model(cfg, torch.randn(args.attributes, 300)).to(device)
-    return model, torch.rand(args.classes, args.attributes, device=device)
+    with torch.device(device) if device.type == "meta" else contextlib.nullcontext():
+        model = build_model(cfg, torch.randn(args.attributes, 300), image_size=args.image_size)
+    return model.to(device), torch.rand(args.classes, args.attributes, device=device)
 
 
 def count_flops(model, attrs, args, device) -> tuple[float, float]:
@@ -344,14 +355,21 @@ def main(argv=None) -> None:
     torch.backends.cudnn.benchmark = device.type == "cuda"
     model, attrs = build(args, device)
     b, h = count_flops(model, attrs, args, device)
+    params = {"params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+              "backbone_params_m": round(sum(p.numel() for p in model.backbone.parameters()) / 1e6,
+                                         2)}
     del model
-    step_gflop = {s: count_step_flops(args, device, s) for s in ("alternating", "fused")}
+    step_gflop = ({} if device.type == "meta" else
+                  {s: count_step_flops(args, device, s) for s in ("alternating", "fused")})
     if args.count_only:
         print(json.dumps({"backbone": args.backbone, "image_size": args.image_size,
                           "dim": args.dim, "attn_dim": args.attn_dim,
                           "backbone_gflop_per_image": round(b, 2), "heads_gflop_per_image": round(h, 2),
+                          **params,
                           **{f"{s}_step_gflop_per_image": round(g, 2) for s, g in step_gflop.items()}}))
         return
+    if device.type == "meta":
+        raise SystemExit("--device meta counts only: add --count-only")
     peak = peak_bf16_tflops(torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                             args.peak_tflops)
     results = {}

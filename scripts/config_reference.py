@@ -36,12 +36,16 @@ MEANINGS = {
     "output_dir": "run folder; never overwritten (`--resume` continues it)",
     "model.name": "the network: `mgmrn`, or `baseline` (global average pooled stride-32 features, a "
                   "linear map to attributes, the same cosine classifier)",
-    "model.backbone": "any timm model with `features_only` and strides 8/16/32",
+    "model.backbone": "a timm CNN or hierarchical transformer with stages at strides 8/16/32, or a "
+                      "plain ViT (levels from three depths through a simple feature pyramid); "
+                      "checked when the config is read ([backbones.md](backbones.md))",
     "model.pretrained": "ImageNet weights (torchvision's, through timm's hub cache or URL)",
     "data.name": "the dataset: the drawn `demo` (shapes) or `parts` set, a benchmark (xlsa17 splits), "
                  "or `custom` (see docs/data.md)",
     "data.root": "dataset folder; the drawn sets are written here once",
-    "data.image_size": "input size in pixels, divisible by 32 (train: resize to size*8/7, random crop)",
+    "data.image_size": "input size in pixels (train: resize to size*8/7, random crop); a multiple "
+                       "of 32 for CNNs, of twice the patch for plain ViTs; the backbone's rule "
+                       "is checked when the config is read",
     "data.ways": "episodic batch: classes per batch",
     "data.shots": "episodic batch: images per class",
     "data.test_batch_size": "evaluation batch size",

@@ -7,6 +7,9 @@ A checkpoint is a dict of plain values and tensors (``weights_only`` loading acc
   far (:func:`mgmrn.evaluation.selection.update_selection`), ``calibration``: the run's gamma and
   where it was chosen (None before the first evaluation);
 - ``config``: the run's config, ``data``: the dataset description (names, attributes, splits);
+- ``input``: the normalisation (``mean``, ``std``) and resize ``interpolation`` of the network's
+  inputs, the backbone's pretrained statistics; a checkpoint without it (written before) was
+  trained with ImageNet's, bilinear;
 - ``random``: Python, NumPy and torch random states;
 - ``mid_epoch``: only in a checkpoint written when training was stopped by a signal: the epoch
   it stopped in, the batches of it done, their summed losses per level, and every rank's random
@@ -28,6 +31,7 @@ import torch
 from torch import nn
 
 from .atomic import write_atomic
+from .data.transforms import IMAGENET_INPUTS
 
 
 class CheckpointError(ValueError):
@@ -58,7 +62,7 @@ def data_meta(data) -> dict:
 
 def build_state(model: nn.Module, optimizer, scheduler, scaler, config: dict, data: dict,
                 epoch: int, best: dict, mid_epoch: dict | None = None,
-                calibration: dict | None = None) -> dict:
+                calibration: dict | None = None, inputs: dict | None = None) -> dict:
     """The checkpoint of a run (layout in the module docstring).
 
     Args:
@@ -70,8 +74,10 @@ def build_state(model: nn.Module, optimizer, scheduler, scaler, config: dict, da
         mid_epoch: where an interrupted epoch stands (see :class:`ResumePoint`), or None.
         calibration: the run's gamma and where it was chosen, for prediction (see
             :func:`mgmrn.evaluation.calibration_record`), or None before any evaluation.
+        inputs: the input normalisation and interpolation (None: ImageNet's, bilinear).
     """
     state = {
+        "input": dict(inputs or IMAGENET_INPUTS),
         "calibration": calibration,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -301,9 +307,17 @@ def model_from_checkpoint(saved: dict, path: str | Path,
             f"checkpoint '{path}' was made for {expected[0]} attributes with {expected[1]}-d "
             f"vectors, but the data has {attribute_vectors.shape[0]} attributes with "
             f"{attribute_vectors.shape[1]}-d vectors; evaluate it on the dataset it was trained on")
-    model: nn.Module = build_model(config.model, attribute_vectors.float())
+    model: nn.Module = build_model(config.model, attribute_vectors.float(),
+                                   image_size=config.data.image_size)
     load_weights(model, saved["model"], path)
     return model.eval(), config
+
+
+def checkpoint_inputs(saved: dict) -> dict:
+    """The input normalisation and interpolation a checkpoint's network was trained with;
+    ImageNet's, bilinear, for checkpoints written before they were saved."""
+    inputs = saved.get("input")
+    return dict(inputs) if isinstance(inputs, dict) else dict(IMAGENET_INPUTS)
 
 
 def checkpoint_config(saved: dict, overrides: dict | None = None):

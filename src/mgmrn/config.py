@@ -316,11 +316,7 @@ def validate(cfg: Config) -> None:
     for key in positive:
         if _get(cfg, key) <= 0:
             raise ConfigError(f"config key '{key}' must be positive, got {_get(cfg, key)}")
-    if cfg.data.image_size % 32:
-        raise ConfigError(
-            f"config key 'data.image_size' must be divisible by 32 (the coarse stride), "
-            f"got {cfg.data.image_size}; try {max(32, round(cfg.data.image_size / 32) * 32)}"
-        )
+    _check_backbone(cfg)
     if not 0.0 < cfg.data.val_fraction < 1.0:
         raise ConfigError(f"config key 'data.val_fraction' must lie in (0, 1), got {cfg.data.val_fraction}")
     workers = cfg.data.num_workers
@@ -353,6 +349,17 @@ def _check_trainable(cfg: Config) -> None:
             (value <= high if "high" in ends else value < high)
         if not inside:  # NaN is never inside
             raise ConfigError(f"config key '{key}': expected {meaning}, got {value!r}")
+
+
+def _check_backbone(cfg: Config) -> None:
+    """The backbone exists, gives three levels, and takes ``data.image_size``: checked on the meta
+    device (no weights, no data), so a backbone that cannot work stops here, not mid-run."""
+    from .models.backbone_spec import BackboneError, describe_backbone
+
+    try:
+        describe_backbone(cfg.model.backbone, cfg.model.backbone_args, cfg.data.image_size)
+    except BackboneError as err:
+        raise ConfigError(str(err)) from err
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -74,7 +74,7 @@ def convert_release(checkpoint: str | Path, cfg: Config, out: str | Path) -> Pat
     release = read_release_checkpoint(checkpoint)
     data = assemble_data(read_records(cfg.data, seed=cfg.seed), cfg.data)
     cfg.model.pretrained = False  # every weight comes from the checkpoint
-    model = build_model(cfg.model, data.attribute_vectors)
+    model = build_model(cfg.model, data.attribute_vectors, image_size=cfg.data.image_size)
     try:
         state = convert_release_state_dict(release, model)
     except ReleaseWeightsError as err:

@@ -14,11 +14,14 @@ from .distributed import DistEnv
 
 @dataclass
 class Precision:
-    """How tensors are computed: autocast dtype (None = fp32), channels_last, gradient scaler."""
+    """How tensors are computed: autocast dtype (None = fp32), channels_last, gradient scaler,
+    and the normalisation of uint8 batches (``inputs``: the backbone's mean and std; None:
+    ImageNet's)."""
 
     dtype: torch.dtype | None = None
     channels_last: bool = False
     scaler: torch.amp.GradScaler | None = None
+    inputs: dict | None = None
 
     def autocast(self, device: torch.device, cache: bool = True):
         """Autocast to ``dtype``; ``cache=False`` recasts weights at every use (graph capture)."""
@@ -30,14 +33,15 @@ class Precision:
         """A batch on ``device`` as the network takes it; uint8 images are normalised there."""
         images = images.to(device, non_blocking=True)
         if images.dtype == torch.uint8:
-            images = normalize_images(images)
+            images = normalize_images(images, self.inputs)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return images
 
 
-def resolve_precision(cfg: Config, device: torch.device) -> Precision:
-    """The precision of ``train.amp`` and ``train.channels_last`` on ``device``."""
+def resolve_precision(cfg: Config, device: torch.device, inputs: dict | None = None) -> Precision:
+    """The precision of ``train.amp`` and ``train.channels_last`` on ``device``; ``inputs``: the
+    backbone's input statistics (None: ImageNet's)."""
     amp = cfg.train.amp
     if amp == "auto":
         amp = "bf16" if device.type == "cuda" else "none"
@@ -46,7 +50,7 @@ def resolve_precision(cfg: Config, device: torch.device) -> Precision:
     if channels_last is None:
         channels_last = device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
-    return Precision(dtype=dtype, channels_last=channels_last, scaler=scaler)
+    return Precision(dtype=dtype, channels_last=channels_last, scaler=scaler, inputs=inputs)
 
 
 def _graphs_wanted(key: str, setting: bool | None, conditions) -> bool:

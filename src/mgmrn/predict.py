@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from .checkpoint import CheckpointError, checkpoint_inputs, load_checkpoint, model_from_checkpoint
 from .config import Config
 from .data.transforms import denormalize, test_transform
 from .distributed import resolve_device
@@ -42,6 +42,8 @@ class Predictor:
         device: where the network runs.
         gamma: the default calibration (see :meth:`predict`).
         gamma_source: where ``gamma`` comes from, for messages.
+        inputs: the input normalisation (``mean``, ``std``) and resize ``interpolation`` the
+            network was trained with (saved in its checkpoint); None: ImageNet's, bilinear.
 
     Classes added with :meth:`add_classes` follow the C classes of the checkpoint, as the group
     ``added``.
@@ -51,7 +53,7 @@ class Predictor:
                  attribute_names: Sequence[str], class_attributes: torch.Tensor,
                  seen_classes: torch.Tensor, unseen_classes: torch.Tensor,
                  device: str | torch.device = "cpu", gamma: float = 0.0,
-                 gamma_source: str = "not given: 0, uncalibrated"):
+                 gamma_source: str = "not given: 0, uncalibrated", inputs: dict | None = None):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config = config
@@ -64,7 +66,12 @@ class Predictor:
         self._seen = set(self.seen_classes.tolist())
         self.gamma, self.gamma_source = float(gamma), gamma_source
         self.image_size = config.data.image_size
-        self.transform = test_transform(self.image_size, config.data.test_resize)
+        self.inputs = inputs
+        self.transform = test_transform(self.image_size, config.data.test_resize, inputs=inputs)
+
+    def denormalize(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) network inputs -> the pictures in [0, 1], on the CPU, for display."""
+        return denormalize(batch.float(), self.inputs).cpu()
 
     def add_classes(self, names: Sequence[str], attributes: Any) -> list[int]:
         """Make new classes searchable, given only their attributes; no retraining.
@@ -253,7 +260,7 @@ class Predictor:
         from .viz import level_attention_maps, plot_attention
 
         maps = level_attention_maps(output, tuple(batch.shape[-2:])).cpu()  # (B, L, A, H, W)
-        pictures = denormalize(batch.float()).cpu()
+        pictures = self.denormalize(batch)
         for i, result in enumerate(found):
             chosen = strength[i].topk(min(n_attributes, strength.shape[1])).indices
             top = result["classes"][0]
@@ -283,7 +290,7 @@ def load(checkpoint: str | Path, device: str | torch.device = "cpu") -> Predicto
     gamma, source = default_gamma(saved.get("calibration"), config.eval.gamma)
     predictor = Predictor(model, config, meta["class_names"], meta["attribute_names"],
                           meta["class_attributes"], meta["seen_classes"], meta["unseen_classes"],
-                          resolve_device(device), gamma, source)
+                          resolve_device(device), gamma, source, checkpoint_inputs(saved))
     log.info("loaded %s (%s, epoch %s): %d classes (%d unseen), %d attributes, %d px, %s",
              checkpoint, config.model.name, saved.get("epoch", "?"), len(predictor.class_names),
              len(predictor.unseen_classes), len(predictor.attribute_names),

@@ -32,7 +32,7 @@ from .evaluation.selection import protocol_report, update_selection
 from .locks import run_folder_lock
 from .losses import ZSLCriterion
 from .metrics_log import MetricsLog
-from .models import build_model, compile_heads
+from .models import build_model, compile_heads, model_input_config
 from .precision import Precision, resolve_cuda_graphs, resolve_eval_cuda_graphs, resolve_precision
 from .preemption import REQUEUE_EXIT, Preempted, StopOnSignal
 from .report import format_results, write_json
@@ -185,10 +185,11 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
             log.info("removed %s, left by a write that was killed part way", stale)
     device = resolve_device(cfg.device, env)
     seed_everything(cfg.seed)
-    data = _build_data_once(cfg, env)
+    inputs = model_input_config(cfg.model)  # the pretrained weights' statistics and resizing
+    data = _build_data_once(cfg, env, inputs)
     check_sampler_fits(data, cfg.data)
-    model = build_model(cfg.model, data.attribute_vectors).to(device)
-    precision = resolve_precision(cfg, device)
+    model = build_model(cfg.model, data.attribute_vectors, image_size=cfg.data.image_size).to(device)
+    precision = resolve_precision(cfg, device, inputs)
     use_graphs = resolve_cuda_graphs(cfg, device, env, precision)
     resolve_eval_cuda_graphs(cfg, device)  # refuses an impossible eval.cuda_graphs=true now
     if precision.channels_last:
@@ -216,7 +217,7 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
                                                                       cfg.data.split)
         return ckpt_io.build_state(model, optimizer, scheduler, precision.scaler, cfg.to_dict(),
                                    ckpt_io.data_meta(data), completed, best, mid_epoch,
-                                   calibration)
+                                   calibration, inputs)
 
     with StopOnSignal(env.enabled) as stopper:
         for epoch in range(point.epoch, cfg.train.epochs):
@@ -330,12 +331,12 @@ def _preempted(stopper: StopOnSignal, last: Path, epoch: int, batches: int | Non
                      f"scheduler to requeue)", last)
 
 
-def _build_data_once(cfg: Config, env: DistEnv):
+def _build_data_once(cfg: Config, env: DistEnv, inputs: dict | None = None):
     """Build the data on the main process first (it may draw the demo set or check every image),
-    then on the others, which find the work done."""
+    then on the others, which find the work done. ``inputs``: the backbone's input config."""
     if not env.is_main:
         barrier()
-    data = build_data(cfg.data, seed=cfg.seed)
+    data = build_data(cfg.data, seed=cfg.seed, inputs=inputs)
     if env.is_main:
         barrier()
     return data
@@ -378,10 +379,11 @@ def evaluate_checkpoint(path: str | Path, overrides: dict | None = None,
         saved = ckpt_io.load_checkpoint(path)
         cfg = ckpt_io.checkpoint_config(saved, overrides)
         device = resolve_device(cfg.device, env)
-        data = _build_data_once(cfg, env)
+        inputs = ckpt_io.checkpoint_inputs(saved)
+        data = _build_data_once(cfg, env, inputs)
         model, _ = ckpt_io.model_from_checkpoint(saved, path, data.attribute_vectors, overrides)
         model = model.to(device)
-        precision = resolve_precision(cfg, device)
+        precision = resolve_precision(cfg, device, inputs)
         results = evaluate_model(model, data, cfg, device, precision, env)
         results["checkpoint"] = str(path)
         results["epoch"] = saved.get("epoch")

@@ -116,7 +116,7 @@ def read_records(cfg: DataConfig, seed: int = 0, draw: bool = True) -> ZSLRecord
                        attribute_vectors=cfg.attribute_vectors)
 
 
-def build_data(cfg: DataConfig, seed: int = 0) -> ZSLData:
+def build_data(cfg: DataConfig, seed: int = 0, inputs: dict | None = None) -> ZSLData:
     """Read, check and wrap a dataset.
 
     Every image must exist (else a :class:`DataError` lists the missing ones); with
@@ -126,6 +126,8 @@ def build_data(cfg: DataConfig, seed: int = 0) -> ZSLData:
     Args:
         cfg: data config.
         seed: seed of held-out draws (see :func:`read_records`); the same seed, the same split.
+        inputs: the backbone's input statistics and interpolation (see
+            :mod:`~mgmrn.data.transforms`); None: ImageNet's, bilinear.
     """
     records = read_records(cfg, seed)
     check_files_exist(records.all_paths(), records.files.get("image_root", cfg.root))
@@ -134,10 +136,10 @@ def build_data(cfg: DataConfig, seed: int = 0) -> ZSLData:
         if bad:
             records.drop_paths(bad)
             records.files["left_out_images"] = sorted(bad)
-    return assemble(records, cfg)
+    return assemble(records, cfg, inputs)
 
 
-def assemble(records: ZSLRecords, cfg: DataConfig) -> ZSLData:
+def assemble(records: ZSLRecords, cfg: DataConfig, inputs: dict | None = None) -> ZSLData:
     """Wrap checked records into datasets with the transforms of ``cfg.image_size``.
 
     Items are (3, size, size) uint8 images; :func:`~mgmrn.data.transforms.normalize_images`
@@ -150,8 +152,8 @@ def assemble(records: ZSLRecords, cfg: DataConfig) -> ZSLData:
     if (train_labels < 0).any():
         raise DataError(f"{records.name}: training images of classes that are not seen classes")
     # uint8 items: the float conversion and normalisation run on the device (Precision.prepare)
-    train_tf = train_transform(cfg.image_size, normalize=False)
-    test_tf = test_transform(cfg.image_size, cfg.test_resize, normalize=False)
+    train_tf = train_transform(cfg.image_size, normalize=False, inputs=inputs)
+    test_tf = test_transform(cfg.image_size, cfg.test_resize, normalize=False, inputs=inputs)
 
     def dataset(split: str, labels: np.ndarray, transform) -> ImageDataset:
         return ImageDataset(records.paths[split], labels, transform, cfg.skip_bad_images)

@@ -7,8 +7,12 @@ to 8/7 of the crop, before the centre crop (``test_resize="ratio"``), so that ob
 scale in training and testing.
 
 With ``normalize=False`` the transforms stop at the cropped uint8 image: the DataLoader then moves
-a quarter of the bytes, and :func:`normalize_images` does the float conversion and the ImageNet
+a quarter of the bytes, and :func:`normalize_images` does the float conversion and the
 normalisation on the device, with the same operations, so the network's inputs are unchanged.
+
+The statistics and the resize interpolation are those of the backbone's pretrained weights (an
+``inputs`` dict: ``mean``, ``std``, ``interpolation``, saved in every checkpoint); without one,
+ImageNet's statistics and bilinear resizing, as before.
 """
 
 from __future__ import annotations
@@ -18,6 +22,22 @@ from torchvision.transforms import v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_INPUTS = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+                   "interpolation": "bilinear"}
+
+
+def input_stats(inputs: dict | None) -> tuple[list[float], list[float]]:
+    """(mean, std) of an ``inputs`` dict; ImageNet's for None."""
+    inputs = inputs or IMAGENET_INPUTS
+    return [float(v) for v in inputs["mean"]], [float(v) for v in inputs["std"]]
+
+
+def _interpolation(inputs: dict | None) -> v2.InterpolationMode:
+    name = (inputs or IMAGENET_INPUTS).get("interpolation", "bilinear")
+    try:
+        return v2.InterpolationMode(name)
+    except ValueError:  # a timm name torchvision does not have (e.g. "random"): the default
+        return v2.InterpolationMode.BILINEAR
 
 
 def resize_size(size: int) -> int:
@@ -25,75 +45,81 @@ def resize_size(size: int) -> int:
     return round(size * 8 / 7)
 
 
-def _to_normalized(normalize: bool = True) -> list:
+def _to_normalized(normalize: bool = True, inputs: dict | None = None) -> list:
     if not normalize:
         return []
-    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(*input_stats(inputs))]
 
 
-def normalize_images(images: torch.Tensor) -> torch.Tensor:
+def normalize_images(images: torch.Tensor, inputs: dict | None = None) -> torch.Tensor:
     """The float conversion and normalisation that ``normalize=False`` leaves out, for a batch.
 
     Args:
         images: (..., 3, H, W) uint8 images, on any device.
+        inputs: the backbone's ``mean`` and ``std``; None: ImageNet's.
 
     Returns:
         (..., 3, H, W) float32, equal to what the transforms with ``normalize=True`` give.
     """
     floats = v2.functional.to_dtype(images, torch.float32, scale=True)
-    return v2.functional.normalize(floats, list(IMAGENET_MEAN), list(IMAGENET_STD))
+    return v2.functional.normalize(floats, *input_stats(inputs))
 
 
-def train_transform(size: int, normalize: bool = True) -> v2.Compose:
+def train_transform(size: int, normalize: bool = True, inputs: dict | None = None) -> v2.Compose:
     """Image -> (3, size, size) tensor: resize, random crop, random flip, normalise.
 
     Args:
         size: output side in pixels.
         normalize: float32 normalised output; False stops at uint8 (see
             :func:`normalize_images`).
+        inputs: the backbone's ``mean``, ``std`` and ``interpolation``; None: ImageNet's,
+            bilinear.
 
     The input is a PIL image or a (3, H, W) uint8 tensor.
     """
     return v2.Compose([
         v2.ToImage(),
-        v2.Resize(resize_size(size), antialias=True),
+        v2.Resize(resize_size(size), interpolation=_interpolation(inputs), antialias=True),
         v2.RandomCrop(size),
         v2.RandomHorizontalFlip(),
-        *_to_normalized(normalize),
+        *_to_normalized(normalize, inputs),
     ])
 
 
 TEST_RESIZES = ("ratio", "crop")
 
 
-def test_transform(size: int, resize: str = "ratio", normalize: bool = True) -> v2.Compose:
+def test_transform(size: int, resize: str = "ratio", normalize: bool = True,
+                   inputs: dict | None = None) -> v2.Compose:
     """Image -> (3, size, size) tensor: resize, centre crop, normalise.
 
     Args:
         size: output side in pixels.
         resize: ``ratio`` (shorter side to ``resize_size(size)``) or ``crop`` (to ``size``, as
             published).
-        normalize: as for :func:`train_transform`.
+        normalize, inputs: as for :func:`train_transform`.
     """
     if resize not in TEST_RESIZES:
         raise ValueError(f"resize must be one of {TEST_RESIZES}, got {resize!r}")
     return v2.Compose([
         v2.ToImage(),
-        v2.Resize(resize_size(size) if resize == "ratio" else size, antialias=True),
+        v2.Resize(resize_size(size) if resize == "ratio" else size,
+                  interpolation=_interpolation(inputs), antialias=True),
         v2.CenterCrop(size),
-        *_to_normalized(normalize),
+        *_to_normalized(normalize, inputs),
     ])
 
 
-def denormalize(images: torch.Tensor) -> torch.Tensor:
-    """Undo the ImageNet normalisation, for display.
+def denormalize(images: torch.Tensor, inputs: dict | None = None) -> torch.Tensor:
+    """Undo the normalisation, for display.
 
     Args:
         images: (..., 3, H, W) normalised images.
+        inputs: the ``mean`` and ``std`` they were normalised with; None: ImageNet's.
 
     Returns:
         (..., 3, H, W) images in [0, 1].
     """
-    mean = torch.tensor(IMAGENET_MEAN, dtype=images.dtype, device=images.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=images.dtype, device=images.device).view(3, 1, 1)
+    mean, std = (torch.tensor(v, dtype=images.dtype, device=images.device).view(3, 1, 1)
+                 for v in input_stats(inputs))
     return (images * std + mean).clamp(0, 1)

@@ -5,29 +5,40 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbone import Backbone, PretrainedWeightsError
+from .backbone import (
+    IMAGENET_INPUTS,
+    Backbone,
+    BackboneError,
+    PretrainedWeightsError,
+    describe_backbone,
+    input_config,
+)
 from .baseline import GlobalBaseline
 from .decoder import AttributeDecoder
 from .granularity import GranularityModule
 from .mgmrn import LEVELS, MgMRN, TokenLayout, ZSLOutput, spatial_attention
 from .refinement import SpatialChannelAttention
 
-__all__ = ["Backbone", "GlobalBaseline", "LEVELS", "MgMRN", "PretrainedWeightsError",
-           "TokenLayout", "ZSLOutput", "build_model", "compile_heads", "spatial_attention"]
+__all__ = ["Backbone", "BackboneError", "GlobalBaseline", "IMAGENET_INPUTS", "LEVELS", "MgMRN",
+           "PretrainedWeightsError", "TokenLayout", "ZSLOutput", "build_model", "compile_heads",
+           "describe_backbone", "input_config", "model_input_config", "spatial_attention"]
 
 HEAD_MODULES = (GranularityModule, SpatialChannelAttention, AttributeDecoder)
 
 
-def build_model(cfg, attribute_vectors: torch.Tensor, backbone: nn.Module | None = None) -> nn.Module:
+def build_model(cfg, attribute_vectors: torch.Tensor, backbone: nn.Module | None = None,
+                image_size: int | None = None) -> nn.Module:
     """The network a ``ModelConfig`` describes, for the given (A, E) attribute word vectors.
 
     ``backbone`` replaces the timm backbone that ``cfg.backbone`` names: any module that returns
     the three stage maps, finest first, and has ``channels`` (see :class:`MgMRN`).
+    ``image_size`` (the data's ``image_size``) builds backbones made for one input size (ViTs,
+    Swin, MaxViT) for that size; None leaves timm's default.
     """
     if backbone is None:
         backbone = Backbone(cfg.backbone, pretrained=cfg.pretrained,
                             pretrained_file=cfg.pretrained_file, finetune=cfg.finetune,
-                            model_args=cfg.backbone_args)
+                            model_args=cfg.backbone_args, image_size=image_size)
     if cfg.name == "baseline":
         return GlobalBaseline(backbone, attribute_vectors.shape[0], tau=cfg.tau)
     return MgMRN(backbone, attribute_vectors, dim=cfg.dim, attn_dim=cfg.attn_dim,
@@ -35,6 +46,12 @@ def build_model(cfg, attribute_vectors: torch.Tensor, backbone: nn.Module | None
                  resize_before_projection=cfg.resize_before_projection, tau=cfg.tau,
                  norm=cfg.norm, grouping=cfg.grouping, halving=cfg.halving,
                  prototype_init=cfg.prototype_init)
+
+
+def model_input_config(cfg) -> dict:
+    """The input normalisation and interpolation of the network a ``ModelConfig`` describes:
+    those of its pretrained weights, or ImageNet's when it starts from random weights."""
+    return input_config(cfg.backbone, cfg.backbone_args, cfg.pretrained)
 
 
 def compile_heads(model: nn.Module) -> int:

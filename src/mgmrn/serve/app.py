@@ -20,7 +20,6 @@ import torch
 from PIL import Image
 
 from ..data.datasets import to_rgb
-from ..data.transforms import denormalize
 from ..new_classes import parse_class_rows
 from ..predict import Predictor
 from .run_view import RunView
@@ -145,7 +144,7 @@ class Explorer:
             strength = float(torch.stack(output.attribute_scores).float().mean(0)[0, attribute])
             maps = level_attention_maps(output, tuple(batch.shape[-2:]), [attribute]).cpu()
         path = self.scratch / f"attention-{key}-{attribute}.png"
-        plot_attention(denormalize(batch.float()).cpu()[0], maps[0], [p.attribute_names[attribute]],
+        plot_attention(p.denormalize(batch)[0], maps[0], [p.attribute_names[attribute]],
                        list(output.levels), path, attribute_values=[strength],
                        title=f"{Path(name).name}: where the model looks for "
                              f"{p.attribute_names[attribute]}")
