@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,3 +24,13 @@ def shared_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent: the real data files of ../shared/data are needed")
     return path
+
+
+def load_script(relative: str):
+    """A script of the repository (``benchmarks/x.py``, ``scripts/y.py``) imported by its path."""
+    path = REPO / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their defining module up
+    spec.loader.exec_module(module)
+    return module

@@ -3,7 +3,6 @@ summary's arithmetic."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -14,15 +13,12 @@ from PIL import Image
 from mgmrn.config import DataConfig
 from mgmrn.data import build_data
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "end_to_end.py"
+from .conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("end_to_end", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/end_to_end.py")
 
 
 @pytest.fixture(scope="module")

@@ -4,28 +4,23 @@ lookup, and each mode's settings and fields."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from mgmrn.engine import Precision
 
+from .conftest import load_script
 from .test_models import tiny_net
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 STEPS = 2
 TINY = ["--device", "cpu", "--backbone", "test_resnet", "--image-size", "64", "--dim", "32",
         "--attn-dim", "16", "--batch-size", "2"]
 
 
 def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"benchmarks/{name}.py")
 
 
 @pytest.fixture(scope="module")

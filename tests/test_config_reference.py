@@ -1,20 +1,17 @@
 """docs/configuration.md is generated from the config dataclasses and must match them."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
+from .conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "config_reference.py"
 
 
 @pytest.fixture(scope="module")
 def reference():
-    spec = importlib.util.spec_from_file_location("config_reference", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/config_reference.py")
 
 
 def test_configuration_md_is_current(reference):
