@@ -31,4 +31,4 @@ def batch(self, epoch, index):
 
 
 samplers._SeededBatchSampler.batch = batch
-sys.exit(main(["train", *sys.argv[1:]]))
+sys.exit(main(["train", "--config", "demo", *sys.argv[1:]]))  # the recipe of _ddp_worker.py

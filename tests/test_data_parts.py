@@ -77,11 +77,12 @@ def test_loads_through_build_data_and_keeps_foreign_folders(tmp_path):
     assert (stranger / "notes.txt").read_text() == "keep me"
 
 
-def test_recipe_is_the_demo_recipe_on_the_parts_set():
+def test_recipe_is_the_shapes_recipe_on_the_parts_set_with_a_frozen_backbone():
     demo = yaml.safe_load((CONFIG_DIR / "demo.yaml").read_text())
     parts = yaml.safe_load((CONFIG_DIR / "parts.yaml").read_text())
     assert (parts["data"].pop("name"), parts["data"].pop("root"), parts.pop("output_dir")) == \
         ("parts", ".cache/mgmrn/parts", "runs/parts")
+    assert parts["model"].pop("finetune") is False and "finetune" not in demo["model"]
     assert parts["data"].pop("parts") == demo["data"].pop("demo")
     for key in ("name", "root"):
         demo["data"].pop(key)

@@ -19,7 +19,9 @@ DATA_KEYS = {"n_seen_classes", "n_unseen_classes", "n_train", "n_test_seen", "n_
 
 def tiny(tmp_path, run: str, *extra: str) -> list[str]:
     return [
-        f"output_dir={tmp_path / run}", "data.name=demo", f"data.root={tmp_path / 'demo'}",
+        # the default recipe (parts) made the tiny shapes recipe: the set, and a trained backbone
+        f"output_dir={tmp_path / run}", "data.name=demo", "model.finetune=true",
+        f"data.root={tmp_path / 'demo'}",
         "data.demo.image_size=32", "data.image_size=32", "data.demo.num_shapes=3",
         "data.demo.num_colors=3", "data.demo.num_patterns=2", "data.demo.num_unseen=4",
         "data.demo.images_per_class=6", "data.ways=4", "data.shots=2", "data.num_workers=0",
