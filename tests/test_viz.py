@@ -163,8 +163,11 @@ CORNERS = ((0, 0), (0, 1), (1, 0), (1, 1))  # (row, column) of the quadrant hold
 
 @pytest.fixture(scope="module")
 def corner_shares(tmp_path_factory) -> dict:
-    """Train the demo model, then measure, for every demo colour and every corner, the share of
-    the colour attribute's overlay mass that falls in the quadrant holding a lone object.
+    """Train the shapes demo model, then measure, for every demo colour and every corner, the share
+    of the colour attribute's overlay mass that falls in the quadrant holding a lone object.
+
+    Six of the recipe's 20 epochs (the step after the fourth) suffice: the smallest shares were
+    0.88 (fine level) and 0.81 (level mean) at one and two threads, against the tests' 0.5.
 
     Returns:
         {"colors": names, "shares": (colours, corners, levels) array, "levels": level names}.
@@ -174,7 +177,8 @@ def corner_shares(tmp_path_factory) -> dict:
     from mgmrn.runner import train
 
     folder = tmp_path_factory.mktemp("demo")
-    train(load_config("demo", [f"output_dir={folder / 'run'}", f"data.root={folder / 'data'}"]))
+    train(load_config("demo", [f"output_dir={folder / 'run'}", f"data.root={folder / 'data'}",
+                               "train.epochs=6", "train.lr_step=4"]))
     predictor = load(folder / "run" / "checkpoints" / "last.pt")
     colors = [n.removeprefix("color_") for n in predictor.attribute_names if n.startswith("color_")]
     shares = np.array([[_corner_share(predictor, color, corner) for corner in CORNERS]
