@@ -42,13 +42,14 @@ MAX_MASS_IMAGES = 640  # unseen test images whose attention is measured (the par
 
 @dataclass
 class Run:
-    """A trained run: its folder, label, last-epoch results, config and last checkpoint."""
+    """A trained run: its folder, label, last-epoch results, config and loaded last checkpoint."""
 
     folder: Path
     label: str
     results: dict[str, Any]
     config: Config
     checkpoint: Path
+    saved: dict  # what load_checkpoint read from ``checkpoint``, read once
 
 
 def load_run(folder: str | Path) -> Run:
@@ -60,8 +61,9 @@ def load_run(folder: str | Path) -> Run:
             raise FileNotFoundError(f"{path} is missing: {folder} is not a finished run of "
                                     f"'mgmrn train'")
     results = json.loads(results_file.read_text())
-    config = ckpt_io.checkpoint_config(ckpt_io.load_checkpoint(checkpoint))
-    return Run(folder, f"{config.model.name} ({folder.name})", results, config, checkpoint)
+    saved = ckpt_io.load_checkpoint(checkpoint)
+    config = ckpt_io.checkpoint_config(saved)
+    return Run(folder, f"{config.model.name} ({folder.name})", results, config, checkpoint, saved)
 
 
 def figures_table(runs: list[Run], extra: dict[str, list[str]] | None = None) -> str:
@@ -97,7 +99,7 @@ class _RunModel:
     """A run's network and test data, loaded once."""
 
     def __init__(self, run: Run, device: torch.device):
-        saved = ckpt_io.load_checkpoint(run.checkpoint)
+        saved = run.saved
         cfg = ckpt_io.checkpoint_config(saved, {"data": {"verify_images": False}})
         self.cfg, self.device = cfg, device
         self.data = build_data(cfg.data, seed=cfg.seed)
@@ -170,8 +172,8 @@ def part_attention(model: _RunModel, out: Path | None = None,
         {part: {level: mean share in percent, ..., "area": mean area share in percent}}.
     """
     data, names = model.data, model.data.attribute_names
-    groups = {part: [i for i, n in enumerate(names) if n.startswith(group + "_")]
-              for part, group in PART_GROUPS.items()}
+    one_hot = one_hot_groups(names, data.class_attributes)
+    groups = {part: one_hot[group] for part, group in PART_GROUPS.items()}
     dataset = data.test_unseen
     count = min(len(dataset), MAX_MASS_IMAGES)
     masks = _part_masks(model, dataset.paths[:count])
