@@ -202,10 +202,11 @@ def main(argv: list[str] | None = None) -> int:
                               [c for c in cells if c.split == "trainval"]))
     raw = collect(root, args.sets, args.recipes, args.seeds)
     table = markdown_table(raw, args.seeds)
-    stamp = f"commit {commit()}, {datetime.date.today().isoformat()}"
+    code = commit()
+    stamp = f"commit {code}, {datetime.date.today().isoformat()}"
     print(f"{stamp}\n\n{table}")
     (root / "table.md").write_text(f"{stamp}\n\n{table}\n")
-    (root / "table.json").write_text(json.dumps({"commit": commit(), "seeds": args.seeds,
+    (root / "table.json").write_text(json.dumps({"commit": code, "seeds": args.seeds,
                                                  "runs": raw}, indent=2) + "\n")
     return 0
 
