@@ -34,6 +34,7 @@ from .evaluation import (
     named_confused_pairs,
 )
 from .evaluation.selection import protocol_report, update_selection
+from .inference import place_model
 from .locks import run_folder_lock
 from .losses import ZSLCriterion
 from .metrics_log import MetricsLog
@@ -379,8 +380,8 @@ def evaluate_checkpoint(path: str | Path, overrides: dict | None = None,
         inputs = ckpt_io.checkpoint_inputs(saved)
         data = _build_data_once(cfg, env, inputs)
         model, _ = ckpt_io.model_from_checkpoint(saved, path, data.attribute_vectors, overrides)
-        model = model.to(device)
         precision = resolve_precision(cfg, device, inputs)
+        model = place_model(model, device, precision)  # the layout training evaluates in
         results = evaluate_model(model, data, cfg, device, precision, env)
         results["checkpoint"] = str(path)
         results["epoch"] = saved.get("epoch")
