@@ -235,3 +235,39 @@ def test_baseline_scores_have_one_level_and_no_attention(run, tmp_path):
         out = model(normalize_images(images), run["data"].class_attributes)
     torch.testing.assert_close(got.attributes, out.attribute_scores[0])
     torch.testing.assert_close(got.logits, out.logits)
+
+
+def test_explorer_attention_is_that_of_the_inference_object(run, monkeypatch):
+    """The page's attention view draws the maps and the level-mean strength of the one path."""
+    import io
+
+    import mgmrn.viz
+    from mgmrn.serve.app import Explorer
+    from mgmrn.viz import level_attention_maps
+
+    drawn = {}
+
+    def record(picture, maps, names, levels, path, attribute_values=None, title=None):
+        drawn.update(picture=picture, maps=maps, names=names, levels=levels,
+                     values=attribute_values)
+        Path(path).write_bytes(b"png")
+
+    monkeypatch.setattr(mgmrn.viz, "plot_attention", record)
+    predictor = load(run["checkpoint"])
+    explorer = Explorer(predictor)
+    try:
+        buffer = io.BytesIO()
+        Image.open(run["data"].test_unseen.paths[0]).save(buffer, "PNG")
+        key = explorer.upload(buffer.getvalue(), "a.png")
+        assert explorer.attention(key, 2) == b"png"
+        tensor, _ = explorer._image(key)
+    finally:
+        explorer.close()
+    scores = predictor.inference(tensor[None], attention=True)
+    expected = level_attention_maps(scores.output, (64, 64), [2])[0]
+    torch.testing.assert_close(drawn["maps"], expected, rtol=1e-5, atol=1e-7)
+    value = predictor.predict(tensor, top_attributes=len(ATTRIBUTES))[0]["attributes"]
+    assert drawn["values"] == pytest.approx([next(a["value"] for a in value if a["index"] == 2)],
+                                            rel=1e-5)
+    assert drawn["names"] == ["color_red"] and drawn["levels"] == ["fine", "middle", "coarse"]
+    torch.testing.assert_close(drawn["picture"], predictor.denormalize(tensor[None])[0])
