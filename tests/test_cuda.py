@@ -15,7 +15,8 @@ import torch
 
 from mgmrn.cli import main
 from mgmrn.config import ModelConfig
-from mgmrn.engine import GraphedInference, GraphedStep, Precision, predict_logits, train_one_epoch
+from mgmrn.engine import GraphedStep, Precision, predict_logits, train_one_epoch
+from mgmrn.inference import GraphedInference
 from mgmrn.losses import ZSLCriterion
 from mgmrn.models import build_model, compile_heads
 

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from mgmrn.evaluation import confused_pairs, harmonic_mean, per_class_accuracy
+from mgmrn.evaluation import (
+    confused_pairs,
+    harmonic_mean,
+    named_confused_pairs,
+    per_class_accuracy,
+)
 
 
 def test_per_class_accuracy_differs_from_overall_on_imbalanced_classes():
@@ -93,3 +98,19 @@ def test_confused_pairs_by_hand():
                      {"true": 7, "predicted": 9, "count": 2, "share": 0.5, "examples": [1]}]
     assert confused_pairs(labels, labels) == []
     assert len(confused_pairs(predictions, labels)) == 3
+
+
+def test_named_confused_pairs_name_classes_and_example_files():
+    # as above: 7 -> 9 twice (positions 1, 3), 7 -> 8 once (2), 8 -> 7 twice (4, 5)
+    labels = [7, 7, 7, 7, 8, 8, 9]
+    predictions = [7, 9, 8, 9, 7, 7, 9]
+    names = [f"class{i}" for i in range(10)]
+    paths = [f"img{i}.png" for i in range(7)]
+    assert named_confused_pairs(predictions, labels, names, paths) == [
+        {"true": "class8", "predicted": "class7", "count": 2, "share": 1.0,
+         "examples": ["img4.png", "img5.png"]},
+        {"true": "class7", "predicted": "class9", "count": 2, "share": 0.5,
+         "examples": ["img1.png", "img3.png"]},
+        {"true": "class7", "predicted": "class8", "count": 1, "share": 0.25,
+         "examples": ["img2.png"]}]
+    assert [p["examples"] for p in named_confused_pairs(predictions, labels, names)] == [[]] * 3

@@ -15,6 +15,7 @@ from PIL import Image
 
 from mgmrn.checkpoint import CheckpointError
 from mgmrn.config import Config
+from mgmrn.errors import UsageError
 from mgmrn.models import build_model
 from mgmrn.predict import expand_inputs, load, predict_command, run_predict
 
@@ -267,3 +268,11 @@ def test_cli_predict_prints_json_and_names_missing_files(checkpoint, image_folde
     assert len(results) == 5 and all(len(r["classes"]) == 2 for r in results)
     assert cli.main(["predict", "--checkpoint", str(checkpoint), "no_such_image.png"]) == 2
     assert "no_such_image.png" in capsys.readouterr().err
+
+
+def test_bad_counts_are_usage_errors_naming_the_option(predictor, image_folder):
+    image = image_folder / "img1.bmp"
+    with pytest.raises(UsageError, match=r"^top_k \(--top-k\) must be at least 1, got 0$"):
+        predictor.predict(image, top_k=0)
+    with pytest.raises(UsageError, match=r"^top_attributes must be at least 0, got -1$"):
+        predictor.predict(image, top_attributes=-1)

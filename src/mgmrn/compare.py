@@ -26,9 +26,10 @@ from .config import Config, DataConfig, PartsConfig
 from .data import build_data
 from .data.loaders import build_test_loader
 from .data.parts import parts_classes, redraw_parts_image
-from .data.transforms import denormalize, normalize_images, test_transform
+from .data.transforms import test_transform
 from .engine import predict_logits
 from .evaluation.attributes import attention_mass_share, attribute_group_accuracy, one_hot_groups
+from .inference import Inference
 from .report import write_json
 from .viz import level_attention_maps, plot_attention
 from .viz.comparison import plot_comparison
@@ -96,7 +97,8 @@ def figures_table(runs: list[Run], extra: dict[str, list[str]] | None = None) ->
 
 
 class _RunModel:
-    """A run's network and test data, loaded once."""
+    """A run's network and test data, loaded once; the network runs in fp32 through
+    :attr:`inference`."""
 
     def __init__(self, run: Run, device: torch.device):
         saved = run.saved
@@ -104,13 +106,15 @@ class _RunModel:
         self.cfg, self.device = cfg, device
         self.data = build_data(cfg.data, seed=cfg.seed)
         model, _ = ckpt_io.model_from_checkpoint(saved, run.checkpoint, self.data.attribute_vectors)
-        self.model = model.to(device).eval()
+        self.model = model.to(device)
+        self.inference = Inference(self.model, self.data.class_attributes, device)
 
     def unseen_attribute_scores(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Level-mean attribute scores (N, A) and labels (N,) of the unseen test images."""
         loader = build_test_loader(self.data.test_unseen, self.cfg.data)
         _, labels, attributes = predict_logits(self.model, loader, self.data.class_attributes,
-                                               self.device, desc="unseen test")
+                                               self.device, self.inference.precision,
+                                               desc="unseen test")
         return attributes, labels
 
 
@@ -201,16 +205,16 @@ def part_attention(model: _RunModel, out: Path | None = None,
 
 
 def _attend(model: _RunModel, dataset, indices: list[int]):
-    """Test images ``indices`` as the network takes them, and its output with attention."""
+    """Test images ``indices`` in [0, 1] as the network sees them, and its output with
+    attention."""
     images = torch.stack([dataset[i][0] for i in indices])
-    inputs = normalize_images(images) if images.dtype == torch.uint8 else images
-    output = model.model(inputs.to(model.device), model.data.class_attributes.to(model.device),
-                         return_attention=True)
-    return inputs.cpu(), output
+    scores = model.inference(images, attention=True)
+    return model.inference.pictures(images), scores.output
 
 
 def _attention_figures(images, output, groups, labels, data, levels, out: Path) -> None:
-    """Per image: the attention of its own beak, wing and body colour at every level."""
+    """Per image of ``images`` (B, 3, H, W) in [0, 1]: the attention of its own beak, wing and
+    body colour at every level."""
     size = tuple(images.shape[-2:])
     for b, label in enumerate(labels):
         label = int(label)
@@ -218,7 +222,7 @@ def _attention_figures(images, output, groups, labels, data, levels, out: Path) 
         # the class's own colour of each part
         chosen = [max(members, key=lambda i: float(row[i])) for members in groups.values()]
         maps = level_attention_maps(output, size, chosen)[b]  # (L, parts, H, W)
-        plot_attention(denormalize(images[b]), maps, [data.attribute_names[i] for i in chosen],
+        plot_attention(images[b], maps, [data.attribute_names[i] for i in chosen],
                        levels, out / f"attention_{b}_{data.class_names[label]}.png",
                        title=f"{data.class_names[label]}: where each level looks")
 

@@ -12,6 +12,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .distributed import all_gather_variable
+from .inference import Inference
 from .losses import ZSLCriterion
 from .precision import Precision
 
@@ -258,96 +259,36 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
     return result
 
 
-def _eval_forward(model: nn.Module, images: torch.Tensor, class_attributes: torch.Tensor,
-                  precision: Precision, device: torch.device,
-                  cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class scores (B, C) and level-mean attribute scores (B, A), in fp32, of one batch."""
-    with precision.autocast(device, cache):
-        out = model(precision.prepare(images, device), class_attributes)
-    return out.logits.float(), torch.stack(out.attribute_scores).float().mean(0)
-
-
-class GraphedInference:
-    """Evaluation forward passes captured once as a CUDA graph and replayed.
-
-    The first batch runs eagerly on a side stream (cuDNN picks its algorithms), then is captured
-    with its input normalisation and replayed; later batches of its shape are copied into the
-    captured input and replayed. A batch of another shape (the last, shorter one) runs eagerly.
-    Weights are read where they live, so a graph follows training updates.
-
-    Args:
-        model: the network, in eval mode; its forward must not read values back to the host.
-        class_attributes: (C, A) on the device.
-        precision, device: as for ``predict_logits``.
-    """
-
-    def __init__(self, model: nn.Module, class_attributes: torch.Tensor, precision: Precision,
-                 device: torch.device):
-        if device.type != "cuda":
-            raise ValueError(f"CUDA graphs need a CUDA device, got {device}")
-        self.model, self.class_attributes = model, class_attributes
-        self.precision, self.device = precision, device
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.static: tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] | None = None
-
-    def _forward(self, images: torch.Tensor, cache: bool = True):
-        return _eval_forward(self.model, images, self.class_attributes, self.precision,
-                             self.device, cache)
-
-    def _capture(self, images: torch.Tensor) -> None:
-        static_images = torch.empty(images.shape, dtype=images.dtype, device=self.device)
-        static_images.copy_(images)
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            self._forward(static_images, cache=False)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
-            outputs = self._forward(static_images, cache=False)
-        self.static = (static_images, outputs)
-
-    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """images: (B, 3, H, W) on the host or device -> class scores (B, C), attributes (B, A)."""
-        if self.graph is None:
-            self._capture(images)
-        static_images, outputs = self.static
-        if images.shape != static_images.shape or images.dtype != static_images.dtype:
-            return self._forward(images)
-        static_images.copy_(images, non_blocking=True)
-        self.graph.replay()
-        return tuple(t.clone() for t in outputs)
-
-
 @torch.no_grad()
 def predict_logits(model: nn.Module, loader, class_attributes: torch.Tensor,
                    device: torch.device, precision: Precision | None = None,
                    show_progress: bool = True, desc: str = "eval",
                    cuda_graphs: bool = False) -> tuple[torch.Tensor, ...]:
-    """Class scores (N, C) and labels (N,) of every image in ``loader``, gathered over processes.
+    """Scores of every image in ``loader``, through :class:`~mgmrn.inference.Inference`,
+    gathered over processes.
 
-    Also returns the summed-level attribute scores (N, A). ``cuda_graphs`` replays the forward
-    pass of full batches from a CUDA graph (:class:`GraphedInference`).
+    Args:
+        model: the network (possibly wrapped by DistributedDataParallel or compiled).
+        loader: batches (images (B, 3, H, W), labels (B,)); uint8 images are normalised on the
+            device by ``precision``.
+        class_attributes: (C, A) class attribute vectors.
+        cuda_graphs: replay the forward pass of full batches from a CUDA graph
+            (:class:`~mgmrn.inference.GraphedInference`).
+
+    Returns:
+        Class scores (N, C), labels (N,) and level-mean attribute scores (N, A), on the CPU.
     """
-    precision = precision or Precision()
-    model.eval()
-    class_attributes = class_attributes.to(device)
-    if cuda_graphs:
-        # the forward of the network itself: a DDP wrapper would sync buffers inside the graph
-        network = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-        forward = GraphedInference(network, class_attributes, precision, device)
-    else:
-        def forward(images):
-            return _eval_forward(model, images, class_attributes, precision, device)
+    inference = Inference(model, class_attributes, device, precision, cuda_graphs=cuda_graphs)
     logits, labels, attributes = [], [], []
     for images, y in tqdm(loader, desc=desc, leave=False, disable=not show_progress,
                           dynamic_ncols=True):
-        batch_logits, batch_attributes = forward(images)
-        logits.append(batch_logits)
-        attributes.append(batch_attributes)
+        scores = inference(images)
+        logits.append(scores.logits)
+        attributes.append(scores.attributes)
         labels.append(y.to(device))
     if not logits:
-        empty = torch.zeros(0, class_attributes.shape[0], device=device)
-        logits, attributes = [empty], [torch.zeros(0, class_attributes.shape[1], device=device)]
+        count, width = inference.class_attributes.shape
+        logits, attributes = [torch.zeros(0, count, device=device)], [torch.zeros(0, width,
+                                                                                  device=device)]
         labels = [torch.zeros(0, dtype=torch.long, device=device)]
     return tuple(all_gather_variable(torch.cat(t)).cpu() for t in (logits, labels, attributes))

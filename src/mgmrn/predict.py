@@ -17,9 +17,11 @@ import torch
 
 from .checkpoint import CheckpointError, checkpoint_inputs, load_checkpoint, model_from_checkpoint
 from .config import Config
-from .data.transforms import denormalize, test_transform
+from .data.transforms import test_transform
 from .distributed import resolve_device
+from .errors import UsageError
 from .evaluation import calibrated_stacking, default_gamma
+from .inference import checkpoint_inference
 from .new_classes import CLASS_GROUPS, check_new_classes, parse_class_sets, read_class_table
 from .predict_inputs import ImageInput, expand_inputs, image_batches
 
@@ -29,11 +31,17 @@ CLASS_SETS = ("all", *CLASS_GROUPS)
 
 
 class Predictor:
-    """A trained network with what it needs to name its predictions.
+    """A trained network with what it needs to name its predictions: the class registry (the
+    checkpoint's classes and those added), the calibration and the shape of the results.
+
+    The network runs through :attr:`inference` (:class:`~mgmrn.inference.Inference`), as in
+    evaluation: images are read as uint8, normalised on the device and, on a GPU, scored at the
+    precision and in the memory layout evaluation uses (``train.amp``, ``train.channels_last``).
 
     Args:
         model: the network (Mg-MRN or the baseline), already holding its trained weights.
-        config: the run's config; ``data.image_size`` sets the test transform.
+        config: the run's config; ``data.image_size`` and ``data.test_resize`` set the test
+            transform, ``train.amp`` and ``train.channels_last`` the precision on a GPU.
         class_names: C names.
         attribute_names: A names.
         class_attributes: (C, A) class attribute vectors, the classifier's targets.
@@ -55,11 +63,11 @@ class Predictor:
                  device: str | torch.device = "cpu", gamma: float = 0.0,
                  gamma_source: str = "not given: 0, uncalibrated", inputs: dict | None = None):
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.inference = checkpoint_inference(model, class_attributes, config, self.device, inputs)
+        self.model = self.inference.model
         self.config = config
         self.class_names = list(class_names)
         self.attribute_names = list(attribute_names)
-        self.class_attributes = class_attributes.float().to(self.device)
         self.seen_classes = seen_classes.long().cpu()
         self.unseen_classes = unseen_classes.long().cpu()
         self.added_classes = torch.zeros(0, dtype=torch.long)
@@ -67,11 +75,23 @@ class Predictor:
         self.gamma, self.gamma_source = float(gamma), gamma_source
         self.image_size = config.data.image_size
         self.inputs = inputs
+        # an image -> its normalised network input, (3, S, S) float32: what :meth:`predict` takes
+        # as a tensor already transformed
         self.transform = test_transform(self.image_size, config.data.test_resize, inputs=inputs)
 
+    @property
+    def class_attributes(self) -> torch.Tensor:
+        """(C, A) attribute vectors of every class, added ones included, on :attr:`device`."""
+        return self.inference.class_attributes
+
+    @class_attributes.setter
+    def class_attributes(self, value: torch.Tensor) -> None:
+        self.inference.class_attributes = value
+
     def denormalize(self, batch: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) network inputs -> the pictures in [0, 1], on the CPU, for display."""
-        return denormalize(batch.float(), self.inputs).cpu()
+        """(B, 3, H, W) network inputs (uint8 or normalised) -> the pictures in [0, 1], on the
+        CPU, for display."""
+        return self.inference.pictures(batch)
 
     def add_classes(self, names: Sequence[str], attributes: Any) -> list[int]:
         """Make new classes searchable, given only their attributes; no retraining.
@@ -188,8 +208,9 @@ class Predictor:
 
         Args:
             images: image files, PIL images, or a tensor batch (B, 3, H, W) / one image
-                (3, H, W). A float tensor is taken as already transformed (normalised as by
-                ``test_transform``); a uint8 tensor is transformed first.
+                (3, H, W). A float tensor is taken as already transformed (normalised, as by
+                :attr:`transform`); a uint8 tensor is resized and cropped first. Files, PIL
+                images and uint8 tensors are normalised on the device.
             top_k: classes per image (fewer if the class set is smaller).
             classes: the classes to search: ``all`` (generalized ZSL) or a combination of
                 ``seen``, ``unseen`` and ``added`` (see :meth:`candidates`).
@@ -209,32 +230,35 @@ class Predictor:
             ``attributes`` (list of {name, index, value}), ``calibration`` ({gamma, source}: the
             gamma applied, 0 when one side alone is searched) and, with ``explain_dir``,
             ``explanation``.
+
+        Raises:
+            UsageError: ``top_k`` below 1 or ``top_attributes`` below 0.
+            ValueError: an unknown class group, or groups that hold no class.
         """
-        if top_k < 1 or top_attributes < 0:
-            raise ValueError(f"top_k must be at least 1 and top_attributes at least 0, got "
-                             f"{top_k} and {top_attributes}")
+        if top_k < 1:
+            raise UsageError(f"top_k (--top-k) must be at least 1, got {top_k}")
+        if top_attributes < 0:
+            raise UsageError(f"top_attributes must be at least 0, got {top_attributes}")
         candidates = self.candidates(classes)
         calibration = self.calibration(candidates, gamma)
         explain = explain_dir is not None
-        used_names: set[str] = set()
+        used_stems: set[str] = set()
         results = []
-        for batch, names in image_batches(images, self.transform, batch_size
-                                     or self.config.data.test_batch_size):
-            batch = batch.to(self.device)
-            output = self.model(batch, self.class_attributes[candidates.to(self.device)],
-                                return_attention=explain)
-            if explain and output.attention is None:
+        for batch, names in image_batches(images, self.inference.transform, batch_size
+                                          or self.config.data.test_batch_size):
+            scores = self.inference(batch, candidates, attention=explain)
+            if explain and scores.output.attention is None:
                 log.warning("this %s model has no attention maps: no explanation figures are "
                             "drawn", self.config.model.name)
                 explain = False
-            scores = self.calibrate(output.logits.float().cpu(), candidates, calibration["gamma"])
-            strength = torch.stack(output.attribute_scores).float().mean(0).cpu()  # (B, A)
+            logits = self.calibrate(scores.logits.cpu(), candidates, calibration["gamma"])
+            strength = scores.attributes.cpu()  # (B, A)
             found = [self._describe(name, s, a, candidates, top_k, top_attributes)
                      | {"calibration": calibration}
-                     for name, s, a in zip(names, scores, strength, strict=True)]
+                     for name, s, a in zip(names, logits, strength, strict=True)]
             if explain:
-                self._explain(batch, output, strength, found, Path(explain_dir),
-                              explain_attributes, used_names)
+                self._explain(batch, scores, found, Path(explain_dir), explain_attributes,
+                              used_stems)
             results.extend(found)
         return results
 
@@ -253,22 +277,17 @@ class Predictor:
                        "value": float(strength[a])} for a in strongest]
         return {"image": name, "classes": ranked, "attributes": attributes}
 
-    def _explain(self, batch: torch.Tensor, output, strength: torch.Tensor,
-                 found: list[dict[str, Any]], folder: Path, n_attributes: int,
-                 used_names: set[str]) -> None:
-        """Write one attention figure per image of ``batch`` (B, 3, H, W)."""
-        from .viz import level_attention_maps, plot_attention
+    def _explain(self, batch: torch.Tensor, scores, found: list[dict[str, Any]], folder: Path,
+                 n_attributes: int, used_stems: set[str]) -> None:
+        """Write one attention figure per image of ``batch`` (B, 3, H, W) and name it in
+        ``found``; ``scores``: the batch's :class:`~mgmrn.inference.Scores` with attention."""
+        from .viz import plot_explanations
 
-        maps = level_attention_maps(output, tuple(batch.shape[-2:])).cpu()  # (B, L, A, H, W)
-        pictures = self.denormalize(batch)
-        for i, result in enumerate(found):
-            chosen = strength[i].topk(min(n_attributes, strength.shape[1])).indices
-            top = result["classes"][0]
-            path = folder / f"{_unique_stem(result['image'], used_names)}.png"
-            plot_attention(pictures[i], maps[i][:, chosen],
-                           [self.attribute_names[int(a)] for a in chosen], list(output.levels),
-                           path, attribute_values=[float(strength[i, a]) for a in chosen],
-                           title=f"{_short(result['image'])}: {top['name']} ({top['score']:.1f})")
+        captions = [f"{r['classes'][0]['name']} ({r['classes'][0]['score']:.1f})" for r in found]
+        paths = plot_explanations(self.denormalize(batch), scores.output, scores.attributes,
+                                  [r["image"] for r in found], captions, self.attribute_names,
+                                  folder, n_attributes, used_stems)
+        for result, path in zip(found, paths, strict=True):
             result["explanation"] = str(path)
 
 
@@ -296,21 +315,6 @@ def load(checkpoint: str | Path, device: str | torch.device = "cpu") -> Predicto
              len(predictor.unseen_classes), len(predictor.attribute_names),
              predictor.image_size, predictor.device)
     return predictor
-
-
-def _short(name: str) -> str:
-    """The last two parts of a path (folder and file), enough to tell images apart in a title."""
-    return str(Path(*Path(name).parts[-2:])) if name else name
-
-
-def _unique_stem(name: str, used: set[str]) -> str:
-    """A figure file name for an image: its file stem, numbered when two images share it."""
-    stem = Path(name).stem
-    candidate, n = stem, 1
-    while candidate in used:
-        candidate, n = f"{stem}-{n}", n + 1
-    used.add(candidate)
-    return candidate
 
 
 def format_prediction(result: dict[str, Any]) -> str:
@@ -352,18 +356,16 @@ def run_predict(checkpoint: str | Path, inputs: Sequence[str | Path], top_k: int
         names the file.
     """
     out = out or sys.stdout
-    parse_class_sets(classes)
-    if top_k < 1:
-        raise ValueError(f"--top-k must be at least 1, got {top_k}")
     paths = expand_inputs(inputs)
     predictor = load(checkpoint, device)
     for table in add_classes:
         added = predictor.add_classes_from_csv(table)
         log.info("added %d classes from %s", len(added), table)
-    calibration = predictor.calibration(predictor.candidates(classes), gamma)
-    log.info("calibration: gamma = %.3g (%s)", calibration["gamma"], calibration["source"])
     results = predictor.predict(paths, top_k=top_k, classes=classes, explain_dir=explain_dir,
                                 gamma=gamma)
+    if results:
+        calibration = results[0]["calibration"]
+        log.info("calibration: gamma = %.3g (%s)", calibration["gamma"], calibration["source"])
     if as_json:
         print(json.dumps(results, indent=2), file=out)
     else:

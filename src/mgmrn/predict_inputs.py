@@ -16,7 +16,10 @@ ImageInput = str | Path | Image.Image
 def image_batches(images, transform, batch_size: int) -> Iterator[tuple[torch.Tensor, list[str]]]:
     """(B, 3, H, W) network inputs and image names, ``batch_size`` at a time.
 
-    Files are read batch by batch, so a long list of images never sits in memory at once.
+    Files, PIL images and uint8 tensors go through ``transform`` (the test transform, to uint8:
+    they are normalised on the device, see :class:`~mgmrn.inference.Inference`); a float tensor
+    is taken as transformed and normalised already. Files are read batch by batch, so a long
+    list of images never sits in memory at once.
     """
     if isinstance(images, torch.Tensor):
         tensor = images.unsqueeze(0) if images.dim() == 3 else images
@@ -25,9 +28,11 @@ def image_batches(images, transform, batch_size: int) -> Iterator[tuple[torch.Te
                              f"{tuple(images.shape)}")
         for start in range(0, len(tensor), batch_size):
             chunk = tensor[start:start + batch_size]
-            if chunk.dtype == torch.uint8:  # raw pixels: resize, crop and normalise first
+            if chunk.dtype == torch.uint8:  # raw pixels: resize and crop first
                 chunk = torch.stack([transform(image) for image in chunk])
-            yield chunk.float(), [f"image_{start + i}" for i in range(len(chunk))]
+            else:
+                chunk = chunk.float()
+            yield chunk, [f"image_{start + i}" for i in range(len(chunk))]
         return
     items = [images] if isinstance(images, (str, Path, Image.Image)) else list(images)
     for start in range(0, len(items), batch_size):

@@ -27,8 +27,14 @@ from .distributed import (
     under_torchrun,
 )
 from .engine import EpochProgress, GraphedStep, predict_logits, train_one_epoch
-from .evaluation import calibration_record, class_accuracies, confused_pairs, evaluate_zsl
+from .evaluation import (
+    calibration_record,
+    class_accuracies,
+    evaluate_zsl,
+    named_confused_pairs,
+)
 from .evaluation.selection import protocol_report, update_selection
+from .inference import place_model
 from .locks import run_folder_lock
 from .losses import ZSLCriterion
 from .metrics_log import MetricsLog
@@ -110,21 +116,13 @@ def evaluate_model(model: nn.Module, data, cfg: Config, device: torch.device,
                                  for c, a in zip(unseen.tolist(), accuracies, strict=True)}
     results["calibration"] = ("gamma chosen on the validation split" if cfg.data.split == "val"
                               else "gamma chosen on the test set (oracle)")
-    results["unseen_confusions"] = _confusions(czsl_predictions, unseen_labels, data)
+    results["unseen_confusions"] = named_confused_pairs(czsl_predictions, unseen_labels,
+                                                        data.class_names,
+                                                        getattr(data.test_unseen, "paths", None))
     results["split"] = cfg.data.split
     results["model"] = cfg.model.name
     results["data"] = data.summary()
     return results
-
-
-def _confusions(predictions: torch.Tensor, labels: torch.Tensor, data) -> list[dict]:
-    """The most confused pairs of unseen classes (CZSL), named, with example test images."""
-    paths = getattr(data.test_unseen, "paths", None)
-    pairs = confused_pairs(predictions, labels)
-    for pair in pairs:
-        pair["true"], pair["predicted"] = (data.class_names[pair[k]] for k in ("true", "predicted"))
-        pair["examples"] = [paths[i] for i in pair["examples"]] if paths is not None else []
-    return pairs
 
 
 def build_optimizer(model: nn.Module, cfg: Config, device: torch.device):
@@ -382,8 +380,8 @@ def evaluate_checkpoint(path: str | Path, overrides: dict | None = None,
         inputs = ckpt_io.checkpoint_inputs(saved)
         data = _build_data_once(cfg, env, inputs)
         model, _ = ckpt_io.model_from_checkpoint(saved, path, data.attribute_vectors, overrides)
-        model = model.to(device)
         precision = resolve_precision(cfg, device, inputs)
+        model = place_model(model, device, precision)  # the layout training evaluates in
         results = evaluate_model(model, data, cfg, device, precision, env)
         results["checkpoint"] = str(path)
         results["epoch"] = saved.get("epoch")

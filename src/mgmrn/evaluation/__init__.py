@@ -15,6 +15,7 @@ from mgmrn.evaluation.metrics import (
     class_accuracies,
     confused_pairs,
     harmonic_mean,
+    named_confused_pairs,
     per_class_accuracy,
 )
 from mgmrn.evaluation.protocols import czsl_accuracy, evaluate_zsl, gzsl_accuracy
@@ -31,5 +32,6 @@ __all__ = [
     "gamma_sweep",
     "gzsl_accuracy",
     "harmonic_mean",
+    "named_confused_pairs",
     "per_class_accuracy",
 ]

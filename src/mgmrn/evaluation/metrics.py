@@ -5,6 +5,7 @@ All accuracies here are fractions in [0, 1]; only reports convert them to percen
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -116,3 +117,24 @@ def confused_pairs(predictions: Any, labels: Any, top: int = 10,
         at = wrong[(labels[wrong] == pair["true"]) & (predictions[wrong] == pair["predicted"])]
         pair["examples"] = at[:examples].tolist()
     return found[:top]
+
+
+def named_confused_pairs(predictions: Any, labels: Any, class_names: Sequence[str],
+                         paths: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """:func:`confused_pairs` as a report shows them: classes by name, examples by file.
+
+    Args:
+        predictions: (N,) predicted class indices.
+        labels: (N,) true class indices.
+        class_names: the name of every class index.
+        paths: N image files, in the order of ``labels``; None: examples are left empty.
+
+    Returns:
+        The pairs of :func:`confused_pairs` with ``true`` and ``predicted`` as names and
+        ``examples`` as image files.
+    """
+    pairs = confused_pairs(predictions, labels)
+    for pair in pairs:
+        pair["true"], pair["predicted"] = (class_names[pair[k]] for k in ("true", "predicted"))
+        pair["examples"] = [paths[i] for i in pair["examples"]] if paths is not None else []
+    return pairs

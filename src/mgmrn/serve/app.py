@@ -138,14 +138,14 @@ class Explorer:
         from ..viz import level_attention_maps, plot_attention
 
         tensor, name = self._image(key)
-        batch = tensor.unsqueeze(0).to(p.device)
-        with self.model_lock, torch.no_grad():
-            output = p.model(batch, p.class_attributes[:1], return_attention=True)
-            strength = float(torch.stack(output.attribute_scores).float().mean(0)[0, attribute])
-            maps = level_attention_maps(output, tuple(batch.shape[-2:]), [attribute]).cpu()
+        batch = tensor.unsqueeze(0)
+        with self.model_lock:  # one class: the attention does not depend on the classes
+            scores = p.inference(batch, torch.arange(1), attention=True)
+            strength = float(scores.attributes[0, attribute])
+            maps = level_attention_maps(scores.output, tuple(batch.shape[-2:]), [attribute]).cpu()
         path = self.scratch / f"attention-{key}-{attribute}.png"
         plot_attention(p.denormalize(batch)[0], maps[0], [p.attribute_names[attribute]],
-                       list(output.levels), path, attribute_values=[strength],
+                       list(scores.output.levels), path, attribute_values=[strength],
                        title=f"{Path(name).name}: where the model looks for "
                              f"{p.attribute_names[attribute]}")
         data = path.read_bytes()

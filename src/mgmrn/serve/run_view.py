@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..evaluation import confused_pairs
+from ..evaluation import named_confused_pairs
 from ..viz import plot_per_class_accuracy, plot_seen_unseen_curve, plot_training_curves, read_metrics
 
 log = logging.getLogger(__name__)
@@ -120,26 +120,28 @@ class RunView:
     def _compute(self) -> None:
         """CZSL predictions of the checkpoint on the run's unseen test images, then the pairs."""
         from ..data import read_records
+        from ..data.datasets import ImageDataset
 
         try:
-            records = read_records(self.predictor.config.data, seed=self.predictor.config.seed)
+            p = self.predictor
+            records = read_records(p.config.data, seed=p.config.seed)
             paths, labels = records.paths["test_unseen"], records.labels["test_unseen"]
-            if list(records.class_names) != self.predictor.class_names[:len(records.class_names)]:
+            if list(records.class_names) != p.class_names[:len(records.class_names)]:
                 raise ValueError("the run's data has other classes than the checkpoint")
-            predictions = []
-            batch = self.predictor.config.data.test_batch_size
+            images = ImageDataset(paths, labels, p.inference.transform)
+            unseen, predictions = p.unseen_classes, []
+            batch = p.config.data.test_batch_size
             for start in range(0, len(paths), batch):
                 self._set_status(f"computing from the checkpoint: {start}/{len(paths)} unseen "
                                  f"test images")
-                with self.model_lock:
-                    found = self.predictor.predict(paths[start:start + batch], top_k=1,
-                                                   classes="unseen", top_attributes=0)
-                predictions.extend(r["classes"][0]["index"] for r in found)
-            pairs = confused_pairs(torch.tensor(predictions), labels)
-            names = self.predictor.class_names
-            self._publish([{**p, "true": names[p["true"]], "predicted": names[p["predicted"]],
-                            "examples": [paths[i] for i in p["examples"]]} for p in pairs],
-                          f"computed from the checkpoint on {len(paths)} unseen test images")
+                stack = torch.stack([images[i][0] for i in range(start, min(start + batch,
+                                                                            len(paths)))])
+                with self.model_lock:  # between batches the page's requests get their turn
+                    logits = p.inference(stack, unseen).logits.cpu()
+                predictions.append(unseen[logits.argmax(dim=1)])
+            pairs = named_confused_pairs(torch.cat(predictions), labels, p.class_names, paths)
+            self._publish(pairs, f"computed from the checkpoint on {len(paths)} unseen test "
+                                 f"images")
         except Exception as err:  # noqa: BLE001 - the page says why; the server keeps serving
             log.warning("most confused pairs not available: %s", err)
             self._set_status(f"not available: the run's results.json does not hold them and "

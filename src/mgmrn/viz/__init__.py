@@ -4,7 +4,7 @@ Figures are drawn with matplotlib's object-oriented API on an Agg canvas: no pyp
 display are involved, so plotting is safe in headless runs, worker processes and tests.
 """
 
-from .attention import level_attention_maps, plot_attention
+from .attention import level_attention_maps, plot_attention, plot_explanations
 from .curves import (
     plot_embedding,
     plot_per_class_accuracy,
@@ -17,6 +17,7 @@ __all__ = [
     "level_attention_maps",
     "plot_attention",
     "plot_embedding",
+    "plot_explanations",
     "plot_per_class_accuracy",
     "plot_seen_unseen_curve",
     "plot_training_curves",

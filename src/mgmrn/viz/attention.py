@@ -101,3 +101,54 @@ def plot_attention(image: torch.Tensor, maps: torch.Tensor, attribute_names: Seq
     if title:
         fig.suptitle(title, fontsize=9)
     return save_png(fig, path)
+
+
+def plot_explanations(pictures: torch.Tensor, output: ZSLOutput, strength: torch.Tensor,
+                      image_names: Sequence[str], captions: Sequence[str],
+                      attribute_names: Sequence[str], folder: str | Path, n_attributes: int = 3,
+                      used_stems: set[str] | None = None) -> list[Path]:
+    """One attention figure per image: its strongest attributes, where each level looks for them.
+
+    Args:
+        pictures: (B, 3, H, W) the images in [0, 1], as the network saw them.
+        output: the network's output for them, run with ``return_attention=True``.
+        strength: (B, A) attribute scores (mean over levels); the strongest are drawn.
+        image_names: B image names (paths); a figure is named after its image's file stem.
+        captions: B texts shown after the image's name in the title (e.g. the top class).
+        attribute_names: A names.
+        folder: where the figures are written.
+        n_attributes: attributes per figure, at most A.
+        used_stems: file stems taken by earlier figures of the same folder (updated): an image
+            whose stem is taken gets ``<stem>-1``, ``<stem>-2``, ...
+
+    Returns:
+        B paths of the figures written.
+    """
+    used = set() if used_stems is None else used_stems
+    maps = level_attention_maps(output, tuple(pictures.shape[-2:])).cpu()  # (B, L, A, H, W)
+    strength = strength.float().cpu()
+    paths = []
+    for i, name in enumerate(image_names):
+        chosen = strength[i].topk(min(n_attributes, strength.shape[1])).indices
+        path = Path(folder) / f"{unique_stem(name, used)}.png"
+        plot_attention(pictures[i], maps[i][:, chosen],
+                       [attribute_names[int(a)] for a in chosen], list(output.levels), path,
+                       attribute_values=[float(strength[i, a]) for a in chosen],
+                       title=f"{short_name(name)}: {captions[i]}")
+        paths.append(path)
+    return paths
+
+
+def short_name(name: str) -> str:
+    """The last two parts of a path (folder and file), enough to tell images apart in a title."""
+    return str(Path(*Path(name).parts[-2:])) if name else name
+
+
+def unique_stem(name: str, used: set[str]) -> str:
+    """A figure file name for an image: its file stem, numbered when two images share it."""
+    stem = Path(name).stem
+    candidate, n = stem, 1
+    while candidate in used:
+        candidate, n = f"{stem}-{n}", n + 1
+    used.add(candidate)
+    return candidate
