@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from mgmrn.cli import main
-from mgmrn.compare import _part_masks
+from mgmrn.compare import _part_masks, _RunModel, load_run
 from mgmrn.config import DataConfig, PartsConfig
 from mgmrn.data import transforms
 from mgmrn.data.demo_draw import COLORS
@@ -109,3 +109,8 @@ def test_compare_reports_a_trained_mgmrn_and_baseline_side_by_side(tmp_path, sma
     assert len(figures) == 2
     with Image.open(tmp_path / "cmp" / "comparison.png") as png:
         assert png.size == (1200, 500)
+    # a run trained on other input statistics is scored with them, not with ImageNet's
+    run = load_run(tmp_path / "mgmrn")
+    run.saved["input"] = {**run.saved["input"], "mean": [0.25, 0.5, 0.75], "std": [0.5, 0.25, 0.2]}
+    loaded = _RunModel(run, torch.device("cpu"))
+    assert loaded.inference.precision.inputs["mean"] == [0.25, 0.5, 0.75]

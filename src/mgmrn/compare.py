@@ -30,6 +30,7 @@ from .data.transforms import test_transform
 from .engine import predict_logits
 from .evaluation.attributes import attention_mass_share, attribute_group_accuracy, one_hot_groups
 from .inference import Inference
+from .precision import Precision
 from .report import write_json
 from .viz import level_attention_maps, plot_attention
 from .viz.comparison import plot_comparison
@@ -104,10 +105,12 @@ class _RunModel:
         saved = run.saved
         cfg = ckpt_io.checkpoint_config(saved, {"data": {"verify_images": False}})
         self.cfg, self.device = cfg, device
-        self.data = build_data(cfg.data, seed=cfg.seed)
+        inputs = ckpt_io.checkpoint_inputs(saved)  # the input statistics the run trained with
+        self.data = build_data(cfg.data, seed=cfg.seed, inputs=inputs)
         model, _ = ckpt_io.model_from_checkpoint(saved, run.checkpoint, self.data.attribute_vectors)
         self.model = model.to(device)
-        self.inference = Inference(self.model, self.data.class_attributes, device)
+        self.inference = Inference(self.model, self.data.class_attributes, device,
+                                   precision=Precision(inputs=inputs))
 
     def unseen_attribute_scores(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Level-mean attribute scores (N, A) and labels (N,) of the unseen test images."""
