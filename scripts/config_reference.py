@@ -3,9 +3,10 @@
 Every field of ``mgmrn.config.Config`` is listed with its dotted key, type, default and meaning.
 The meaning is the comment next to the field in ``src/mgmrn/config.py`` (on its line, or the
 comment lines just above it); ``MEANINGS`` below gives those that have none or too terse a one, and
-``DETAILS`` adds what a one-line comment cannot hold. Choices come from ``CHOICES``, the published
-values of the switches from ``RELEASE_SWITCHES`` (read from ``models/release.py`` without
-importing torch), and the recipes from the bundled YAML files.
+``DETAILS`` adds what a one-line comment cannot hold. Choices come from ``CHOICES`` (derived from
+the fields' ``Literal`` types), the published values of the switches from ``RELEASE_SWITCHES``
+(read from ``models/release.py`` without importing torch), and the recipes from the bundled YAML
+files.
 
     python scripts/config_reference.py           # rewrite docs/configuration.md
     python scripts/config_reference.py --check   # exit 1 when it is stale
@@ -275,7 +276,7 @@ def render() -> str:
         "## Every key",
         "",
         "Type as annotated in `src/mgmrn/config.py`, or the accepted values where the choice is",
-        "closed (`CHOICES`). `null` is YAML's None.",
+        "closed (the field's `Literal` type in `src/mgmrn/choices.py`). `null` is YAML's None.",
     ]
     for prefix, rows in sections.items():
         out += ["", f"### {SECTION_TITLES.get(prefix, f'`{prefix}`')}", "",

@@ -1,8 +1,10 @@
 """Run configuration: nested dataclasses, loaded from YAML plus ``key=value`` overrides.
 
-Every field below is part of the public interface and is documented in the README. Loading
-validates names and types, so a typo fails before anything heavy starts, with a message that
-names the key and says what was expected.
+Every field below is part of the public interface; docs/configuration.md is generated from
+this file (scripts/config_reference.py). A closed choice is a ``Literal`` type of
+:mod:`mgmrn.choices`, and the accepted values are read from it. Loading validates names and
+types, so a typo fails before anything heavy starts, with a message that names the key and says
+what was expected.
 """
 
 from __future__ import annotations
@@ -17,6 +19,23 @@ from typing import Any
 import yaml
 
 from .atomic import write_atomic
+from .choices import (
+    Amp,
+    AusucOrder,
+    DatasetName,
+    Grouping,
+    Halving,
+    LrStepAt,
+    ModelName,
+    Norm,
+    Optimizer,
+    PrototypeInit,
+    Sampler,
+    Schedule,
+    Semantic,
+    Split,
+    TestResize,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_RECIPE = "parts"  # what `mgmrn train` runs without --config: the part-attribute demo
@@ -28,7 +47,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    name: str = "mgmrn"  # "mgmrn" or "baseline"
+    name: ModelName = "mgmrn"
     backbone: str = "resnet101"
     backbone_args: dict = field(default_factory=dict)  # extra timm.create_model arguments
     pretrained: bool = True
@@ -40,10 +59,10 @@ class ModelConfig:
     scaled_attention: bool = False  # divide Q K^T by sqrt(M); the published model does not
     resize_before_projection: bool = False  # halve fine/middle maps before the 3x3 projection
     tau: float = 20.0  # temperature of the cosine classifier
-    norm: str = "group"  # normalisation of the level projections: "group" (published) or "batch"
-    grouping: str = "regions"  # "regions" (K region tokens per level) or "identity" (published: x/K)
-    halving: str = "mean"  # fine/middle maps halved by "mean" (2x2) or "align_corners" (published)
-    prototype_init: str = "normal"  # prototypes: "normal" (std 1, published) or "scaled" (std D^-1/2)
+    norm: Norm = "group"  # normalisation of the level projections; "group" is GroupNorm(32), as published
+    grouping: Grouping = "regions"  # "regions": K region tokens per level; "identity": x/K, as published
+    halving: Halving = "mean"  # how fine/middle maps are halved: 2x2 mean, or align_corners (published)
+    prototype_init: PrototypeInit = "normal"  # prototypes: std 1 ("normal", published) or D^-1/2 ("scaled")
 
 
 @dataclass
@@ -71,16 +90,16 @@ class PartsConfig:
 
 @dataclass
 class DataConfig:
-    name: str = "demo"  # demo, parts, cub, sun, awa2, custom
+    name: DatasetName = "demo"
     root: str = ".cache/mgmrn/demo"
     attribute_vectors: str | None = None  # (A, E) .pkl or .npy; default per dataset
-    semantic: str = "original"  # "original" (original_att) or "normalized" (att)
-    split: str = "trainval"  # "trainval" (test splits) or "val" (validation classes)
+    semantic: Semantic = "original"  # class attributes: xlsa17's original_att, or its normalized att
+    split: Split = "trainval"  # "trainval": the test splits; "val": the validation classes
     image_size: int = 448
-    test_resize: str = "ratio"  # test images: "ratio" (resize to size*8/7, crop) or "crop" (published)
+    test_resize: TestResize = "ratio"  # test images: "ratio" resizes to size*8/7, crops; "crop": published
     ways: int = 8
     shots: int = 2
-    sampler: str = "episodic"  # "episodic" or "random"
+    sampler: Sampler = "episodic"  # training batches: "episodic" draws ways classes x shots images
     num_workers: int | str = "auto"  # loading processes, or "auto" (from the cores present)
     test_batch_size: int = 32
     verify_images: bool = True
@@ -94,16 +113,16 @@ class DataConfig:
 class TrainConfig:
     epochs: int = 30
     batches_per_epoch: int = 300
-    optimizer: str = "sgd"  # "sgd" (the published recipe) or "adamw"
+    optimizer: Optimizer = "sgd"  # "sgd" is the published recipe's
     lr: float = 5e-4
     momentum: float = 0.9  # SGD only
     weight_decay: float = 1e-5
     lr_step: int = 10  # StepLR step, in epochs
     lr_gamma: float = 0.1
-    lr_step_at: str = "end"  # StepLR steps at each epoch's "end" or "start" (published: decays early)
+    lr_step_at: LrStepAt = "end"  # when StepLR steps in each epoch ("start", published, decays early)
     lam: float = 0.1  # weight of the attribute regression loss
-    schedule: str = "fused"  # "fused" or "alternating"
-    amp: str = "auto"  # "auto", "bf16", "fp16" or "none"; auto = bf16 on CUDA, none on CPU
+    schedule: Schedule = "fused"  # how the three level losses are optimised per batch
+    amp: Amp = "auto"  # mixed precision; auto = bf16 on CUDA, none on CPU
     channels_last: bool | None = None  # None = on for CUDA, off for CPU
     compile: bool | str = False  # true: the whole network; "regions": each head module
     cuda_graphs: bool | None = None  # replay each fused step as a CUDA graph; None = on where supported
@@ -115,7 +134,7 @@ class TrainConfig:
 class EvalConfig:
     gamma: float | None = None  # fixed calibration constant, reported beside the oracle
     gamma_step: float = 0.01
-    ausuc_order: str = "gamma"  # AUSUC points ordered by "gamma" (the curve) or as the "release" does
+    ausuc_order: AusucOrder = "gamma"  # AUSUC points ordered by "gamma" (the curve) or as the "release" does
     # replay full evaluation batches as a CUDA graph; None = where it works. Off by default: the
     # CUDA tests of this path (tests/test_cuda.py) have not run on a GPU yet
     cuda_graphs: bool | None = False
@@ -135,23 +154,22 @@ class Config:
         return dataclasses.asdict(self)
 
 
-CHOICES = {
-    "model.name": ("mgmrn", "baseline"),
-    "model.norm": ("group", "batch"),
-    "model.grouping": ("regions", "identity"),
-    "model.halving": ("mean", "align_corners"),
-    "model.prototype_init": ("scaled", "normal"),
-    "data.test_resize": ("ratio", "crop"),
-    "train.lr_step_at": ("end", "start"),
-    "eval.ausuc_order": ("gamma", "release"),
-    "data.name": ("demo", "parts", "cub", "sun", "awa2", "custom"),
-    "data.semantic": ("original", "normalized"),
-    "data.split": ("trainval", "val"),
-    "data.sampler": ("episodic", "random"),
-    "train.schedule": ("fused", "alternating"),
-    "train.optimizer": ("sgd", "adamw"),
-    "train.amp": ("auto", "bf16", "fp16", "none"),
-}
+def _choice_fields(cls: type, prefix: str = "") -> dict[str, tuple]:
+    """Dotted key -> accepted values, for every field of ``cls`` (and its sections) typed by a
+    ``Literal`` of :mod:`mgmrn.choices`."""
+    found: dict[str, tuple] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            found.update(_choice_fields(hint, f"{prefix}{f.name}."))
+        elif typing.get_origin(hint) is typing.Literal:
+            found[f"{prefix}{f.name}"] = typing.get_args(hint)
+    return found
+
+
+# the closed choices, derived from the fields' types: a value added to a Literal is accepted
+CHOICES = _choice_fields(Config)
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
