@@ -36,12 +36,13 @@ from .choices import (
     Split,
     TestResize,
 )
+from .errors import MgmrnError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_RECIPE = "parts"  # what `mgmrn train` runs without --config: the part-attribute demo
 
 
-class ConfigError(ValueError):
+class ConfigError(MgmrnError, ValueError):
     """A configuration that cannot be used; the message says what to change."""
 
 

@@ -19,6 +19,7 @@ from .checkpoint import CheckpointError, checkpoint_inputs, load_checkpoint, mod
 from .config import Config
 from .data.transforms import denormalize, test_transform
 from .distributed import resolve_device
+from .errors import UsageError
 from .evaluation import calibrated_stacking, default_gamma
 from .new_classes import CLASS_GROUPS, check_new_classes, parse_class_sets, read_class_table
 from .predict_inputs import ImageInput, expand_inputs, image_batches
@@ -119,7 +120,7 @@ class Predictor:
         added = {self.class_names[int(i)] for i in self.added_classes}
         unknown = [n for n in names if n not in added]
         if unknown:
-            raise ValueError(f"not added classes: {', '.join(unknown)}")
+            raise UsageError(f"not added classes: {', '.join(unknown)}")
         drop = set(names)
         keep = [i for i, name in enumerate(self.class_names) if name not in drop]
         first_added = len(self.class_names) - len(self.added_classes)
@@ -149,7 +150,7 @@ class Predictor:
                    "added": self.added_classes}
         chosen = torch.cat([members[g] for g in groups])
         if not len(chosen):
-            raise ValueError(f"no class to search in {','.join(groups)}"
+            raise UsageError(f"no class to search in {','.join(groups)}"
                              + ("; add classes first (--add-classes)" if "added" in groups else ""))
         return torch.sort(chosen).values
 
@@ -211,7 +212,7 @@ class Predictor:
             ``explanation``.
         """
         if top_k < 1 or top_attributes < 0:
-            raise ValueError(f"top_k must be at least 1 and top_attributes at least 0, got "
+            raise UsageError(f"top_k must be at least 1 and top_attributes at least 0, got "
                              f"{top_k} and {top_attributes}")
         candidates = self.candidates(classes)
         calibration = self.calibration(candidates, gamma)
@@ -354,7 +355,7 @@ def run_predict(checkpoint: str | Path, inputs: Sequence[str | Path], top_k: int
     out = out or sys.stdout
     parse_class_sets(classes)
     if top_k < 1:
-        raise ValueError(f"--top-k must be at least 1, got {top_k}")
+        raise UsageError(f"--top-k must be at least 1, got {top_k}")
     paths = expand_inputs(inputs)
     predictor = load(checkpoint, device)
     for table in add_classes:

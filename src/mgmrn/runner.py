@@ -27,6 +27,7 @@ from .distributed import (
     under_torchrun,
 )
 from .engine import EpochProgress, GraphedStep, predict_logits, train_one_epoch
+from .errors import MgmrnError
 from .evaluation import calibration_record, class_accuracies, confused_pairs, evaluate_zsl
 from .evaluation.selection import protocol_report, update_selection
 from .locks import run_folder_lock
@@ -41,7 +42,7 @@ from .viz import write_eval_figures
 log = logging.getLogger(__name__)
 
 
-class RunFolderError(ValueError):
+class RunFolderError(MgmrnError, ValueError):
     """The run folder already holds a run that would be overwritten."""
 
 
