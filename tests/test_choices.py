@@ -12,7 +12,15 @@ import torch
 from torch import nn
 
 from mgmrn import choices
-from mgmrn.config import CHOICES, Config, ConfigError, ModelConfig, load_config
+from mgmrn.config import (
+    CHOICES,
+    Config,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+    load_config,
+)
 from mgmrn.models import BUILD_FIELDS, GlobalBaseline, MgMRN, build_model
 from mgmrn.models.decoder import AttributeDecoder
 from mgmrn.models.granularity import GranularityModule, _halve_align_corners, map_norm
@@ -59,13 +67,42 @@ def test_every_choice_of_every_field_is_accepted(key):
         assert getattr(getattr(cfg, section), name) == value
 
 
-def test_a_value_added_to_a_literal_is_accepted_with_no_other_edit(monkeypatch):
-    from mgmrn import config as config_module
-
+def test_a_value_added_to_a_literal_joins_the_validation_table(monkeypatch):
     widened = typing.Literal["mean", "align_corners", "nearest"]
     monkeypatch.setitem(ModelConfig.__annotations__, "halving", widened)
-    derived = config_module._choice_fields(Config)
+    derived = choices.choice_fields(Config)
     assert derived["model.halving"] == ("mean", "align_corners", "nearest")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.halving=3", "'model.halving': expected one of mean, align_corners, got 3"),
+    ("train.amp=true", "'train.amp': expected one of auto, bf16, fp16, none, got True"),
+    ("train.compile=1", "'train.compile': expected bool or regions, got 1"),
+    ("data.num_workers=1.5", "'data.num_workers': expected int or auto, got 1.5"),
+])
+def test_a_value_of_another_type_than_the_choices_is_refused(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("demo", [override])
+
+
+def test_fields_with_a_choice_beside_another_type_take_it_from_their_literal():
+    compile_type = typing.get_type_hints(TrainConfig)["compile"]
+    workers_type = typing.get_type_hints(DataConfig)["num_workers"]
+    assert typing.get_args(compile_type) == (bool, choices.CompileHeads)
+    assert typing.get_args(workers_type) == (int, choices.AutoWorkers)
+    assert load_config("demo", ["train.compile=regions"]).train.compile == "regions"
+    assert load_config("demo", ["data.num_workers=auto"]).data.num_workers == "auto"
+
+
+def test_the_configuration_reference_lists_each_fields_choices():
+    from .conftest import load_script
+
+    text = load_script("scripts/config_reference.py").render().split("## Every key")[1]
+    for key, values in CHOICES.items():
+        cell = " \\| ".join(f"`{value}`" for value in values)
+        assert f"| `{key}` | {cell} |" in text, key
+    assert "| `train.compile` | `bool` \\| `regions` |" in text
+    assert "| `data.num_workers` | `int` \\| `auto` |" in text
 
 
 @pytest.mark.parametrize("build, kind, value", [

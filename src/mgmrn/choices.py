@@ -9,6 +9,7 @@ nothing of mgmrn, so both the config and the models can use it.
 
 from __future__ import annotations
 
+import dataclasses
 import typing
 from typing import Literal
 
@@ -24,11 +25,13 @@ Semantic = Literal["original", "normalized"]
 Split = Literal["trainval", "val"]
 TestResize = Literal["ratio", "crop"]
 Sampler = Literal["episodic", "random"]
+AutoWorkers = Literal["auto"]  # beside a count of loading processes
 # train
 Optimizer = Literal["sgd", "adamw"]
 LrStepAt = Literal["end", "start"]
 Schedule = Literal["fused", "alternating"]
 Amp = Literal["auto", "bf16", "fp16", "none"]
+CompileHeads = Literal["regions"]  # beside true (the whole network) and false
 # eval
 AusucOrder = Literal["gamma", "release"]
 
@@ -47,3 +50,17 @@ def check_choice(name: str, value: object, choices: typing.Any) -> None:
     allowed = typing.get_args(choices)
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def choice_fields(cls: type, prefix: str = "") -> dict[str, tuple]:
+    """Dotted key -> accepted values, for every field of the dataclass ``cls`` (and of its
+    dataclass sections) annotated by a ``Literal`` alone: the config's validation table."""
+    found: dict[str, tuple] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            found.update(choice_fields(hint, f"{prefix}{f.name}."))
+        elif typing.get_origin(hint) is typing.Literal:
+            found[f"{prefix}{f.name}"] = typing.get_args(hint)
+    return found

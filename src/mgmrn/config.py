@@ -22,6 +22,8 @@ from .atomic import write_atomic
 from .choices import (
     Amp,
     AusucOrder,
+    AutoWorkers,
+    CompileHeads,
     DatasetName,
     Grouping,
     Halving,
@@ -35,6 +37,7 @@ from .choices import (
     Semantic,
     Split,
     TestResize,
+    choice_fields,
 )
 from .errors import MgmrnError
 
@@ -101,7 +104,7 @@ class DataConfig:
     ways: int = 8
     shots: int = 2
     sampler: Sampler = "episodic"  # training batches: "episodic" draws ways classes x shots images
-    num_workers: int | str = "auto"  # loading processes, or "auto" (from the cores present)
+    num_workers: int | AutoWorkers = "auto"  # loading processes, or "auto" (from the cores present)
     test_batch_size: int = 32
     verify_images: bool = True
     skip_bad_images: bool = False
@@ -125,7 +128,7 @@ class TrainConfig:
     schedule: Schedule = "fused"  # how the three level losses are optimised per batch
     amp: Amp = "auto"  # mixed precision; auto = bf16 on CUDA, none on CPU
     channels_last: bool | None = None  # None = on for CUDA, off for CPU
-    compile: bool | str = False  # true: the whole network; "regions": each head module
+    compile: bool | CompileHeads = False  # true: the whole network; "regions": each head module
     cuda_graphs: bool | None = None  # replay each fused step as a CUDA graph; None = on where supported
     eval_every: int = 1  # epochs between evaluations; 0 evaluates only at the end
     auto_resume: bool | None = None  # continue from output_dir's last.pt; None = under torchrun
@@ -155,28 +158,16 @@ class Config:
         return dataclasses.asdict(self)
 
 
-def _choice_fields(cls: type, prefix: str = "") -> dict[str, tuple]:
-    """Dotted key -> accepted values, for every field of ``cls`` (and its sections) typed by a
-    ``Literal`` of :mod:`mgmrn.choices`."""
-    found: dict[str, tuple] = {}
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        if dataclasses.is_dataclass(hint):
-            found.update(_choice_fields(hint, f"{prefix}{f.name}."))
-        elif typing.get_origin(hint) is typing.Literal:
-            found[f"{prefix}{f.name}"] = typing.get_args(hint)
-    return found
-
-
 # the closed choices, derived from the fields' types: a value added to a Literal is accepted
-CHOICES = _choice_fields(Config)
+CHOICES = choice_fields(Config)
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
     """Check ``value`` against a field annotation, allowing int where float is expected."""
     hint = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    if hint is typing.Literal:
+        return _coerce_choice(value, args, key)
     if hint in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -187,7 +178,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError:
                 pass
-        names = " or ".join("null" if a is type(None) else a.__name__ for a in args)
+        names = " or ".join(_type_name(a) for a in args)
         raise ConfigError(f"config key '{key}': expected {names}, got {value!r}")
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -198,6 +189,24 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     if annotation in (float, str) and not isinstance(value, annotation):
         raise ConfigError(f"config key '{key}': expected {annotation.__name__}, got {value!r}")
     return value
+
+
+def _coerce_choice(value: Any, choices: tuple, key: str) -> Any:
+    """A ``Literal`` field's value must have its choices' type (``model.halving=3`` is refused
+    here); whether it is one of them is left to :func:`validate`, whose messages can say more
+    (the meaning of each choice, ``train.compile``)."""
+    if not any(type(value) is type(choice) for choice in choices):
+        raise ConfigError(f"config key '{key}': expected one of {', '.join(map(str, choices))}, "
+                          f"got {value!r}")
+    return value
+
+
+def _type_name(annotation: Any) -> str:
+    if annotation is type(None):
+        return "null"
+    if typing.get_origin(annotation) is typing.Literal:
+        return " or ".join(map(str, typing.get_args(annotation)))
+    return annotation.__name__
 
 
 def _update(obj: Any, values: dict[str, Any], prefix: str = "") -> None:
@@ -339,10 +348,10 @@ def validate(cfg: Config) -> None:
     if not 0.0 < cfg.data.val_fraction < 1.0:
         raise ConfigError(f"config key 'data.val_fraction' must lie in (0, 1), got {cfg.data.val_fraction}")
     workers = cfg.data.num_workers
-    if workers != "auto" and not (isinstance(workers, int) and workers >= 0):
+    if workers not in typing.get_args(AutoWorkers) and not (isinstance(workers, int) and workers >= 0):
         raise ConfigError(f"config key 'data.num_workers': expected auto or a count of 0 or more, "
                           f"got {workers!r}")
-    if cfg.train.compile not in (False, True, "regions"):
+    if cfg.train.compile not in (False, True, *typing.get_args(CompileHeads)):
         raise ConfigError(f"config key 'train.compile': expected false, true (the whole network) "
                           f"or regions (each head module), got {cfg.train.compile!r}")
     if cfg.train.eval_every < 0:
