@@ -133,3 +133,10 @@ def test_user_fixable_errors_of_the_library_are_mgmrns_own(tmp_path, monkeypatch
     monkeypatch.setattr(distributed.torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="device 'cuda' was asked for but CUDA is not available"):
         distributed.resolve_device("cuda")
+
+
+def test_an_override_that_is_not_yaml_is_one_line_with_status_2(capsys):
+    assert cli.main(["train", "train.epochs=["]) == 2
+    assert capsys.readouterr().err == (
+        "mgmrn train: error: override 'train.epochs=[': the value is not valid YAML (expected the "
+        "node content, but found '<stream end>'); quote it to give a string\n")
