@@ -3,9 +3,10 @@
 Every field of ``mgmrn.config.Config`` is listed with its dotted key, type, default and meaning.
 The meaning is the comment next to the field in ``src/mgmrn/config.py`` (on its line, or the
 comment lines just above it); ``MEANINGS`` below gives those that have none or too terse a one, and
-``DETAILS`` adds what a one-line comment cannot hold. Choices come from ``CHOICES``, the published
-values of the switches from ``RELEASE_SWITCHES`` (read from ``models/release.py`` without
-importing torch), and the recipes from the bundled YAML files.
+``DETAILS`` adds what a one-line comment cannot hold. Types and choices come from the fields'
+annotations (a ``Literal`` of ``mgmrn.choices`` lists its values), the published values of the
+switches from ``RELEASE_SWITCHES`` (read from ``models/release.py`` without importing torch), and
+the recipes from the bundled YAML files.
 
     python scripts/config_reference.py           # rewrite docs/configuration.md
     python scripts/config_reference.py --check   # exit 1 when it is stale
@@ -20,6 +21,8 @@ import inspect
 import io
 import sys
 import tokenize
+import types
+import typing
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,12 +146,18 @@ def field_comments() -> dict[str, dict[str, str]]:
     return found
 
 
-def annotations() -> dict[str, dict[str, str]]:
-    """Each dataclass's field annotations as written in config.py."""
-    tree = ast.parse(inspect.getsource(config_module))
-    return {node.name: {item.target.id: ast.unparse(item.annotation)
-                        for item in node.body if isinstance(item, ast.AnnAssign)}
-            for node in tree.body if isinstance(node, ast.ClassDef)}
+def type_cell(annotation) -> str:
+    """A field's resolved type as the table shows it: each arm of a union in turn, the values of
+    a ``Literal`` (its choices) in place of its name."""
+    arms = typing.get_args(annotation) if typing.get_origin(annotation) in (
+        typing.Union, types.UnionType) else (annotation,)
+    parts = []
+    for arm in arms:
+        if typing.get_origin(arm) is typing.Literal:
+            parts += [str(choice) for choice in typing.get_args(arm)]
+        else:
+            parts.append("None" if arm is type(None) else arm.__name__)
+    return " \\| ".join(f"`{part}`" for part in parts)
 
 
 def release_switches() -> dict:
@@ -172,13 +181,13 @@ def show(value) -> str:
     return f"`{value}`"
 
 
-def _rows(obj, prefix: str, comments, hints, sections: dict[str, list]) -> None:
+def _rows(obj, prefix: str, comments, sections: dict[str, list]) -> None:
     cls = type(obj).__name__
     for f in dataclasses.fields(obj):
         key = f"{prefix}{f.name}"
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value):
-            _rows(value, f"{key}.", comments, hints, sections)
+            _rows(value, f"{key}.", comments, sections)
             continue
         meaning = MEANINGS.get(key) or comments.get(cls, {}).get(f.name)
         if not meaning:
@@ -189,9 +198,7 @@ def _rows(obj, prefix: str, comments, hints, sections: dict[str, list]) -> None:
             lower = detail[0] == "`" or detail[0].islower()
             joint = " " if detail.startswith("(") else "; " if lower else ". "
             meaning = f"{meaning}{joint}{detail}"
-        choices = config_module.CHOICES.get(key)
-        kind = " \\| ".join(f"`{c}`" for c in choices) if choices else \
-            " \\| ".join(f"`{part.strip()}`" for part in hints[cls][f.name].split("|"))
+        kind = type_cell(typing.get_type_hints(type(obj))[f.name])
         sections.setdefault(prefix.rstrip("."), []).append((key, kind, show(value), meaning))
 
 
@@ -232,7 +239,7 @@ def switch_rows(defaults) -> list[tuple[str, str, str, str, str]]:
 def render() -> str:
     defaults = config_module.Config()
     sections: dict[str, list] = {}
-    _rows(defaults, "", field_comments(), annotations(), sections)
+    _rows(defaults, "", field_comments(), sections)
     out = [
         "# Configuration",
         "",
@@ -275,7 +282,7 @@ def render() -> str:
         "## Every key",
         "",
         "Type as annotated in `src/mgmrn/config.py`, or the accepted values where the choice is",
-        "closed (`CHOICES`). `null` is YAML's None.",
+        "closed (the field's `Literal` type in `src/mgmrn/choices.py`). `null` is YAML's None.",
     ]
     for prefix, rows in sections.items():
         out += ["", f"### {SECTION_TITLES.get(prefix, f'`{prefix}`')}", "",

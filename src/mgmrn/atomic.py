@@ -15,10 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from .errors import MgmrnError
+
 TMP_SUFFIX = ".tmp"  # of the temporary files, named .<file>.<random>.tmp next to their file
 
 
-class DiskWriteError(RuntimeError):
+class DiskWriteError(MgmrnError, RuntimeError):
     """A file could not be written; the message names it, the reason and the free space."""
 
 

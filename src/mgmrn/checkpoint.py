@@ -32,9 +32,10 @@ from torch import nn
 
 from .atomic import write_atomic
 from .data.transforms import IMAGENET_INPUTS
+from .errors import MgmrnError
 
 
-class CheckpointError(ValueError):
+class CheckpointError(MgmrnError, ValueError):
     """A checkpoint that cannot be used; the message names the file and what is wrong."""
 
 

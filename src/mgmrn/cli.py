@@ -7,8 +7,10 @@ import contextlib
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
+from .errors import MgmrnError  # light: no torch
 from .preemption import REQUEUE_EXIT, Preempted, stop_while_starting  # light: no torch
 
 DESCRIPTION = """\
@@ -260,14 +262,25 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C: stop at once, without a traceback
         print(f"mgmrn {args.command}: interrupted", file=sys.stderr)
         return 130
-    # OSError: a full disk or an unreadable file is for the user to fix, said in one line
-    except (ValueError, OSError, RuntimeError) as err:  # ConfigError is a ValueError
+    # mgmrn's own errors (bad config, data, checkpoint, usage) and OSError (a missing file, a
+    # full disk, permissions) are for the user to fix: said in one line
+    except (MgmrnError, OSError) as err:
         if args.verbose:
             raise
-        name = f"data {args.data_command}" if args.command == "data" else args.command
-        print(f"mgmrn {name}: error: {_message(err)}", file=sys.stderr)
+        print(f"mgmrn {_command_name(args)}: error: {_message(err)}", file=sys.stderr)
         return 2
+    except Exception:  # anything else is a bug: its traceback, so that it can be reported
+        if args.verbose:
+            raise
+        traceback.print_exc()
+        print(f"mgmrn {_command_name(args)}: internal error (traceback above); please report it",
+              file=sys.stderr)
+        return 1
     return 0
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    return f"data {args.data_command}" if args.command == "data" else args.command
 
 
 if __name__ == "__main__":

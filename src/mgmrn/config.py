@@ -1,8 +1,10 @@
 """Run configuration: nested dataclasses, loaded from YAML plus ``key=value`` overrides.
 
-Every field below is part of the public interface and is documented in the README. Loading
-validates names and types, so a typo fails before anything heavy starts, with a message that
-names the key and says what was expected.
+Every field below is part of the public interface; docs/configuration.md is generated from
+this file (scripts/config_reference.py). A closed choice is a ``Literal`` type of
+:mod:`mgmrn.choices`, and the accepted values are read from it. Loading validates names and
+types, so a typo fails before anything heavy starts, with a message that names the key and says
+what was expected.
 """
 
 from __future__ import annotations
@@ -17,18 +19,39 @@ from typing import Any
 import yaml
 
 from .atomic import write_atomic
+from .choices import (
+    Amp,
+    AusucOrder,
+    AutoWorkers,
+    CompileHeads,
+    DatasetName,
+    Grouping,
+    Halving,
+    LrStepAt,
+    ModelName,
+    Norm,
+    Optimizer,
+    PrototypeInit,
+    Sampler,
+    Schedule,
+    Semantic,
+    Split,
+    TestResize,
+    choice_fields,
+)
+from .errors import MgmrnError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_RECIPE = "parts"  # what `mgmrn train` runs without --config: the part-attribute demo
 
 
-class ConfigError(ValueError):
+class ConfigError(MgmrnError, ValueError):
     """A configuration that cannot be used; the message says what to change."""
 
 
 @dataclass
 class ModelConfig:
-    name: str = "mgmrn"  # "mgmrn" or "baseline"
+    name: ModelName = "mgmrn"
     backbone: str = "resnet101"
     backbone_args: dict = field(default_factory=dict)  # extra timm.create_model arguments
     pretrained: bool = True
@@ -40,10 +63,10 @@ class ModelConfig:
     scaled_attention: bool = False  # divide Q K^T by sqrt(M); the published model does not
     resize_before_projection: bool = False  # halve fine/middle maps before the 3x3 projection
     tau: float = 20.0  # temperature of the cosine classifier
-    norm: str = "group"  # normalisation of the level projections: "group" (published) or "batch"
-    grouping: str = "regions"  # "regions" (K region tokens per level) or "identity" (published: x/K)
-    halving: str = "mean"  # fine/middle maps halved by "mean" (2x2) or "align_corners" (published)
-    prototype_init: str = "normal"  # prototypes: "normal" (std 1, published) or "scaled" (std D^-1/2)
+    norm: Norm = "group"  # normalisation of the level projections; "group" is GroupNorm(32), as published
+    grouping: Grouping = "regions"  # "regions": K region tokens per level; "identity": x/K, as published
+    halving: Halving = "mean"  # how fine/middle maps are halved: 2x2 mean, or align_corners (published)
+    prototype_init: PrototypeInit = "normal"  # prototypes: std 1 ("normal", published) or D^-1/2 ("scaled")
 
 
 @dataclass
@@ -71,17 +94,17 @@ class PartsConfig:
 
 @dataclass
 class DataConfig:
-    name: str = "demo"  # demo, parts, cub, sun, awa2, custom
+    name: DatasetName = "demo"
     root: str = ".cache/mgmrn/demo"
     attribute_vectors: str | None = None  # (A, E) .pkl or .npy; default per dataset
-    semantic: str = "original"  # "original" (original_att) or "normalized" (att)
-    split: str = "trainval"  # "trainval" (test splits) or "val" (validation classes)
+    semantic: Semantic = "original"  # class attributes: xlsa17's original_att, or its normalized att
+    split: Split = "trainval"  # "trainval": the test splits; "val": the validation classes
     image_size: int = 448
-    test_resize: str = "ratio"  # test images: "ratio" (resize to size*8/7, crop) or "crop" (published)
+    test_resize: TestResize = "ratio"  # test images: "ratio" resizes to size*8/7, crops; "crop": published
     ways: int = 8
     shots: int = 2
-    sampler: str = "episodic"  # "episodic" or "random"
-    num_workers: int | str = "auto"  # loading processes, or "auto" (from the cores present)
+    sampler: Sampler = "episodic"  # training batches: "episodic" draws ways classes x shots images
+    num_workers: int | AutoWorkers = "auto"  # loading processes, or "auto" (from the cores present)
     test_batch_size: int = 32
     verify_images: bool = True
     skip_bad_images: bool = False
@@ -94,18 +117,18 @@ class DataConfig:
 class TrainConfig:
     epochs: int = 30
     batches_per_epoch: int = 300
-    optimizer: str = "sgd"  # "sgd" (the published recipe) or "adamw"
+    optimizer: Optimizer = "sgd"  # "sgd" is the published recipe's
     lr: float = 5e-4
     momentum: float = 0.9  # SGD only
     weight_decay: float = 1e-5
     lr_step: int = 10  # StepLR step, in epochs
     lr_gamma: float = 0.1
-    lr_step_at: str = "end"  # StepLR steps at each epoch's "end" or "start" (published: decays early)
+    lr_step_at: LrStepAt = "end"  # when StepLR steps in each epoch ("start", published, decays early)
     lam: float = 0.1  # weight of the attribute regression loss
-    schedule: str = "fused"  # "fused" or "alternating"
-    amp: str = "auto"  # "auto", "bf16", "fp16" or "none"; auto = bf16 on CUDA, none on CPU
+    schedule: Schedule = "fused"  # how the three level losses are optimised per batch
+    amp: Amp = "auto"  # mixed precision; auto = bf16 on CUDA, none on CPU
     channels_last: bool | None = None  # None = on for CUDA, off for CPU
-    compile: bool | str = False  # true: the whole network; "regions": each head module
+    compile: bool | CompileHeads = False  # true: the whole network; "regions": each head module
     cuda_graphs: bool | None = None  # replay each fused step as a CUDA graph; None = on where supported
     eval_every: int = 1  # epochs between evaluations; 0 evaluates only at the end
     auto_resume: bool | None = None  # continue from output_dir's last.pt; None = under torchrun
@@ -115,7 +138,7 @@ class TrainConfig:
 class EvalConfig:
     gamma: float | None = None  # fixed calibration constant, reported beside the oracle
     gamma_step: float = 0.01
-    ausuc_order: str = "gamma"  # AUSUC points ordered by "gamma" (the curve) or as the "release" does
+    ausuc_order: AusucOrder = "gamma"  # AUSUC points ordered by "gamma" (the curve) or as the "release" does
     # replay full evaluation batches as a CUDA graph; None = where it works. Off by default: the
     # CUDA tests of this path (tests/test_cuda.py) have not run on a GPU yet
     cuda_graphs: bool | None = False
@@ -135,29 +158,16 @@ class Config:
         return dataclasses.asdict(self)
 
 
-CHOICES = {
-    "model.name": ("mgmrn", "baseline"),
-    "model.norm": ("group", "batch"),
-    "model.grouping": ("regions", "identity"),
-    "model.halving": ("mean", "align_corners"),
-    "model.prototype_init": ("scaled", "normal"),
-    "data.test_resize": ("ratio", "crop"),
-    "train.lr_step_at": ("end", "start"),
-    "eval.ausuc_order": ("gamma", "release"),
-    "data.name": ("demo", "parts", "cub", "sun", "awa2", "custom"),
-    "data.semantic": ("original", "normalized"),
-    "data.split": ("trainval", "val"),
-    "data.sampler": ("episodic", "random"),
-    "train.schedule": ("fused", "alternating"),
-    "train.optimizer": ("sgd", "adamw"),
-    "train.amp": ("auto", "bf16", "fp16", "none"),
-}
+# the closed choices, derived from the fields' types: a value added to a Literal is accepted
+CHOICES = choice_fields(Config)
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
     """Check ``value`` against a field annotation, allowing int where float is expected."""
     hint = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    if hint is typing.Literal:
+        return _coerce_choice(value, args, key)
     if hint in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -168,7 +178,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError:
                 pass
-        names = " or ".join("null" if a is type(None) else a.__name__ for a in args)
+        names = " or ".join(_type_name(a) for a in args)
         raise ConfigError(f"config key '{key}': expected {names}, got {value!r}")
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -179,6 +189,24 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     if annotation in (float, str) and not isinstance(value, annotation):
         raise ConfigError(f"config key '{key}': expected {annotation.__name__}, got {value!r}")
     return value
+
+
+def _coerce_choice(value: Any, choices: tuple, key: str) -> Any:
+    """A ``Literal`` field's value must have its choices' type (``model.halving=3`` is refused
+    here); whether it is one of them is left to :func:`validate`, whose messages can say more
+    (the meaning of each choice, ``train.compile``)."""
+    if not any(type(value) is type(choice) for choice in choices):
+        raise ConfigError(f"config key '{key}': expected one of {', '.join(map(str, choices))}, "
+                          f"got {value!r}")
+    return value
+
+
+def _type_name(annotation: Any) -> str:
+    if annotation is type(None):
+        return "null"
+    if typing.get_origin(annotation) is typing.Literal:
+        return " or ".join(map(str, typing.get_args(annotation)))
+    return annotation.__name__
 
 
 def _update(obj: Any, values: dict[str, Any], prefix: str = "") -> None:
@@ -205,7 +233,12 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form key=value (e.g. train.epochs=3)")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or type(err).__name__
+            raise ConfigError(f"override '{item}': the value is not valid YAML ({problem}); "
+                              f"quote it to give a string") from err
         node = nested
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -320,10 +353,10 @@ def validate(cfg: Config) -> None:
     if not 0.0 < cfg.data.val_fraction < 1.0:
         raise ConfigError(f"config key 'data.val_fraction' must lie in (0, 1), got {cfg.data.val_fraction}")
     workers = cfg.data.num_workers
-    if workers != "auto" and not (isinstance(workers, int) and workers >= 0):
+    if workers not in typing.get_args(AutoWorkers) and not (isinstance(workers, int) and workers >= 0):
         raise ConfigError(f"config key 'data.num_workers': expected auto or a count of 0 or more, "
                           f"got {workers!r}")
-    if cfg.train.compile not in (False, True, "regions"):
+    if cfg.train.compile not in (False, True, *typing.get_args(CompileHeads)):
         raise ConfigError(f"config key 'train.compile': expected false, true (the whole network) "
                           f"or regions (each head module), got {cfg.train.compile!r}")
     if cfg.train.eval_every < 0:

@@ -9,6 +9,8 @@ import torch
 import torch.distributed as dist
 from torch.distributed.constants import default_pg_timeout
 
+from .config import ConfigError
+
 
 @dataclass
 class DistEnv:
@@ -84,8 +86,8 @@ def resolve_device(name: str | torch.device, env: DistEnv | None = None) -> torc
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device '{name}' was asked for but CUDA is not available here; "
-                         f"use the CPU (device cpu)")
+        raise ConfigError(f"device '{name}' was asked for but CUDA is not available here; "
+                          f"use the CPU (device cpu)")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", env.local_rank)
     if device.type == "cuda":

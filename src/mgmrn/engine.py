@@ -12,12 +12,13 @@ from torch import nn
 from tqdm import tqdm
 
 from .distributed import all_gather_variable
+from .errors import MgmrnError
 from .inference import Inference
 from .losses import ZSLCriterion
 from .precision import Precision
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(MgmrnError, RuntimeError):
     """Training produced a NaN or infinite loss."""
 
 

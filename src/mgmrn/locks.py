@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import MgmrnError
+
 try:
     import fcntl
 except ImportError:  # Windows: no flock; the folder is not locked
@@ -27,7 +29,7 @@ DOWNLOAD_LOCK = ".mgmrn-download.lock"  # in data.root while a download fills it
 _held: dict[Path, int] = {}  # lock files this process holds -> how many ``with`` deep
 
 
-class FolderBusyError(RuntimeError):
+class FolderBusyError(MgmrnError, RuntimeError):
     """Another process holds the folder's lock; the message names its pid and the folder."""
 
 

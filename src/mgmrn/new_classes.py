@@ -14,6 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from .data.errors import DataError
+from .errors import UsageError
+
 CLASS_GROUPS = ("seen", "unseen", "added")
 
 
@@ -35,7 +38,7 @@ def parse_class_sets(spec: str | Sequence[str]) -> tuple[str, ...]:
         return CLASS_GROUPS
     unknown = [w for w in words if w not in CLASS_GROUPS]
     if unknown or not words:
-        raise ValueError(f"--classes must be 'all' or a comma-separated combination of "
+        raise UsageError(f"--classes must be 'all' or a comma-separated combination of "
                          f"{', '.join(CLASS_GROUPS)}, got {','.join(words) or repr(spec)}")
     return tuple(g for g in CLASS_GROUPS if g in words)
 
@@ -67,7 +70,7 @@ def parse_class_rows(rows: list[list[str]], attribute_names: Sequence[str],
                      source: str) -> tuple[list[str], np.ndarray]:
     """:func:`read_class_table` on rows already split into cells; messages name ``source``."""
     if not rows:
-        raise ValueError(f"{source} is empty; expected the header class,<attribute names...>")
+        raise DataError(f"{source} is empty; expected the header class,<attribute names...>")
     header = [h.strip() for h in rows[0]]
     _check_header(header, attribute_names, source)
     position = {name: i for i, name in enumerate(header)}
@@ -77,21 +80,21 @@ def parse_class_rows(rows: list[list[str]], attribute_names: Sequence[str],
         if not any(cell.strip() for cell in row):
             continue
         if len(row) != len(header):
-            raise ValueError(f"{source} line {line}: {len(row)} fields, expected {len(header)} "
-                             f"(class and {len(header) - 1} attributes)")
+            raise DataError(f"{source} line {line}: {len(row)} fields, expected {len(header)} "
+                            f"(class and {len(header) - 1} attributes)")
         names.append(row[position["class"]].strip())
         values.append([_number(row[i], header[i], source, line) for i in order])
     if not names:
-        raise ValueError(f"{source}: no class rows below the header")
+        raise DataError(f"{source}: no class rows below the header")
     return names, np.asarray(values, dtype=np.float32)
 
 
 def _check_header(header: list[str], attribute_names: Sequence[str], path: str) -> None:
     repeated = sorted({h for h in header if header.count(h) > 1})
     if repeated:
-        raise ValueError(f"{path} line 1: column(s) given twice: {', '.join(repeated)}")
+        raise DataError(f"{path} line 1: column(s) given twice: {', '.join(repeated)}")
     if "class" not in header:
-        raise ValueError(f"{path} line 1: no 'class' column; expected class,<attribute names...>")
+        raise DataError(f"{path} line 1: no 'class' column; expected class,<attribute names...>")
     known = set(attribute_names)
     unknown = [h for h in header if h != "class" and h not in known]
     missing = [a for a in attribute_names if a not in set(header)]
@@ -102,8 +105,8 @@ def _check_header(header: list[str], attribute_names: Sequence[str], path: str) 
         problems.append(f"unknown column(s) {_listing(unknown)} (not attributes of the training "
                         f"data)")
     if problems:
-        raise ValueError(f"{path} line 1: {'; '.join(problems)}; the header must name the class "
-                         f"and each of the {len(attribute_names)} training attributes once")
+        raise DataError(f"{path} line 1: {'; '.join(problems)}; the header must name the class "
+                        f"and each of the {len(attribute_names)} training attributes once")
 
 
 def _listing(names: Sequence[str], most: int = 8) -> str:
@@ -118,7 +121,7 @@ def _number(cell: str, column: str, path: Path | str, line: int | None) -> float
         value = float("nan")
     if not np.isfinite(value):
         where = f"{path} line {line}" if line is not None else str(path)
-        raise ValueError(f"{where}, column '{column}': expected a number, got '{cell.strip()}'")
+        raise DataError(f"{where}, column '{column}': expected a number, got '{cell.strip()}'")
     return value
 
 
@@ -139,13 +142,13 @@ def check_new_classes(names: Sequence[str], attributes: Any, attribute_names: Se
     """
     names = list(names)
     if not names:
-        raise ValueError(f"{source}: no classes given")
+        raise DataError(f"{source}: no classes given")
     seen_names: set[str] = set(existing)
     for name in names:
         if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"{source}: class names must be non-empty text, got {name!r}")
+            raise DataError(f"{source}: class names must be non-empty text, got {name!r}")
         if name in seen_names:
-            raise ValueError(f"{source}: class '{name}' already exists; choose another name")
+            raise DataError(f"{source}: class '{name}' already exists; choose another name")
         seen_names.add(name)
     if len(attributes) and isinstance(attributes[0], Mapping):
         rows = np.asarray([_row_from_mapping(m, attribute_names, source, n)
@@ -154,15 +157,15 @@ def check_new_classes(names: Sequence[str], attributes: Any, attribute_names: Se
         rows = np.asarray(attributes.detach().cpu() if hasattr(attributes, "detach")
                           else attributes, dtype=np.float32)
     if rows.shape != (len(names), len(attribute_names)):
-        raise ValueError(f"{source}: attributes must be {len(names)} rows of "
-                         f"{len(attribute_names)} values (one per training attribute), got shape "
-                         f"{rows.shape}")
+        raise DataError(f"{source}: attributes must be {len(names)} rows of "
+                        f"{len(attribute_names)} values (one per training attribute), got shape "
+                        f"{rows.shape}")
     for name, row in zip(names, rows, strict=True):
         if not np.isfinite(row).all():
-            raise ValueError(f"{source}: class '{name}' has a value that is not a finite number")
+            raise DataError(f"{source}: class '{name}' has a value that is not a finite number")
         if not np.abs(row).sum() > 0:
-            raise ValueError(f"{source}: class '{name}' has every attribute 0; the cosine "
-                             f"classifier needs at least one non-zero attribute")
+            raise DataError(f"{source}: class '{name}' has every attribute 0; the cosine "
+                            f"classifier needs at least one non-zero attribute")
     return rows
 
 
@@ -173,6 +176,6 @@ def _row_from_mapping(values: Mapping[str, Any], attribute_names: Sequence[str],
     if unknown or missing:
         parts = ([f"missing attribute(s) {_listing(missing)}"] if missing else []) + (
             [f"unknown attribute(s) {_listing(unknown)}"] if unknown else [])
-        raise ValueError(f"{source}: class '{name}': {'; '.join(parts)}")
+        raise DataError(f"{source}: class '{name}': {'; '.join(parts)}")
     return [_number(str(values[a]), a, f"{source}: class '{name}'", None)
             for a in attribute_names]

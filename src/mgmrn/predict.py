@@ -139,7 +139,7 @@ class Predictor:
         added = {self.class_names[int(i)] for i in self.added_classes}
         unknown = [n for n in names if n not in added]
         if unknown:
-            raise ValueError(f"not added classes: {', '.join(unknown)}")
+            raise UsageError(f"not added classes: {', '.join(unknown)}")
         drop = set(names)
         keep = [i for i, name in enumerate(self.class_names) if name not in drop]
         first_added = len(self.class_names) - len(self.added_classes)
@@ -169,7 +169,7 @@ class Predictor:
                    "added": self.added_classes}
         chosen = torch.cat([members[g] for g in groups])
         if not len(chosen):
-            raise ValueError(f"no class to search in {','.join(groups)}"
+            raise UsageError(f"no class to search in {','.join(groups)}"
                              + ("; add classes first (--add-classes)" if "added" in groups else ""))
         return torch.sort(chosen).values
 

@@ -9,6 +9,8 @@ import torch
 from PIL import Image
 
 from .data.datasets import IMAGE_SUFFIXES, to_rgb
+from .data.errors import DataError
+from .errors import UsageError
 
 ImageInput = str | Path | Image.Image
 
@@ -24,7 +26,7 @@ def image_batches(images, transform, batch_size: int) -> Iterator[tuple[torch.Te
     if isinstance(images, torch.Tensor):
         tensor = images.unsqueeze(0) if images.dim() == 3 else images
         if tensor.dim() != 4 or tensor.shape[1] != 3:
-            raise ValueError(f"an image tensor must be (B, 3, H, W) or (3, H, W), got "
+            raise UsageError(f"an image tensor must be (B, 3, H, W) or (3, H, W), got "
                              f"{tuple(images.shape)}")
         for start in range(0, len(tensor), batch_size):
             chunk = tensor[start:start + batch_size]
@@ -53,7 +55,7 @@ def read_image(item: ImageInput, position: int) -> tuple[Image.Image, str]:
         with Image.open(path) as image:
             return to_rgb(image), str(path)
     except Exception as err:  # noqa: BLE001 - PIL raises many types for broken files
-        raise ValueError(f"cannot read image '{path}' ({type(err).__name__}: {err})") from err
+        raise DataError(f"cannot read image '{path}' ({type(err).__name__}: {err})") from err
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:

@@ -27,6 +27,7 @@ from .distributed import (
     under_torchrun,
 )
 from .engine import EpochProgress, GraphedStep, predict_logits, train_one_epoch
+from .errors import MgmrnError
 from .evaluation import (
     calibration_record,
     class_accuracies,
@@ -47,7 +48,7 @@ from .viz import write_eval_figures
 log = logging.getLogger(__name__)
 
 
-class RunFolderError(ValueError):
+class RunFolderError(MgmrnError, ValueError):
     """The run folder already holds a run that would be overwritten."""
 
 

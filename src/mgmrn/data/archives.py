@@ -24,13 +24,15 @@ from typing import IO
 
 from tqdm import tqdm
 
+from ..errors import MgmrnError
+
 log = logging.getLogger(__name__)
 
 MARKER = ".mgmrn-download"  # inside an extracted folder: written before it takes its final name
 CHUNK = 1 << 20
 
 
-class ArchiveError(RuntimeError):
+class ArchiveError(MgmrnError, RuntimeError):
     """An archive that cannot be extracted safely or completely."""
 
 

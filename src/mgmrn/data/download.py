@@ -28,6 +28,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..atomic import format_size
+from ..errors import MgmrnError
 from ..locks import download_lock
 from .archives import ArchiveError, extract_folder, extracted_marker
 
@@ -38,7 +39,7 @@ PROGRESS = 1 << 20  # bytes a failed connection must have delivered to reset the
 CHUNK = 1 << 20
 
 
-class DownloadError(RuntimeError):
+class DownloadError(MgmrnError, RuntimeError):
     """A file that could not be fetched or verified; the message says where to put it by hand."""
 
 

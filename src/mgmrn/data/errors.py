@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import MgmrnError
 
-class DataError(ValueError):
+
+class DataError(MgmrnError, ValueError):
     """Unusable data; the message names the file, the line or field, and what was expected."""

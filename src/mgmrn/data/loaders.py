@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..choices import Sampler, check_choice
 from ..config import DataConfig
 from .samplers import EpisodicBatchSampler, RandomBatchSampler, ShardSampler
 
@@ -130,14 +131,13 @@ def build_train_loader(data, cfg: DataConfig, batches_per_epoch: int, seed: int,
     # the loader draws its workers' base seed from this generator at each pass; the sampler
     # re-seeds it in set_epoch, so whatever else a worker draws repeats per epoch
     generator = torch.Generator()
+    check_choice("data.sampler", cfg.sampler, Sampler)
     if cfg.sampler == "episodic":
         sampler = EpisodicBatchSampler(data.train_labels, cfg.ways, cfg.shots, batches_per_epoch,
                                        seed, rank, world_size, generator=generator)
-    elif cfg.sampler == "random":
+    else:
         sampler = RandomBatchSampler(data.train_labels, cfg.ways * cfg.shots, batches_per_epoch,
                                      seed, rank, world_size, generator=generator)
-    else:
-        raise ValueError(f"data.sampler must be 'episodic' or 'random', got {cfg.sampler!r}")
     return DataLoader(
         SeededBatches(data.train),
         batch_sampler=sampler,

@@ -23,6 +23,9 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from ..config import ConfigError
+from .errors import DataError
+
 
 class SeededBatch(list):
     """Dataset indices of one batch, with the seed of its augmentations as ``seed``."""
@@ -81,8 +84,8 @@ class _SeededBatchSampler(Sampler[list[int]]):
     def load_state_dict(self, state: dict) -> None:
         """Restore a :meth:`state_dict`: the next ``set_epoch(state["epoch"])`` resumes there."""
         if state.get("seed", self.seed) != self.seed:
-            raise ValueError(f"sampler state was saved with seed {state['seed']}, this sampler "
-                             f"has seed {self.seed}; resuming would not reproduce the run")
+            raise ConfigError(f"sampler state was saved with seed {state['seed']}, this sampler "
+                              f"has seed {self.seed}; resuming would not reproduce the run")
         self._resume = (int(state["epoch"]), int(state.get("start_batch", 0)))
         self.set_epoch(*self._resume)
 
@@ -129,10 +132,10 @@ class EpisodicBatchSampler(_SeededBatchSampler):
         self.classes = np.unique(self.labels)
         self.items = {int(c): np.flatnonzero(self.labels == c) for c in self.classes}
         if ways > len(self.classes):
-            raise ValueError(f"ways={ways} but only {len(self.classes)} classes have images")
+            raise DataError(f"ways={ways} but only {len(self.classes)} classes have images")
         smallest = min(len(v) for v in self.items.values())
         if shots > smallest:
-            raise ValueError(f"shots={shots} but the smallest class has {smallest} images")
+            raise DataError(f"shots={shots} but the smallest class has {smallest} images")
         self.ways, self.shots = ways, shots
 
     def draw(self, rng: np.random.Generator) -> list[int]:
@@ -160,7 +163,7 @@ class RandomBatchSampler(_SeededBatchSampler):
                  rank: int = 0, world_size: int = 1, generator: torch.Generator | None = None):
         super().__init__(labels, batches_per_epoch, seed, rank, world_size, generator)
         if batch_size > len(self.labels):
-            raise ValueError(f"batch size {batch_size} but only {len(self.labels)} images")
+            raise DataError(f"batch size {batch_size} but only {len(self.labels)} images")
         self.batch_size = batch_size
 
     def draw(self, rng: np.random.Generator) -> list[int]:

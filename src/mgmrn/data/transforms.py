@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from torchvision.transforms import v2
 
+from ..choices import TestResize, check_choice
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_INPUTS = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
@@ -86,10 +88,7 @@ def train_transform(size: int, normalize: bool = True, inputs: dict | None = Non
     ])
 
 
-TEST_RESIZES = ("ratio", "crop")
-
-
-def test_transform(size: int, resize: str = "ratio", normalize: bool = True,
+def test_transform(size: int, resize: TestResize = "ratio", normalize: bool = True,
                    inputs: dict | None = None) -> v2.Compose:
     """Image -> (3, size, size) tensor: resize, centre crop, normalise.
 
@@ -99,8 +98,7 @@ def test_transform(size: int, resize: str = "ratio", normalize: bool = True,
             published).
         normalize, inputs: as for :func:`train_transform`.
     """
-    if resize not in TEST_RESIZES:
-        raise ValueError(f"resize must be one of {TEST_RESIZES}, got {resize!r}")
+    check_choice("resize", resize, TestResize)
     return v2.Compose([
         v2.ToImage(),
         v2.Resize(resize_size(size) if resize == "ratio" else size,

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mgmrn.choices import AusucOrder, check_choice
 from mgmrn.evaluation._arrays import as_class_subset, gzsl_inputs, to_numpy
 from mgmrn.evaluation.metrics import harmonic_mean
 
@@ -82,10 +83,7 @@ def default_gamma(record: dict[str, Any] | None,
     return 0.0, "none stored in the checkpoint: 0, uncalibrated"
 
 
-AUSUC_ORDERS = ("gamma", "release")
-
-
-def ausuc(seen: Any, unseen: Any, order: str = "gamma") -> float:
+def ausuc(seen: Any, unseen: Any, order: AusucOrder = "gamma") -> float:
     """Area under the seen-unseen accuracy curve, by the trapezoid rule.
 
     x = unseen accuracy, y = seen accuracy. Points are sorted by unseen accuracy. With
@@ -105,8 +103,7 @@ def ausuc(seen: Any, unseen: Any, order: str = "gamma") -> float:
     Returns:
         The area, in [0, 1] for fractions; 0 for fewer than two points.
     """
-    if order not in AUSUC_ORDERS:
-        raise ValueError(f"order must be one of {AUSUC_ORDERS}, got {order!r}")
+    check_choice("order", order, AusucOrder)
     seen = np.asarray(to_numpy(seen), dtype=np.float64)
     unseen = np.asarray(to_numpy(unseen), dtype=np.float64)
     if order == "release":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+
 import torch
 from torch import nn
 
@@ -26,6 +29,11 @@ __all__ = ["Backbone", "BackboneError", "GlobalBaseline", "IMAGENET_INPUTS", "LE
 HEAD_MODULES = (GranularityModule, SpatialChannelAttention, AttributeDecoder)
 
 
+# the ModelConfig fields that choose and make the network's backbone; every other field is a
+# keyword of MgMRN's constructor under the same name (and GlobalBaseline takes those it has)
+BUILD_FIELDS = ("name", "backbone", "backbone_args", "pretrained", "pretrained_file", "finetune")
+
+
 def build_model(cfg, attribute_vectors: torch.Tensor, backbone: nn.Module | None = None,
                 image_size: int | None = None) -> nn.Module:
     """The network a ``ModelConfig`` describes, for the given (A, E) attribute word vectors.
@@ -40,12 +48,24 @@ def build_model(cfg, attribute_vectors: torch.Tensor, backbone: nn.Module | None
                             pretrained_file=cfg.pretrained_file, finetune=cfg.finetune,
                             model_args=cfg.backbone_args, image_size=image_size)
     if cfg.name == "baseline":
-        return GlobalBaseline(backbone, attribute_vectors.shape[0], tau=cfg.tau)
-    return MgMRN(backbone, attribute_vectors, dim=cfg.dim, attn_dim=cfg.attn_dim,
-                 num_parts=cfg.num_parts, scaled_attention=cfg.scaled_attention,
-                 resize_before_projection=cfg.resize_before_projection, tau=cfg.tau,
-                 norm=cfg.norm, grouping=cfg.grouping, halving=cfg.halving,
-                 prototype_init=cfg.prototype_init)
+        return GlobalBaseline(backbone, attribute_vectors.shape[0],
+                              **network_keywords(cfg, GlobalBaseline))
+    return MgMRN(backbone, attribute_vectors, **network_keywords(cfg, MgMRN))
+
+
+def network_keywords(cfg, network: type[nn.Module]) -> dict:
+    """The fields of a ``ModelConfig`` that ``network``'s constructor takes, by name.
+
+    Every field outside :data:`BUILD_FIELDS` must be a keyword of :class:`MgMRN`: a field that
+    no network reads is a programming error, refused here rather than silently ignored.
+    """
+    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+              if f.name not in BUILD_FIELDS}
+    unread = set(values) - set(inspect.signature(MgMRN).parameters)
+    if unread:
+        raise TypeError(f"ModelConfig fields {sorted(unread)} are not keywords of MgMRN")
+    taken = inspect.signature(network).parameters
+    return {name: value for name, value in values.items() if name in taken}
 
 
 def model_input_config(cfg) -> dict:

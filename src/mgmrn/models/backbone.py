@@ -22,6 +22,7 @@ import timm
 import torch
 from torch import nn
 
+from ..errors import MgmrnError
 from .backbone_spec import (
     IMAGENET_INPUTS,
     BackboneError,
@@ -37,7 +38,7 @@ __all__ = ["Backbone", "BackboneError", "BackboneSpec", "IMAGENET_INPUTS", "Pret
            "describe_backbone", "input_config"]
 
 
-class PretrainedWeightsError(RuntimeError):
+class PretrainedWeightsError(MgmrnError, RuntimeError):
     """Pretrained weights were asked for but cannot be found or fetched."""
 
 

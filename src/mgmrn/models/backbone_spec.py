@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import timm
 import torch
 
+from ..errors import MgmrnError
+
 STRIDES = (8, 16, 32)
 # torchvision's ImageNet-1k weights (IMAGENET1K_V1) carry this tag in timm.
 DEFAULT_PRETRAINED_TAG = "tv_in1k"
@@ -23,7 +25,7 @@ IMAGENET_INPUTS = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
                   "interpolation": "bilinear"}
 
 
-class BackboneError(ValueError):
+class BackboneError(MgmrnError, ValueError):
     """A backbone that cannot serve Mg-MRN as configured; the message says what would work."""
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PROTOTYPE_INITS = ("scaled", "normal")
+from ..choices import PrototypeInit, check_choice
 
 
 class AttributeDecoder(nn.Module):
@@ -33,10 +33,9 @@ class AttributeDecoder(nn.Module):
     """
 
     def __init__(self, num_attributes: int, word_dim: int, dim: int, attn_dim: int,
-                 scaled: bool = False, prototype_init: str = "normal"):
+                 scaled: bool = False, prototype_init: PrototypeInit = "normal"):
         super().__init__()
-        if prototype_init not in PROTOTYPE_INITS:
-            raise ValueError(f"prototype_init must be one of {PROTOTYPE_INITS}, got {prototype_init!r}")
+        check_choice("prototype_init", prototype_init, PrototypeInit)
         self.query = nn.Linear(word_dim, attn_dim)
         self.key = nn.Linear(dim, attn_dim)
         self.value = nn.Linear(dim, attn_dim)

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..choices import Grouping, Halving, Norm, check_choice
+
 
 class RegionGrouping(nn.Module):
     """Soft assignment of locations to K learnable part centres, and region tokens per part.
@@ -101,20 +103,17 @@ class GroupNorm(nn.GroupNorm):
         return super().forward(x)
 
 
-def map_norm(kind: str, channels: int) -> nn.Module:
+def map_norm(kind: Norm, channels: int) -> nn.Module:
     """GroupNorm(32), as published, or BatchNorm for maps of a few cells.
 
     GroupNorm normalises every image on its own, removing each group's mean over the map: on
     14x14 maps of 2048 channels that costs little, but on the 2x2 to 4x4 maps of small inputs it
     erases whether a feature is present at all.
     """
+    check_choice("norm", kind, Norm)
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     return GroupNorm(math.gcd(32, channels), channels)
-
-
-GROUPINGS = ("regions", "identity")
-HALVINGS = ("mean", "align_corners")
 
 
 class GranularityModule(nn.Module):
@@ -136,12 +135,11 @@ class GranularityModule(nn.Module):
     """
 
     def __init__(self, in_channels: int, dim: int, num_parts: int = 5, downsample: bool = False,
-                 resize_before_projection: bool = False, norm: str = "group",
-                 grouping: str = "regions", halving: str = "mean"):
+                 resize_before_projection: bool = False, norm: Norm = "group",
+                 grouping: Grouping = "regions", halving: Halving = "mean"):
         super().__init__()
-        if grouping not in GROUPINGS or halving not in HALVINGS:
-            raise ValueError(f"grouping must be one of {GROUPINGS} and halving one of {HALVINGS}, "
-                             f"got {grouping!r} and {halving!r}")
+        check_choice("grouping", grouping, Grouping)
+        check_choice("halving", halving, Halving)
         self.grouping = RegionGrouping(in_channels, num_parts,
                                        published_init=grouping == "identity")
         self.project = nn.Sequential(

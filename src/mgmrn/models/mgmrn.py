@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..choices import Grouping, Halving, Norm, PrototypeInit
 from .classifier import cosine_class_scores
 from .decoder import AttributeDecoder
 from .granularity import GranularityModule
@@ -71,9 +72,9 @@ class MgMRN(nn.Module):
 
     def __init__(self, backbone: nn.Module, attribute_vectors: torch.Tensor, dim: int = 2048,
                  attn_dim: int = 1024, num_parts: int = 5, scaled_attention: bool = False,
-                 resize_before_projection: bool = False, tau: float = 20.0, norm: str = "group",
-                 grouping: str = "regions", halving: str = "mean",
-                 prototype_init: str = "normal"):
+                 resize_before_projection: bool = False, tau: float = 20.0, norm: Norm = "group",
+                 grouping: Grouping = "regions", halving: Halving = "mean",
+                 prototype_init: PrototypeInit = "normal"):
         super().__init__()
         if len(backbone.channels) != len(LEVELS):
             raise ValueError(f"the backbone must return {len(LEVELS)} maps, finest first; its "

@@ -15,6 +15,8 @@ import re
 import torch
 from torch import nn
 
+from ..errors import MgmrnError
+
 # published stage name -> level index (fine, middle, coarse)
 _STAGES = {"s3": 0, "s4": 1, "s5": 2}
 _DECODER = {"QueryW": "query", "KeyW": "key", "ValueW": "value", "W_o": "out"}
@@ -70,7 +72,7 @@ def _yaml(value) -> str:
 _UNUSED = re.compile(r"backbone\.fc\.(weight|bias)")
 
 
-class ReleaseWeightsError(ValueError):
+class ReleaseWeightsError(MgmrnError, ValueError):
     """Published weights that do not fit the network; the message names the entries."""
 
 

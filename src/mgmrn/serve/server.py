@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from ..errors import UsageError
 from .app import MAX_PIXELS, ApiError, Explorer
 
 log = logging.getLogger(__name__)
@@ -223,7 +224,7 @@ def make_server(checkpoint: str | Path, run: str | Path | None = None, host: str
         return ExplorerServer(explorer, host, port, max_upload, max_busy)
     except OSError as err:
         explorer.close()
-        raise ValueError(f"cannot listen on {host}:{port} ({err.strerror}); choose another "
+        raise UsageError(f"cannot listen on {host}:{port} ({err.strerror}); choose another "
                          f"--port") from err
 
 

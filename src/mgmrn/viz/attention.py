@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import UsageError
 from ..models.mgmrn import ZSLOutput, resize_keeping_mass, spatial_attention
 from ._figure import new_figure, save_png
 
@@ -38,7 +39,7 @@ def level_attention_maps(output: ZSLOutput, size: tuple[int, int],
             was run without ``return_attention``).
     """
     if not output.attention or output.layouts is None or output.assignments is None:
-        raise ValueError("this output has no attention maps: the model has no attention (the "
+        raise UsageError("this output has no attention maps: the model has no attention (the "
                          "baseline) or was run without return_attention=True")
     maps = []
     for attention, layout, assignments in zip(output.attention, output.layouts,

@@ -9,6 +9,7 @@ from typing import Any
 
 from matplotlib.ticker import MaxNLocator
 
+from ..data.errors import DataError
 from ._figure import new_figure, save_png
 
 TRAINING_SIZE = (900, 360)  # pixels
@@ -35,9 +36,9 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         except ValueError:
             if number == len(lines):
                 break
-            raise ValueError(f"{path} line {number}: not a JSON record") from None
+            raise DataError(f"{path} line {number}: not a JSON record") from None
         if not isinstance(record, dict) or "epoch" not in record:
-            raise ValueError(f"{path} line {number}: expected a JSON object with an 'epoch'")
+            raise DataError(f"{path} line {number}: expected a JSON object with an 'epoch'")
         records.append(record)
     return records
 
