@@ -132,7 +132,7 @@ def test_class_table_columns_by_name_any_order(tmp_path):
     (["class", *ATTRIBUTE_NAMES, "color_red"], ["x", 1, 0, 0, 1, 0, 1],
      r"given twice: color_red"),
     (["class", *ATTRIBUTE_NAMES], ["x", 1, 0, "lots", 1, 0],
-     "new.csv line 2, column 'color_red': expected a number, got 'lots'"),
+     "new.csv line 2, field 'color_red': expected a number, got 'lots'"),
     (["class", *ATTRIBUTE_NAMES], ["x", 1, 0, 1], "new.csv line 2: 4 fields, expected 6"),
 ])
 def test_bad_class_tables_are_errors_naming_file_and_columns(tmp_path, header, row, message):
