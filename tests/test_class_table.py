@@ -12,7 +12,8 @@ from mgmrn.data.custom import read_classes_csv
 from mgmrn.new_classes import read_class_table as read_new_classes
 from mgmrn.predict import load
 from mgmrn.serve.app import ApiError, Explorer
-from tests.test_predict import ATTRIBUTE_NAMES, write_checkpoint
+
+from .helpers import ATTRIBUTE_NAMES, write_checkpoint
 
 GOOD = [1, 0, 1, 0, 0]
 

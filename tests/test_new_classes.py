@@ -13,7 +13,8 @@ import torch
 from mgmrn.evaluation import calibrated_stacking
 from mgmrn.new_classes import check_new_classes, parse_class_sets, read_class_table
 from mgmrn.predict import load, run_predict
-from tests.test_predict import ATTRIBUTE_NAMES, CLASS_NAMES, SEEN, UNSEEN, write_checkpoint
+
+from .helpers import ATTRIBUTE_NAMES, CLASS_NAMES, SEEN, UNSEEN, write_checkpoint
 
 NEW = {"purple_circle": [1, 0, 0, 0, 0.5], "blue_square_2": [0, 1, 0, 1, 0]}
 
