@@ -17,7 +17,7 @@ from mgmrn.evaluation.metrics import (
     harmonic_mean,
     per_class_accuracy,
 )
-from mgmrn.evaluation.protocols import czsl_accuracy, evaluate_zsl, gzsl_accuracy
+from mgmrn.evaluation.protocols import czsl_accuracy, evaluate_zsl, gzsl_accuracy, zsl_figures
 
 __all__ = [
     "ausuc",
@@ -32,4 +32,5 @@ __all__ = [
     "gzsl_accuracy",
     "harmonic_mean",
     "per_class_accuracy",
+    "zsl_figures",
 ]
