@@ -130,14 +130,8 @@ class ZSLFigures:
 
     def to_json(self) -> dict[str, Any]:
         """Plain data in the order of results.json; parts not set are left out."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            # an evaluated checkpoint records its epoch even when the file did not hold one
-            if value is None and not (f.name == "epoch" and out.get("checkpoint") is not None):
-                continue
-            out[f.name] = _plain(value)
-        return out
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)
+                if getattr(self, f.name) is not None}
 
 
 @dataclass
@@ -181,6 +175,13 @@ class ZSLResults(ZSLFigures):
         names = ("czsl_acc", "gzsl_seen", "gzsl_unseen", "gzsl_h", "gamma", "ausuc",
                  "calibration", "split", "model", "epochs")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data in the order of results.json; parts not set are left out."""
+        out = super().to_json()
+        if self.checkpoint is not None and self.epoch is None:
+            out["epoch"] = None  # an evaluated checkpoint records its epoch, even an unknown one
+        return out
 
     def comparison_entry(self) -> dict[str, Any]:
         """The figures ``mgmrn compare`` records of a run: the headline and, None when absent,
