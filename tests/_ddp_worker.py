@@ -18,8 +18,8 @@ original = runner.evaluate_model
 def evaluate_and_keep(model, data, cfg, device, precision, env):
     results = original(model, data, cfg, device, precision, env)
     net = model.module if hasattr(model, "module") else model
-    torch.save({"model": net.state_dict(), "czsl_acc": results["czsl_acc"],
-                "gzsl_h": results["gzsl_h"], "world_size": env.world_size},
+    torch.save({"model": net.state_dict(), "czsl_acc": results.czsl_acc,
+                "gzsl_h": results.gzsl_h, "world_size": env.world_size},
                os.path.join(out, f"rank{env.rank}.pt"))
     return results
 

@@ -44,7 +44,8 @@ FAMILIES = [
 IDS = [f[0] for f in FAMILIES]
 
 
-def tiny_net(name: str, args: dict, size: int, **kwargs) -> MgMRN:
+def net_on_backbone(name: str, args: dict, size: int, **kwargs) -> MgMRN:
+    """A small MgMRN on backbone ``name`` built with ``args`` for ``size`` pixels, seeded."""
     torch.manual_seed(0)
     backbone = Backbone(name, pretrained=False, model_args=args, image_size=size, **kwargs)
     return MgMRN(backbone, torch.randn(6, 8), dim=16, attn_dim=8, num_parts=2)
@@ -89,7 +90,7 @@ def test_plain_vit_levels_read_blocks_at_three_depths_and_the_pyramid_trains_whe
 @pytest.mark.parametrize("family", ["swin", "dinov2", "convnext"])
 def test_one_training_step_of_each_schedule_moves_backbone_and_heads(family, schedule):
     _, name, args, size, _ = FAMILIES[IDS.index(family)]
-    net = tiny_net(name, args, size)
+    net = net_on_backbone(name, args, size)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     g = torch.Generator().manual_seed(0)
@@ -107,7 +108,7 @@ def test_attention_of_each_level_is_drawn_where_its_token_lies(family):
     """One attention token per level, at a known cell of its own grid, lands on that cell's
     pixels in the image-size map of every level."""
     _, name, args, size, _ = FAMILIES[IDS.index(family)]
-    net = tiny_net(name, args, size).eval()
+    net = net_on_backbone(name, args, size).eval()
     with torch.no_grad():
         out = net(torch.randn(1, 3, size, size), torch.rand(3, 6), return_attention=True)
     for level, (attention, layout) in enumerate(zip(out.attention, out.layouts)):
@@ -129,8 +130,8 @@ def test_attention_of_each_level_is_drawn_where_its_token_lies(family):
 
 def test_checkpoint_round_trip_of_a_vit_keeps_weights_and_outputs():
     _, name, args, size, _ = FAMILIES[IDS.index("dinov2")]
-    net = tiny_net(name, args, size).eval()
-    other = tiny_net(name, args, size)
+    net = net_on_backbone(name, args, size).eval()
+    other = net_on_backbone(name, args, size)
     torch.nn.init.normal_(other.backbone.pyramid.up.weight)
     load_weights(other, net.state_dict(), "memory")
     images, classes = torch.randn(2, 3, size, size), torch.rand(3, 6)
@@ -245,7 +246,7 @@ def test_checkpoint_predicts_on_its_own_with_its_input_statistics_and_explains(f
     cfg.model.backbone, cfg.model.backbone_args, cfg.model.pretrained = name, args, False
     cfg.model.dim, cfg.model.attn_dim, cfg.model.num_parts = 16, 8, 2
     cfg.data.image_size, cfg.data.test_resize = size, "crop"  # an image of that size is kept
-    net = tiny_net(name, args, size).eval()
+    net = net_on_backbone(name, args, size).eval()
     stats = {"mean": [0.2, 0.4, 0.6], "std": [0.3, 0.2, 0.1], "interpolation": "bicubic"}
     names = ["a", "b", "c"]
     attributes = torch.rand(3, 6)

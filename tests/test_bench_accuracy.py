@@ -9,7 +9,7 @@ import pytest
 
 from mgmrn.cli import main as mgmrn_main
 
-from .conftest import load_script
+from .helpers import load_script
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from PIL import Image
 from mgmrn.config import DataConfig
 from mgmrn.data import build_data
 
-from .conftest import load_script
+from .helpers import load_script
 
 
 @pytest.fixture(scope="module")

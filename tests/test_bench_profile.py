@@ -11,8 +11,7 @@ import torch
 
 from mgmrn.engine import Precision
 
-from .conftest import load_script
-from .test_models import tiny_net
+from .helpers import load_script, tiny_net
 
 STEPS = 2
 TINY = ["--device", "cpu", "--backbone", "test_resnet", "--image-size", "64", "--dim", "32",

@@ -20,8 +20,7 @@ from mgmrn.inference import GraphedInference
 from mgmrn.losses import ZSLCriterion
 from mgmrn.models import build_model, compile_heads
 
-from .test_main_job import tiny
-from .test_models import affine_group_norm
+from .helpers import affine_group_norm, tiny
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

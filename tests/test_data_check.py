@@ -13,8 +13,7 @@ from mgmrn.config import DataConfig
 from mgmrn.data.inspect import PUBLISHED, check_data, format_report
 
 from ._tiny_benchmark import COUNTS, write_tree
-from .test_data_custom import write_custom
-from .test_data_xlsa17 import make_full
+from .helpers import make_full, write_custom
 
 
 def statuses(rows) -> dict[str, str]:

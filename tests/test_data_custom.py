@@ -8,41 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from mgmrn.config import DataConfig
 from mgmrn.data import DataError, build_data, build_train_loader, check_sampler_fits
 from mgmrn.data.custom import read_custom
 
-ATTRS = ["red", "round", "big", "striped"]
-CLASSES = [  # name, split, strengths
-    ("apple", "seen", [1, 1, 0, 0]),
-    ("brick", "seen", [1, 0, 0.5, 0]),
-    ("zebra", "seen", [0, 0, 1, 1]),
-    ("tomato", "unseen", [1, 1, 0, 0.2]),
-    ("tiger", "unseen", [0.5, 0, 1, 1]),
-]
-
-
-def write_custom(root: Path, n_images: int = 5, rows: list[str] | None = None,
-                 suffixes: tuple[str, ...] = (".png", ".JPG", ".jpeg")) -> Path:
-    """A custom-format folder; ``rows`` replaces the class rows of classes.csv."""
-    root.mkdir(parents=True, exist_ok=True)
-    header = "class,split," + ",".join(ATTRS)
-    rows = rows if rows is not None else [
-        f"{n},{s}," + ",".join(str(v) for v in a) for n, s, a in CLASSES]
-    (root / "classes.csv").write_text("\n".join([header, *rows]) + "\n")
-    for c, (name, _, _) in enumerate(CLASSES):
-        folder = root / "images" / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(n_images):
-            suffix = suffixes[i % len(suffixes)]
-            fmt = "PNG" if suffix.lower() == ".png" else "JPEG"
-            Image.new("RGB", (12, 10), (40 * c, 10 * i, 100)).save(folder / f"{i}{suffix}", fmt)
-        (folder / "notes.txt").write_text("not an image")
-        (folder / "._0.png").write_bytes(b"macOS resource fork")
-    (root / "images" / ".ipynb_checkpoints").mkdir()
-    return root
+from .helpers import CUSTOM_ATTRIBUTES as ATTRS
+from .helpers import CUSTOM_CLASSES as CLASSES
+from .helpers import write_custom
 
 
 def test_good_folder(tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,12 +12,9 @@ from mgmrn.data import DataError, build_data
 from mgmrn.data.demo import MIN_SEEN_CLASSES, demo_classes, ensure_demo
 from mgmrn.data.demo_draw import COLORS, PATTERNS, SHAPES, draw_image, pattern_mask
 
+from .helpers import folder_bytes
+
 SMALL = DemoConfig(image_size=32, images_per_class=3)
-
-
-def folder_bytes(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file()}
 
 
 def test_same_seed_same_bytes_other_seed_other_images(tmp_path):

@@ -27,6 +27,7 @@ from mgmrn.data.inspect import check_data
 from mgmrn.locks import DOWNLOAD_LOCK
 
 from ._tiny_benchmark import COUNTS, write_archives, write_tree
+from .helpers import first_to_exit
 
 
 class Server:
@@ -344,17 +345,6 @@ def test_cli_download_and_error_line(tmp_path, server, capsys):
                  "--retries", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("mgmrn data download: error: cannot download ") and "\n" not in err
-
-
-def first_to_exit(procs: list[subprocess.Popen], seconds: float = 120.0) -> subprocess.Popen:
-    """The first of ``procs`` to end, waiting up to ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        for proc in procs:
-            if proc.poll() is not None:
-                return proc
-        time.sleep(0.05)
-    raise AssertionError(f"none of {len(procs)} processes ended within {seconds:g} s")
 
 
 def test_two_downloads_into_one_root_one_stops_at_once(tmp_path, server):

@@ -14,7 +14,7 @@ from mgmrn.data.demo_draw import COLORS
 from mgmrn.data.parts import MIN_SEEN_CLASSES, ensure_parts, parts_classes
 from mgmrn.data.parts_draw import PARTS, draw_creature, part_masks
 
-from .test_data_demo import folder_bytes
+from .helpers import folder_bytes
 
 TINY = PartsConfig(image_size=32, num_body_colors=3, num_wing_colors=3, num_beak_colors=3,
                    num_unseen=5, images_per_class=2)

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mgmrn.config import DataConfig
-from mgmrn.data import build_test_loader, build_train_loader
+from mgmrn.data import DataError, build_test_loader, build_train_loader, check_sampler_fits
 from mgmrn.data.samplers import EpisodicBatchSampler, RandomBatchSampler, ShardSampler
 
 # 6 classes of 3..8 images, shuffled so that a class's images are not contiguous
@@ -98,6 +98,38 @@ def test_sampler_refuses_impossible_episodes():
         EpisodicBatchSampler(LABELS, ways=7, shots=1, batches_per_epoch=1, seed=0)
     with pytest.raises(ValueError, match="shots=4 but the smallest class has 3"):
         EpisodicBatchSampler(LABELS, ways=2, shots=4, batches_per_epoch=1, seed=0)
+
+
+class _Labels:
+    """The fields of a ZSLData that check_sampler_fits reads, over LABELS."""
+
+    name, files = "shapes", {}
+    class_names = [f"c{i}" for i in range(8)]
+    seen_classes = torch.tensor([1, 2, 3, 4, 5, 6])
+    train_labels = LABELS
+
+
+@pytest.mark.parametrize("kind, ways, shots", [("episodic", 7, 1), ("episodic", 2, 4),
+                                               ("random", 10, 4)])
+def test_the_samplers_and_the_check_before_training_say_the_same(kind, ways, shots):
+    cfg = DataConfig(sampler=kind, ways=ways, shots=shots)
+    with pytest.raises(DataError) as before:
+        check_sampler_fits(_Labels(), cfg)
+    with pytest.raises(DataError) as sampler:
+        if kind == "random":
+            RandomBatchSampler(LABELS, ways * shots, batches_per_epoch=1, seed=0)
+        else:
+            EpisodicBatchSampler(LABELS, ways, shots, batches_per_epoch=1, seed=0)
+    expected = {
+        7: "data.ways=7 exceeds the 6 seen classes of shapes; set data.ways to at most 6",
+        2: "data.shots=4 but the smallest class (seen class 'c1') has 3 training images; set "
+           "data.shots to at most 3",
+        10: "a random batch of data.ways*data.shots = 40 images exceeds the 33 training images; "
+            "lower data.ways or data.shots"}[ways]
+    assert str(before.value) == expected
+    # the sampler knows neither names nor the dataset: the same sentence without them
+    assert str(sampler.value) == expected.replace(" of shapes", "").replace(
+        " (seen class 'c1')", "")
 
 
 @pytest.mark.parametrize("n,world", [(10, 3), (2, 4), (32, 1)])

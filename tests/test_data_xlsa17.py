@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import pickle
 from pathlib import Path
 
@@ -10,7 +9,6 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
-from PIL import Image
 
 from mgmrn.config import DataConfig
 from mgmrn.data import DataError, build_data
@@ -22,18 +20,12 @@ from mgmrn.data.xlsa17 import (
     read_xlsa17,
 )
 
-from ._tiny_benchmark import AUTHOR_PREFIX, cell, loc, split_name, write_mats, write_tree
-from .conftest import shared_data
+from ._tiny_benchmark import AUTHOR_PREFIX, loc, split_name, write_mats, write_tree
+from .helpers import make_full, shared_data, tiny_jpeg
 
 # all-class order differs from folder numbering, as in the real CUB files
 CLASSES = ["003.Gamma", "001.Alpha", "004.Delta", "002.Beta"]
 SEEN, UNSEEN = [0, 1, 3], [2]
-
-
-def tiny_jpeg() -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (8, 8), (200, 30, 30)).save(buf, "JPEG")
-    return buf.getvalue()
 
 
 def make_tiny(root: Path, n_per_class: int = 4, n_attr: int = 5, double_slash: bool = False):
@@ -181,33 +173,6 @@ def test_real_word_vectors_and_attribute_names(name, rows):
     first = {"CUB": "has_bill_shape::curved_(up_or_down)", "SUN": "sailing/ boating",
              "AWA2": "black"}[name]
     assert names[0] == first
-
-
-def make_full(root: Path, name: str, create: str) -> None:
-    """res101.mat from the real image_list.txt, with the real split files linked in.
-
-    Args:
-        create: "all" image files, or only the "first" one (enough to find the path prefix).
-    """
-    src = shared_data("xlsa17", name)
-    folder = root / "xlsa17" / "data" / name
-    folder.mkdir(parents=True)
-    for path in src.iterdir():
-        if path.name != "image_list.txt":
-            (folder / path.name).symlink_to(path)
-    (root / "w2v").mkdir()
-    (root / "w2v" / f"{name}_attribute.pkl").symlink_to(shared_data("w2v", f"{name}_attribute.pkl"))
-    rels, labels = zip(*(line.rsplit(" ", 1) for line in
-                         (src / "image_list.txt").read_text().splitlines() if line), strict=True)
-    authors = [AUTHOR_PREFIX + {"SUN": "SUN/" + r, "CUB": r,
-                                "AWA2": r.replace("2/JPEG", "2//JPEG")}[name] for r in rels]
-    scipy.io.savemat(folder / "res101.mat", {
-        "image_files": cell(authors), "labels": np.array(labels, float).reshape(-1, 1)})
-    data = tiny_jpeg()
-    for rel in rels if create == "all" else rels[:1]:
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
 
 
 SIZES = {  # DESIGN.md section 2

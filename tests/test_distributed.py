@@ -16,7 +16,7 @@ from mgmrn.checkpoint import load_checkpoint
 from mgmrn.cli import main
 from mgmrn.data.samplers import ShardSampler
 
-from .test_main_job import tiny
+from .helpers import tiny
 
 WORKER = Path(__file__).with_name("_ddp_worker.py")
 ELASTIC_WORKER = Path(__file__).with_name("_elastic_worker.py")

@@ -17,7 +17,7 @@ import torch
 from mgmrn.checkpoint import load_checkpoint
 from mgmrn.cli import main
 
-from .test_main_job import tiny
+from .helpers import tiny
 
 SAVER = """
 import sys, torch

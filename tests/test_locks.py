@@ -11,8 +11,7 @@ import pytest
 
 from mgmrn.locks import TRAIN_LOCK, FolderBusyError, folder_lock
 
-from .test_data_download import first_to_exit
-from .test_main_job import tiny
+from .helpers import first_to_exit, tiny
 
 HOLDER = """
 import sys

@@ -11,24 +11,10 @@ import torch
 from mgmrn.checkpoint import load_checkpoint
 from mgmrn.cli import main
 
-from .conftest import needs_cxx
+from .helpers import needs_cxx, tiny
 
 KEYS = {"czsl_acc", "gzsl_seen", "gzsl_unseen", "gzsl_h", "ausuc", "gamma", "data"}
 DATA_KEYS = {"n_seen_classes", "n_unseen_classes", "n_train", "n_test_seen", "n_test_unseen"}
-
-
-def tiny(tmp_path, run: str, *extra: str) -> list[str]:
-    return [
-        # the default recipe (parts) made the tiny shapes recipe: the set, and a trained backbone
-        f"output_dir={tmp_path / run}", "data.name=demo", "model.finetune=true",
-        f"data.root={tmp_path / 'demo'}",
-        "data.demo.image_size=32", "data.image_size=32", "data.demo.num_shapes=3",
-        "data.demo.num_colors=3", "data.demo.num_patterns=2", "data.demo.num_unseen=4",
-        "data.demo.images_per_class=6", "data.ways=4", "data.shots=2", "data.num_workers=0",
-        "data.test_batch_size=16", "model.backbone=test_resnet", "model.dim=32",
-        "model.attn_dim=16", "model.num_parts=2", "train.epochs=2", "train.batches_per_epoch=3",
-        "train.eval_every=1", "train.lr=0.01", "data.verify_images=false", *extra,
-    ]
 
 
 def test_train_then_eval_through_the_command(tmp_path, capsys):

@@ -13,7 +13,6 @@ from mgmrn.config import ModelConfig
 from mgmrn.models import (
     Backbone,
     GlobalBaseline,
-    MgMRN,
     PretrainedWeightsError,
     build_model,
     compile_heads,
@@ -21,19 +20,12 @@ from mgmrn.models import (
 )
 from mgmrn.models.classifier import cosine_class_scores
 from mgmrn.models.decoder import AttributeDecoder
-from mgmrn.models.granularity import GranularityModule, GroupNorm, RegionGrouping
+from mgmrn.models.granularity import GranularityModule, RegionGrouping
 from mgmrn.models.refinement import MutualRefinement, SpatialChannelAttention
 
-from .conftest import needs_cxx
+from .helpers import affine_group_norm, needs_cxx, tiny_net
 
 TINY = "test_resnet"  # timm's tiny ResNet: strides 8/16/32 with 48/192/96 channels
-
-
-def tiny_net(num_attributes: int = 6, word_dim: int = 10, **kwargs) -> MgMRN:
-    torch.manual_seed(0)
-    backbone = Backbone(TINY, pretrained=False)
-    return MgMRN(backbone, torch.randn(num_attributes, word_dim), dim=32, attn_dim=16,
-                 num_parts=3, **kwargs)
 
 
 # --- backbone -------------------------------------------------------------------------------
@@ -319,18 +311,6 @@ def test_batch_norm_option_replaces_only_the_projection_norm():
     assert isinstance(gn.project[1], torch.nn.GroupNorm) and gn.project[1].num_groups == 32
     assert isinstance(bn.project[1], torch.nn.BatchNorm2d)
     assert isinstance(bn.project_regions[1], torch.nn.LayerNorm)
-
-
-def affine_group_norm(groups: int = 4, channels: int = 16,
-                      seed: int = 0) -> tuple[GroupNorm, torch.nn.GroupNorm]:
-    """Our GroupNorm and torch's, with the same random affine parameters."""
-    torch.manual_seed(seed)
-    ours, reference = GroupNorm(groups, channels), torch.nn.GroupNorm(groups, channels)
-    with torch.no_grad():
-        ours.weight.uniform_(0.5, 2.0)
-        ours.bias.uniform_(-1.0, 1.0)
-    reference.load_state_dict(ours.state_dict())
-    return ours, reference
 
 
 def test_group_norm_equals_torch_group_norm_in_fp32():

@@ -13,7 +13,8 @@ import torch
 from mgmrn.evaluation import calibrated_stacking
 from mgmrn.new_classes import check_new_classes, parse_class_sets, read_class_table
 from mgmrn.predict import load, run_predict
-from tests.test_predict import ATTRIBUTE_NAMES, CLASS_NAMES, SEEN, UNSEEN, write_checkpoint
+
+from .helpers import ATTRIBUTE_NAMES, CLASS_NAMES, SEEN, UNSEEN, write_checkpoint
 
 NEW = {"purple_circle": [1, 0, 0, 0, 0.5], "blue_square_2": [0, 1, 0, 1, 0]}
 
@@ -132,7 +133,7 @@ def test_class_table_columns_by_name_any_order(tmp_path):
     (["class", *ATTRIBUTE_NAMES, "color_red"], ["x", 1, 0, 0, 1, 0, 1],
      r"given twice: color_red"),
     (["class", *ATTRIBUTE_NAMES], ["x", 1, 0, "lots", 1, 0],
-     "new.csv line 2, column 'color_red': expected a number, got 'lots'"),
+     "new.csv line 2, field 'color_red': expected a number, got 'lots'"),
     (["class", *ATTRIBUTE_NAMES], ["x", 1, 0, 1], "new.csv line 2: 4 fields, expected 6"),
 ])
 def test_bad_class_tables_are_errors_naming_file_and_columns(tmp_path, header, row, message):

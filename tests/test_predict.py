@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -14,47 +13,20 @@ import torch
 from PIL import Image
 
 from mgmrn.checkpoint import CheckpointError
-from mgmrn.config import Config
 from mgmrn.errors import UsageError
-from mgmrn.models import build_model
 from mgmrn.predict import expand_inputs, load, predict_command, run_predict
 
-CLASS_NAMES = ["red_circle", "red_square", "blue_circle", "blue_square", "green_circle",
-               "green_square"]
-ATTRIBUTE_NAMES = ["shape_circle", "shape_square", "color_red", "color_blue", "color_green"]
-SEEN, UNSEEN = [0, 1, 2, 3], [4, 5]
+from .helpers import (
+    ATTRIBUTE_NAMES,
+    CLASS_NAMES,
+    SEEN,
+    UNSEEN,
+    png_size,
+    tiny_config,
+    write_checkpoint,
+)
+
 CLASS_SETS = {"all": set(range(6)), "seen": set(SEEN), "unseen": set(UNSEEN)}
-
-
-def tiny_config(name: str = "mgmrn") -> Config:
-    cfg = Config()
-    cfg.model.name = name
-    cfg.model.backbone = "test_resnet"
-    cfg.model.pretrained = False
-    cfg.model.dim, cfg.model.attn_dim, cfg.model.num_parts = 32, 16, 3
-    cfg.data.image_size = 64
-    cfg.data.test_batch_size = 2  # several batches for the five test images
-    return cfg
-
-
-def write_checkpoint(path: Path, name: str = "mgmrn") -> Path:
-    """A checkpoint in the format of ``mgmrn train``, of an untrained tiny network."""
-    torch.manual_seed(0)
-    cfg = tiny_config(name)
-    vectors = torch.randn(len(ATTRIBUTE_NAMES), 8)
-    attributes = torch.tensor([[1, 0, 1, 0, 0], [0, 1, 1, 0, 0], [1, 0, 0, 1, 0],
-                               [0, 1, 0, 1, 0], [1, 0, 0, 0, 1], [0, 1, 0, 0, 1]],
-                              dtype=torch.float32)
-    model = build_model(cfg.model, vectors)
-    torch.save({
-        "model": model.state_dict(),
-        "config": cfg.to_dict(),
-        "data": {"name": "tiny", "class_names": CLASS_NAMES, "attribute_names": ATTRIBUTE_NAMES,
-                 "class_attributes": attributes, "attribute_vectors": vectors,
-                 "seen_classes": torch.tensor(SEEN), "unseen_classes": torch.tensor(UNSEEN)},
-        "epoch": 3,
-    }, path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -81,12 +53,6 @@ def image_folder(tmp_path_factory) -> Path:
     (folder / "sub").mkdir()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "sub" / "inner.png")
     return folder
-
-
-def png_size(path: Path) -> tuple[int, int]:
-    head = Path(path).read_bytes()[:24]
-    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR"
-    return struct.unpack(">II", head[16:24])
 
 
 def test_load_restores_the_checkpoint(predictor, checkpoint):

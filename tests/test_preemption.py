@@ -17,7 +17,7 @@ from mgmrn.cli import main
 from mgmrn.data import checks, samplers
 from mgmrn.preemption import REQUEUE_EXIT, StopOnSignal
 
-from .test_main_job import tiny
+from .helpers import tiny
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])

@@ -14,24 +14,20 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from mgmrn.predict import load
 from mgmrn.serve import make_server
-from tests.test_predict import ATTRIBUTE_NAMES, CLASS_NAMES, SEEN, png_size, write_checkpoint
 
-ATTRIBUTES = [[1, 0, 1, 0, 0], [0, 1, 1, 0, 0], [1, 0, 0, 1, 0], [0, 1, 0, 1, 0],
-              [1, 0, 0, 0, 1], [0, 1, 0, 0, 1]]
-
-
-def png_bytes(size=(80, 80), seed=0) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
+from .helpers import (
+    ATTRIBUTE_NAMES,
+    CLASS_NAMES,
+    checkpoint_with_data,
+    make_run,
+    png_bytes,
+    png_size,
+)
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -41,47 +37,6 @@ def png_header_only(width: int, height: int) -> bytes:
                 + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
-
-
-def make_dataset(root: Path) -> Path:
-    """A custom dataset with the checkpoint's classes: 3 images per class."""
-    rows = ["class,split," + ",".join(ATTRIBUTE_NAMES)]
-    for c, name in enumerate(CLASS_NAMES):
-        rows.append(f"{name},{'seen' if c in SEEN else 'unseen'}," + ",".join(map(str, ATTRIBUTES[c])))
-        (root / "images" / name).mkdir(parents=True)
-        for i in range(3):
-            (root / "images" / name / f"{i}.png").write_bytes(png_bytes((40, 40), seed=10 * c + i))
-    (root / "classes.csv").write_text("\n".join(rows) + "\n")
-    return root
-
-
-def make_run(folder: Path, with_confusions: bool, example: Path) -> Path:
-    folder.mkdir()
-    (folder / "metrics.jsonl").write_text(
-        '{"epoch": 0, "loss": 3.0, "loss_fine": 1.0}\n'
-        '{"epoch": 1, "loss": 2.0, "loss_fine": 0.8, "czsl_acc": 50.0, "gzsl_h": 20.0}\n')
-    results = {"czsl_acc": 50.0, "gzsl_seen": 30.0, "gzsl_unseen": 20.0, "gzsl_h": 24.0,
-               "gamma": 0.5, "ausuc": 10.0, "calibration": "gamma chosen on the test set (oracle)",
-               "curve": {"gamma": [0.0, 0.5, 1.0], "seen": [40.0, 30.0, 0.0],
-                         "unseen": [10.0, 20.0, 50.0], "h": [16.0, 24.0, 0.0]},
-               "czsl_per_class": {"green_circle": 100.0, "green_square": 0.0}}
-    if with_confusions:
-        results["unseen_confusions"] = [{"true": "green_square", "predicted": "green_circle",
-                                         "count": 3, "share": 1.0, "examples": [str(example)]}]
-    (folder / "results.json").write_text(json.dumps(results))
-    return folder
-
-
-def checkpoint_with_data(root: Path, calibration: dict | None = None) -> tuple[Path, Path]:
-    """A tiny checkpoint whose run data is a custom dataset written under ``root``."""
-    data = make_dataset(root / "data")
-    checkpoint = write_checkpoint(root / "tiny.pt")
-    saved = torch.load(checkpoint, weights_only=True)
-    saved["config"]["data"].update(name="custom", root=str(data), verify_images=False)
-    if calibration is not None:
-        saved["calibration"] = calibration
-    torch.save(saved, checkpoint)
-    return checkpoint, data
 
 
 @pytest.fixture(scope="module")

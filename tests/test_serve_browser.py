@@ -20,7 +20,8 @@ from PIL import Image
 from mgmrn.data.demo_draw import COLORS, SHAPES, draw_image
 from mgmrn.predict import load
 from mgmrn.serve import make_server
-from tests.test_serve import checkpoint_with_data, make_run
+
+from .helpers import checkpoint_with_data, make_run
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed "
                                 "(pip install -e .[test])")

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from mgmrn.evaluation import evaluate_zsl
-from mgmrn.models import Backbone, GlobalBaseline, MgMRN
+from mgmrn.models import Backbone, GlobalBaseline
 from mgmrn.viz import (
     level_attention_maps,
     plot_attention,
@@ -25,6 +25,8 @@ from mgmrn.viz import (
 )
 from mgmrn.viz.curves import per_class_figure_size
 
+from .helpers import tiny_net
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HAS_SKLEARN = importlib.util.find_spec("sklearn") is not None
 
@@ -35,12 +37,6 @@ def png_size(path: Path) -> tuple[int, int]:
     assert head[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
     assert head[12:16] == b"IHDR", f"{path}: the first chunk is not IHDR"
     return struct.unpack(">II", head[16:24])
-
-
-def tiny_net(num_attributes: int = 5) -> MgMRN:
-    torch.manual_seed(0)
-    return MgMRN(Backbone("test_resnet", pretrained=False), torch.randn(num_attributes, 8),
-                 dim=32, attn_dim=16, num_parts=3).eval()
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +57,8 @@ def results() -> dict:
 
 def test_level_attention_maps_are_distributions_at_image_resolution():
     with torch.no_grad():
-        out = tiny_net()(torch.randn(2, 3, 64, 96), torch.rand(4, 5), return_attention=True)
+        net = tiny_net(5, word_dim=8).eval()
+        out = net(torch.randn(2, 3, 64, 96), torch.rand(4, 5), return_attention=True)
     maps = level_attention_maps(out, (64, 96))
     assert maps.shape == (2, 3, 5, 64, 96)
     assert (maps >= 0).all()
@@ -70,14 +67,15 @@ def test_level_attention_maps_are_distributions_at_image_resolution():
 
 def test_level_attention_maps_of_chosen_attributes_are_those_of_all(tmp_path):
     with torch.no_grad():
-        out = tiny_net()(torch.randn(2, 3, 64, 64), torch.rand(4, 5), return_attention=True)
+        net = tiny_net(5, word_dim=8).eval()
+        out = net(torch.randn(2, 3, 64, 64), torch.rand(4, 5), return_attention=True)
     torch.testing.assert_close(level_attention_maps(out, (64, 64), [3, 1]),
                                level_attention_maps(out, (64, 64))[:, :, [3, 1]])
 
 
 def test_level_attention_maps_refuse_outputs_without_attention():
     with torch.no_grad():
-        out = tiny_net()(torch.randn(1, 3, 64, 64), torch.rand(4, 5))
+        out = tiny_net(5, word_dim=8).eval()(torch.randn(1, 3, 64, 64), torch.rand(4, 5))
         baseline = GlobalBaseline(Backbone("test_resnet", pretrained=False), 5).eval()
         base_out = baseline(torch.randn(1, 3, 64, 64), torch.rand(4, 5), return_attention=True)
     for output in (out, base_out):

@@ -29,6 +29,7 @@ from .data.parts import parts_classes, redraw_parts_image
 from .data.transforms import test_transform
 from .engine import predict_logits
 from .evaluation.attributes import attention_mass_share, attribute_group_accuracy, one_hot_groups
+from .evaluation.results import ZSLResults, read_results
 from .inference import Inference
 from .precision import Precision
 from .report import write_json
@@ -48,7 +49,7 @@ class Run:
 
     folder: Path
     label: str
-    results: dict[str, Any]
+    results: ZSLResults
     config: Config
     checkpoint: Path
     saved: dict  # what load_checkpoint read from ``checkpoint``, read once
@@ -62,7 +63,7 @@ def load_run(folder: str | Path) -> Run:
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: {folder} is not a finished run of "
                                     f"'mgmrn train'")
-    results = json.loads(results_file.read_text())
+    results = read_results(results_file)
     saved = ckpt_io.load_checkpoint(checkpoint)
     config = ckpt_io.checkpoint_config(saved)
     return Run(folder, f"{config.model.name} ({folder.name})", results, config, checkpoint, saved)
@@ -70,21 +71,20 @@ def load_run(folder: str | Path) -> Run:
 
 def figures_table(runs: list[Run], extra: dict[str, list[str]] | None = None) -> str:
     """A plain-text table: one column per run, one row per figure (percent)."""
-    def gzsl(r, key):
-        part = r.get(key)
-        return "-" if part is None else f"{part['seen']:.1f} / {part['unseen']:.1f} / {part['h']:.1f}"
+    def gzsl(part):
+        return "-" if part is None else f"{part.seen:.1f} / {part.unseen:.1f} / {part.h:.1f}"
 
     rows = {
-        "CZSL accuracy": [f"{r.results['czsl_acc']:.1f}" for r in runs],
+        "CZSL accuracy": [f"{r.results.czsl_acc:.1f}" for r in runs],
         "GZSL S / U / H, oracle gamma": [
-            f"{r.results['gzsl_seen']:.1f} / {r.results['gzsl_unseen']:.1f} / "
-            f"{r.results['gzsl_h']:.1f}" for r in runs],
-        "oracle gamma": [f"{r.results['gamma']:.2f}" for r in runs],
-        "GZSL S / U / H, fixed gamma": [gzsl(r.results, "fixed_gamma") for r in runs],
-        "fixed gamma": [f"{r.results['fixed_gamma']['gamma']:.2f}" if "fixed_gamma" in r.results
+            f"{r.results.gzsl_seen:.1f} / {r.results.gzsl_unseen:.1f} / "
+            f"{r.results.gzsl_h:.1f}" for r in runs],
+        "oracle gamma": [f"{r.results.gamma:.2f}" for r in runs],
+        "GZSL S / U / H, fixed gamma": [gzsl(r.results.fixed_gamma) for r in runs],
+        "fixed gamma": [f"{r.results.fixed_gamma.gamma:.2f}" if r.results.fixed_gamma
                         else "-" for r in runs],
-        "GZSL S / U / H, gamma 0": [gzsl(r.results, "gzsl_uncalibrated") for r in runs],
-        "AUSUC": [f"{r.results['ausuc']:.1f}" for r in runs],
+        "GZSL S / U / H, gamma 0": [gzsl(r.results.gzsl_uncalibrated) for r in runs],
+        "AUSUC": [f"{r.results.ausuc:.1f}" for r in runs],
         **(extra or {}),
     }
     names = ["figure (last epoch)", *rows]
@@ -253,9 +253,7 @@ def compare_runs(folders: list[str | Path], out: str | Path, figures: int = 4,
         accuracy = attribute_accuracies(model)
         entry = {"label": run.label, "folder": str(run.folder), "model": run.config.model.name,
                  "data": run.config.data.name, "attribute_accuracy": accuracy,
-                 **{k: run.results.get(k) for k in ("czsl_acc", "gzsl_seen", "gzsl_unseen",
-                                                     "gzsl_h", "gamma", "ausuc", "fixed_gamma",
-                                                     "gzsl_uncalibrated")}}
+                 **run.results.comparison_entry()}
         for group, value in accuracy.items():
             groups_rows.setdefault(f"{group} accuracy (unseen)", ["-"] * len(runs))[i] = f"{value:.1f}"
         if parts_set_config(run.config.data) is not None and len(model.model.levels) > 1:
@@ -263,7 +261,7 @@ def compare_runs(folders: list[str | Path], out: str | Path, figures: int = 4,
             entry["part_attention"] = part_attention(model, folder, figures)
             log.info("attention figures written to %s", folder)
         report["runs"].append(entry)
-    plot_comparison(report["runs"], [r.results for r in runs], out / "comparison.png")
+    plot_comparison(report["runs"], [r.results.to_json() for r in runs], out / "comparison.png")
     write_json(report, out / "comparison.json")
     print(figures_table(runs, groups_rows))
     for entry in report["runs"]:

@@ -7,13 +7,14 @@ its attribute row is known. The row must use the training data's attributes, by 
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .data import class_table
+from .data.class_table import ZERO_ROW, listing, parse_number
 from .data.errors import DataError
 from .errors import UsageError
 
@@ -30,7 +31,7 @@ def parse_class_sets(spec: str | Sequence[str]) -> tuple[str, ...]:
         The groups, in the order of :data:`CLASS_GROUPS`.
 
     Raises:
-        ValueError: an unknown word, naming it and the choices.
+        UsageError: an unknown word, naming it and the choices.
     """
     words = spec.split(",") if isinstance(spec, str) else list(spec)
     words = [w.strip() for w in words if w.strip()]
@@ -55,74 +56,11 @@ def read_class_table(path: str | Path, attribute_names: Sequence[str]) -> tuple[
         (names of the N classes, (N, A) float32 attribute rows in training order).
 
     Raises:
-        FileNotFoundError: no such file.
-        ValueError: a missing, unknown or repeated column, a bad value or class name; the message
-            names the file, and the line and column where there is one.
+        DataError: no such file, or a missing, unknown or repeated column, a bad value or class
+            name; the message names the file, and the line and field where there is one.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"class table '{path}' does not exist")
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        return parse_class_rows(list(csv.reader(fh)), attribute_names, str(path))
-
-
-def parse_class_rows(rows: list[list[str]], attribute_names: Sequence[str],
-                     source: str) -> tuple[list[str], np.ndarray]:
-    """:func:`read_class_table` on rows already split into cells; messages name ``source``."""
-    if not rows:
-        raise DataError(f"{source} is empty; expected the header class,<attribute names...>")
-    header = [h.strip() for h in rows[0]]
-    _check_header(header, attribute_names, source)
-    position = {name: i for i, name in enumerate(header)}
-    order = [position[name] for name in attribute_names]
-    names, values = [], []
-    for line, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) != len(header):
-            raise DataError(f"{source} line {line}: {len(row)} fields, expected {len(header)} "
-                            f"(class and {len(header) - 1} attributes)")
-        names.append(row[position["class"]].strip())
-        values.append([_number(row[i], header[i], source, line) for i in order])
-    if not names:
-        raise DataError(f"{source}: no class rows below the header")
-    return names, np.asarray(values, dtype=np.float32)
-
-
-def _check_header(header: list[str], attribute_names: Sequence[str], path: str) -> None:
-    repeated = sorted({h for h in header if header.count(h) > 1})
-    if repeated:
-        raise DataError(f"{path} line 1: column(s) given twice: {', '.join(repeated)}")
-    if "class" not in header:
-        raise DataError(f"{path} line 1: no 'class' column; expected class,<attribute names...>")
-    known = set(attribute_names)
-    unknown = [h for h in header if h != "class" and h not in known]
-    missing = [a for a in attribute_names if a not in set(header)]
-    problems = []
-    if missing:
-        problems.append(f"missing attribute column(s) {_listing(missing)}")
-    if unknown:
-        problems.append(f"unknown column(s) {_listing(unknown)} (not attributes of the training "
-                        f"data)")
-    if problems:
-        raise DataError(f"{path} line 1: {'; '.join(problems)}; the header must name the class "
-                        f"and each of the {len(attribute_names)} training attributes once")
-
-
-def _listing(names: Sequence[str], most: int = 8) -> str:
-    shown = ", ".join(repr(n) for n in names[:most])
-    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
-
-
-def _number(cell: str, column: str, path: Path | str, line: int | None) -> float:
-    try:
-        value = float(cell)
-    except ValueError:
-        value = float("nan")
-    if not np.isfinite(value):
-        where = f"{path} line {line}" if line is not None else str(path)
-        raise DataError(f"{where}, column '{column}': expected a number, got '{cell.strip()}'")
-    return value
+    table = class_table.read_class_table(path, attribute_names)
+    return table.names, table.values
 
 
 def check_new_classes(names: Sequence[str], attributes: Any, attribute_names: Sequence[str],
@@ -138,7 +76,7 @@ def check_new_classes(names: Sequence[str], attributes: Any, attribute_names: Se
         source: what to name in messages (a file, or ``add_classes``).
 
     Raises:
-        ValueError: the message names the class and what is wrong.
+        DataError: the message names the class and what is wrong.
     """
     names = list(names)
     if not names:
@@ -164,8 +102,7 @@ def check_new_classes(names: Sequence[str], attributes: Any, attribute_names: Se
         if not np.isfinite(row).all():
             raise DataError(f"{source}: class '{name}' has a value that is not a finite number")
         if not np.abs(row).sum() > 0:
-            raise DataError(f"{source}: class '{name}' has every attribute 0; the cosine "
-                            f"classifier needs at least one non-zero attribute")
+            raise DataError(f"{source}: class '{name}' {ZERO_ROW}")
     return rows
 
 
@@ -174,8 +111,8 @@ def _row_from_mapping(values: Mapping[str, Any], attribute_names: Sequence[str],
     unknown = [k for k in values if k not in set(attribute_names)]
     missing = [a for a in attribute_names if a not in values]
     if unknown or missing:
-        parts = ([f"missing attribute(s) {_listing(missing)}"] if missing else []) + (
-            [f"unknown attribute(s) {_listing(unknown)}"] if unknown else [])
+        parts = ([f"missing attribute(s) {listing(missing)}"] if missing else []) + (
+            [f"unknown attribute(s) {listing(unknown)}"] if unknown else [])
         raise DataError(f"{source}: class '{name}': {'; '.join(parts)}")
-    return [_number(str(values[a]), a, f"{source}: class '{name}'", None)
+    return [parse_number(str(values[a]), f"{source}: class '{name}', field '{a}'")
             for a in attribute_names]

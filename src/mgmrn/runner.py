@@ -28,12 +28,8 @@ from .distributed import (
 )
 from .engine import EpochProgress, GraphedStep, predict_logits, train_one_epoch
 from .errors import MgmrnError
-from .evaluation import (
-    calibration_record,
-    class_accuracies,
-    evaluate_zsl,
-    named_confused_pairs,
-)
+from .evaluation import calibration_record, class_accuracies, named_confused_pairs, zsl_figures
+from .evaluation.results import ChosenOnValidation, ConfusedPair, DataSummary, ZSLResults
 from .evaluation.selection import protocol_report, update_selection
 from .inference import place_model
 from .locks import run_folder_lock
@@ -42,7 +38,7 @@ from .metrics_log import MetricsLog
 from .models import build_model, compile_heads, model_input_config
 from .precision import Precision, resolve_cuda_graphs, resolve_eval_cuda_graphs, resolve_precision
 from .preemption import REQUEUE_EXIT, Preempted, StopOnSignal
-from .report import format_results, write_json
+from .report import format_results
 from .viz import write_eval_figures
 
 log = logging.getLogger(__name__)
@@ -98,7 +94,7 @@ def prepare_run_folder(folder: Path, resume: bool, auto_resume: bool = False) ->
 
 
 def evaluate_model(model: nn.Module, data, cfg: Config, device: torch.device,
-                   precision: Precision, env: DistEnv) -> dict:
+                   precision: Precision, env: DistEnv) -> ZSLResults:
     """Every ZSL figure of ``model`` on the data's test splits, accuracies in percent."""
     outputs = {}
     graphs = resolve_eval_cuda_graphs(cfg, device)
@@ -107,23 +103,22 @@ def evaluate_model(model: nn.Module, data, cfg: Config, device: torch.device,
         outputs[split] = predict_logits(model, loader, data.class_attributes, device, precision,
                                         show_progress=env.is_main, desc=split, cuda_graphs=graphs)
     (seen_logits, seen_labels, _), (unseen_logits, unseen_labels, _) = outputs.values()
-    results = evaluate_zsl(seen_logits, seen_labels, unseen_logits, unseen_labels,
-                           data.seen_classes, data.unseen_classes, fixed_gamma=cfg.eval.gamma,
-                           step=cfg.eval.gamma_step, ausuc_order=cfg.eval.ausuc_order)
+    figures = zsl_figures(seen_logits, seen_labels, unseen_logits, unseen_labels,
+                          data.seen_classes, data.unseen_classes, fixed_gamma=cfg.eval.gamma,
+                          step=cfg.eval.gamma_step, ausuc_order=cfg.eval.ausuc_order)
     unseen = data.unseen_classes
     czsl_predictions = unseen[unseen_logits[:, unseen].argmax(dim=1)]
     accuracies = class_accuracies(czsl_predictions, unseen_labels, unseen)
-    results["czsl_per_class"] = {data.class_names[c]: 100.0 * float(a)
-                                 for c, a in zip(unseen.tolist(), accuracies, strict=True)}
-    results["calibration"] = ("gamma chosen on the validation split" if cfg.data.split == "val"
-                              else "gamma chosen on the test set (oracle)")
-    results["unseen_confusions"] = named_confused_pairs(czsl_predictions, unseen_labels,
-                                                        data.class_names,
-                                                        getattr(data.test_unseen, "paths", None))
-    results["split"] = cfg.data.split
-    results["model"] = cfg.model.name
-    results["data"] = data.summary()
-    return results
+    confusions = named_confused_pairs(czsl_predictions, unseen_labels, data.class_names,
+                                      getattr(data.test_unseen, "paths", None))
+    return ZSLResults.from_figures(
+        figures,
+        czsl_per_class={data.class_names[c]: 100.0 * float(a)
+                        for c, a in zip(unseen.tolist(), accuracies, strict=True)},
+        calibration=("gamma chosen on the validation split" if cfg.data.split == "val"
+                     else "gamma chosen on the test set (oracle)"),
+        unseen_confusions=[ConfusedPair(**pair) for pair in confusions],
+        split=cfg.data.split, model=cfg.model.name, data=DataSummary(**data.summary()))
 
 
 def build_optimizer(model: nn.Module, cfg: Config, device: torch.device):
@@ -164,7 +159,7 @@ def _wrap(model: nn.Module, cfg: Config, env: DistEnv, device: torch.device) -> 
     return wrapped
 
 
-def train(cfg: Config, resume: bool = False) -> dict:
+def train(cfg: Config, resume: bool = False) -> ZSLResults:
     """Train ``cfg`` end to end; returns the final results (also written as results.json)."""
     env = init_distributed(cfg.device)
     try:
@@ -174,7 +169,7 @@ def train(cfg: Config, resume: bool = False) -> dict:
         cleanup()
 
 
-def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
+def _train(cfg: Config, resume: bool, env: DistEnv) -> ZSLResults:
     folder = Path(cfg.output_dir)
     auto_resume = cfg.train.auto_resume if cfg.train.auto_resume is not None else under_torchrun()
     resume_from = prepare_run_folder(folder, resume, auto_resume)
@@ -212,7 +207,7 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
     results, best, last = None, point.best, folder / "checkpoints" / "last.pt"
 
     def state(completed: int, mid_epoch: dict | None = None) -> dict:
-        calibration = None if results is None else calibration_record(results["gamma"],
+        calibration = None if results is None else calibration_record(results.gamma,
                                                                       cfg.data.split)
         return ckpt_io.build_state(model, optimizer, scheduler, precision.scaler, cfg.to_dict(),
                                    ckpt_io.data_meta(data), completed, best, mid_epoch,
@@ -238,9 +233,8 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
             every = cfg.train.eval_every
             if last_epoch or (every and (epoch + 1) % every == 0):
                 results = evaluate_model(wrapped, data, cfg, device, precision, env)
-                record.update({k: results[k] for k in ("czsl_acc", "gzsl_seen", "gzsl_unseen",
-                                                         "gzsl_h", "ausuc", "gamma")})
-                best = update_selection(best, results, epoch)
+                record.update(results.headline())
+                best = update_selection(best, results.headline(), epoch)
             if env.is_main:
                 metrics.write(record)  # before the checkpoint: a resume redoes and replaces it
                 if best.get("gzsl_epoch") == epoch:
@@ -250,14 +244,14 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> dict:
             barrier()
     if results is None:  # resumed after the last epoch: evaluate what was trained
         results = evaluate_model(wrapped, data, cfg, device, precision, env)
-        best = update_selection(best, results, cfg.train.epochs - 1)
-    results["epochs"] = cfg.train.epochs
-    results["release_protocol"] = protocol_report(best, cfg.data.split)
+        best = update_selection(best, results.headline(), cfg.train.epochs - 1)
+    results.epochs = cfg.train.epochs
+    results.release_protocol = protocol_report(best, cfg.data.split)
     if cfg.data.split == "val":
-        results["chosen_on_validation"] = {"epoch": best["gzsl_epoch"], "gamma": best["gamma"]}
+        results.chosen_on_validation = ChosenOnValidation(best["gzsl_epoch"], best["gamma"])
     if env.is_main:
-        write_json(results, folder / "results.json")
-        write_eval_figures(results, folder, per_class=results.get("czsl_per_class"))
+        results.write(folder / "results.json")
+        write_eval_figures(results.to_json(), folder, per_class=results.czsl_per_class)
         print(format_results(results, title=f"{cfg.model.name} on {cfg.data.name}"))
         log.info("results written to %s", folder / "results.json")
     return results
@@ -371,7 +365,7 @@ def _summary_line(record: dict, epochs: int) -> str:
 
 
 def evaluate_checkpoint(path: str | Path, overrides: dict | None = None,
-                        out: str | Path | None = None) -> dict:
+                        out: str | Path | None = None) -> ZSLResults:
     """Evaluate a saved checkpoint on its dataset's test splits; writes results.json."""
     env = init_distributed()
     try:
@@ -384,12 +378,12 @@ def evaluate_checkpoint(path: str | Path, overrides: dict | None = None,
         precision = resolve_precision(cfg, device, inputs)
         model = place_model(model, device, precision)  # the layout training evaluates in
         results = evaluate_model(model, data, cfg, device, precision, env)
-        results["checkpoint"] = str(path)
-        results["epoch"] = saved.get("epoch")
+        results.checkpoint = str(path)
+        results.epoch = saved.get("epoch")
         out_path = Path(out) if out else Path(path).parent / "results.json"
         if env.is_main:
-            write_json(results, out_path)
-            write_eval_figures(results, out_path.parent, per_class=results.get("czsl_per_class"))
+            results.write(out_path)
+            write_eval_figures(results.to_json(), out_path.parent, per_class=results.czsl_per_class)
             print(format_results(results, title=f"{cfg.model.name} checkpoint {path}"))
             log.info("results written to %s", out_path)
         return results

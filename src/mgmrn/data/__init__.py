@@ -24,6 +24,7 @@ from .loaders import build_test_loader, build_train_loader
 from .parts import ensure_parts, parts_params
 from .procedural import is_drawn
 from .records import ZSLRecords
+from .samplers import check_episodes_fit, check_random_batch_fits
 from .transforms import test_transform, train_transform
 from .xlsa17 import FOLDERS, read_xlsa17
 
@@ -179,28 +180,21 @@ def assemble(records: ZSLRecords, cfg: DataConfig, inputs: dict | None = None) -
 def check_sampler_fits(data: ZSLData, cfg: DataConfig) -> None:
     """Raise a one-line :class:`DataError` (a ValueError) when batches cannot be drawn.
 
-    Episodic sampling needs ``ways`` seen classes and ``shots`` training images in every seen
-    class; random batches need ``ways * shots`` training images.
+    The samplers' own check (:func:`.samplers.check_episodes_fit`), made before training with
+    the class names and the fix that suits the dataset: episodic sampling needs ``ways`` seen
+    classes and ``shots`` training images in every seen class; random batches need
+    ``ways * shots`` training images.
     """
-    n_seen = len(data.seen_classes)
     if cfg.sampler == "random":
-        if cfg.ways * cfg.shots > len(data.train_labels):
-            raise DataError(f"a random batch of data.ways*data.shots = {cfg.ways * cfg.shots} "
-                            f"images exceeds the {len(data.train_labels)} training images; "
-                            f"lower data.ways or data.shots")
+        check_random_batch_fits(cfg.ways * cfg.shots, len(data.train_labels))
         return
-    if cfg.ways > n_seen:
-        raise DataError(f"data.ways={cfg.ways} exceeds the {n_seen} seen classes of {data.name}; "
-                        f"set data.ways to at most {n_seen}")
+    n_seen = len(data.seen_classes)
     counts = np.bincount(data.train_labels, minlength=n_seen)
-    smallest = int(counts.argmin())
-    if cfg.shots > counts[smallest]:
-        name = data.class_names[int(data.seen_classes[smallest])]
-        where = data.files.get("images")
-        if data.name in ("demo", "parts"):
-            hint = f" or raise data.{data.name}.images_per_class"
-        else:
-            hint = f" or add images to {where}/{name}" if where else ""
-        raise DataError(f"data.shots={cfg.shots} but seen class '{name}' has only "
-                        f"{counts[smallest]} training images; set data.shots to at most "
-                        f"{counts[smallest]}{hint}")
+    names = [data.class_names[int(c)] for c in data.seen_classes]
+    smallest = names[int(counts.argmin())]
+    where = data.files.get("images")
+    if data.name in ("demo", "parts"):
+        hint = f" or raise data.{data.name}.images_per_class"
+    else:
+        hint = f" or add images to {where}/{smallest}" if where else ""
+    check_episodes_fit(counts, cfg.ways, cfg.shots, names, hint, data.name)

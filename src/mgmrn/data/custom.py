@@ -15,13 +15,12 @@ Every error names the file, and the line and field where there is one.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from pathlib import Path
 
 import numpy as np
 
+from .class_table import read_class_table
 from .datasets import IMAGE_SUFFIXES
 from .errors import DataError
 from .records import (
@@ -30,7 +29,6 @@ from .records import (
     holdout,
     load_attribute_vectors,
     read_name_list,
-    read_text,
     validation_split,
 )
 
@@ -41,68 +39,22 @@ SPLIT_WORDS = ("seen", "unseen")
 
 
 def read_classes_csv(path: Path) -> tuple[list[str], list[str], list[str], np.ndarray, list[int]]:
-    """Parse classes.csv.
+    """Parse classes.csv: an attribute table (:mod:`.class_table`) with a ``split`` column.
 
     Returns:
         (class names, split words, attribute names, (C, A) float32 strengths, line of each class).
     """
-    if not path.is_file():
-        raise DataError(f"{path} not found; a custom dataset needs classes.csv with the header "
-                        f"class,split,<attribute names...>")
-    rows = list(csv.reader(io.StringIO(read_text(path), newline="")))
-    if not rows:
-        raise DataError(f"{path} is empty; expected the header class,split,<attribute names...>")
-    header = [h.strip() for h in rows[0]]
-    if header[:2] != ["class", "split"] or len(header) < 3:
-        raise DataError(f"{path} line 1: header must be class,split,<attr 1>,...,<attr A> with at "
-                        f"least one attribute, got {','.join(header)}")
-    repeated = sorted({h for h in header[2:] if header.count(h) > 1})
-    if repeated:
-        raise DataError(f"{path} line 1: column(s) given twice: {', '.join(repeated)}")
-    names, splits, strengths = [], [], []
-    first_line = {}
-    for line, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) != len(header):
-            raise DataError(f"{path} line {line}: {len(row)} fields, expected {len(header)} "
-                            f"(class, split and {len(header) - 2} attributes)")
-        name, split = row[0].strip(), row[1].strip()
-        if not name:
-            raise DataError(f"{path} line {line}, field 'class': empty class name")
-        if name in first_line:
-            raise DataError(f"{path} line {line}, field 'class': class '{name}' already given on "
-                            f"line {first_line[name]}")
+    table = read_class_table(path, text_columns=("split",))
+    splits = table.text["split"]
+    for line, split in zip(table.lines, splits, strict=True):
         if split not in SPLIT_WORDS:
             raise DataError(f"{path} line {line}, field 'split': expected 'seen' or 'unseen', "
                             f"got '{split}'")
-        strengths.append(_parse_strengths(row[2:], header[2:], path, line))
-        if not any(strengths[-1]):
-            raise DataError(f"{path} line {line}: class '{name}' has every attribute 0; the cosine "
-                            f"classifier needs at least one non-zero attribute")
-        first_line[name] = line
-        names.append(name)
-        splits.append(split)
     for word in SPLIT_WORDS:
         if word not in splits:
             raise DataError(f"{path}: no class has split '{word}'; zero-shot learning needs both "
                             f"seen and unseen classes")
-    strengths = np.asarray(strengths, dtype=np.float32)
-    return names, splits, header[2:], strengths, list(first_line.values())
-
-
-def _parse_strengths(cells: list[str], fields: list[str], path: Path, line: int) -> list[float]:
-    values = []
-    for cell, field_name in zip(cells, fields, strict=True):
-        try:
-            value = float(cell)
-        except ValueError:
-            value = float("nan")
-        if not np.isfinite(value):
-            raise DataError(f"{path} line {line}, field '{field_name}': expected a number, "
-                            f"got '{cell.strip()}'")
-        values.append(value)
-    return values
+    return table.names, splits, table.attribute_names, table.values, table.lines
 
 
 def list_images(images_dir: Path, class_names: list[str], lines: list[int],

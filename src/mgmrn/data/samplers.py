@@ -27,6 +27,38 @@ from ..config import ConfigError
 from .errors import DataError
 
 
+def check_episodes_fit(counts: np.ndarray, ways: int, shots: int,
+                       class_names: list[str] | None = None, hint: str = "",
+                       dataset: str = "") -> None:
+    """Raise :class:`DataError` when episodes of ``ways`` classes x ``shots`` images cannot be drawn.
+
+    Args:
+        counts: (K,) training images of each of the K classes (zero for a class without any).
+        ways: classes per batch (``data.ways``).
+        shots: images per class (``data.shots``).
+        class_names: the K names, to name the smallest class.
+        hint: a second fix appended to the shots message (``" or add images to ..."``).
+        dataset: the dataset's name, for the ways message.
+    """
+    of = f" of {dataset}" if dataset else ""
+    if ways > len(counts):
+        raise DataError(f"data.ways={ways} exceeds the {len(counts)} seen classes{of}; set "
+                        f"data.ways to at most {len(counts)}")
+    smallest = int(np.argmin(counts))
+    if shots > counts[smallest]:
+        which = f" (seen class '{class_names[smallest]}')" if class_names else ""
+        raise DataError(f"data.shots={shots} but the smallest class{which} has "
+                        f"{counts[smallest]} training images; set data.shots to at most "
+                        f"{counts[smallest]}{hint}")
+
+
+def check_random_batch_fits(batch_size: int, n_images: int) -> None:
+    """Raise :class:`DataError` when a random batch has more images than the training set."""
+    if batch_size > n_images:
+        raise DataError(f"a random batch of data.ways*data.shots = {batch_size} images exceeds "
+                        f"the {n_images} training images; lower data.ways or data.shots")
+
+
 class SeededBatch(list):
     """Dataset indices of one batch, with the seed of its augmentations as ``seed``."""
 
@@ -131,11 +163,7 @@ class EpisodicBatchSampler(_SeededBatchSampler):
         super().__init__(labels, batches_per_epoch, seed, rank, world_size, generator)
         self.classes = np.unique(self.labels)
         self.items = {int(c): np.flatnonzero(self.labels == c) for c in self.classes}
-        if ways > len(self.classes):
-            raise DataError(f"ways={ways} but only {len(self.classes)} classes have images")
-        smallest = min(len(v) for v in self.items.values())
-        if shots > smallest:
-            raise DataError(f"shots={shots} but the smallest class has {smallest} images")
+        check_episodes_fit(np.array([len(v) for v in self.items.values()]), ways, shots)
         self.ways, self.shots = ways, shots
 
     def draw(self, rng: np.random.Generator) -> list[int]:
@@ -162,8 +190,7 @@ class RandomBatchSampler(_SeededBatchSampler):
     def __init__(self, labels: np.ndarray, batch_size: int, batches_per_epoch: int, seed: int,
                  rank: int = 0, world_size: int = 1, generator: torch.Generator | None = None):
         super().__init__(labels, batches_per_epoch, seed, rank, world_size, generator)
-        if batch_size > len(self.labels):
-            raise DataError(f"batch size {batch_size} but only {len(self.labels)} images")
+        check_random_batch_fits(batch_size, len(self.labels))
         self.batch_size = batch_size
 
     def draw(self, rng: np.random.Generator) -> list[int]:

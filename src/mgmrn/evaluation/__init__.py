@@ -18,7 +18,7 @@ from mgmrn.evaluation.metrics import (
     named_confused_pairs,
     per_class_accuracy,
 )
-from mgmrn.evaluation.protocols import czsl_accuracy, evaluate_zsl, gzsl_accuracy
+from mgmrn.evaluation.protocols import czsl_accuracy, evaluate_zsl, gzsl_accuracy, zsl_figures
 
 __all__ = [
     "ausuc",
@@ -34,4 +34,5 @@ __all__ = [
     "harmonic_mean",
     "named_confused_pairs",
     "per_class_accuracy",
+    "zsl_figures",
 ]

@@ -20,6 +20,7 @@ from mgmrn.evaluation._arrays import (
 )
 from mgmrn.evaluation.calibration import calibrated_stacking, gamma_sweep
 from mgmrn.evaluation.metrics import harmonic_mean, per_class_accuracy
+from mgmrn.evaluation.results import Curve, FixedGamma, GZSLPoint, ZSLFigures
 
 
 def czsl_accuracy(scores: Any, labels: Any, unseen_classes: Any) -> float:
@@ -74,6 +75,23 @@ def evaluate_zsl(scores_seen_imgs: Any, labels_seen: Any, scores_unseen_imgs: An
                  labels_unseen: Any, seen_classes: Any, unseen_classes: Any,
                  fixed_gamma: float | None = None, step: float = 0.01,
                  ausuc_order: str = "gamma") -> dict[str, Any]:
+    """:func:`zsl_figures` as plain data, ready for JSON (the keys of results.json).
+
+    Returns:
+        ``czsl_acc``; ``gzsl_seen``, ``gzsl_unseen``, ``gzsl_h`` at the oracle gamma;
+        ``gamma`` (the oracle gamma); ``ausuc`` (area x 100); ``gzsl_uncalibrated``
+        {``seen``, ``unseen``, ``h``} at gamma 0; ``fixed_gamma`` {``gamma``, ``seen``,
+        ``unseen``, ``h``}, present only when ``fixed_gamma`` is given; ``curve``
+        {``gamma``, ``seen``, ``unseen``, ``h``}: lists over the sweep, sorted by gamma.
+    """
+    return zsl_figures(scores_seen_imgs, labels_seen, scores_unseen_imgs, labels_unseen,
+                       seen_classes, unseen_classes, fixed_gamma, step, ausuc_order).to_json()
+
+
+def zsl_figures(scores_seen_imgs: Any, labels_seen: Any, scores_unseen_imgs: Any,
+                labels_unseen: Any, seen_classes: Any, unseen_classes: Any,
+                fixed_gamma: float | None = None, step: float = 0.01,
+                ausuc_order: str = "gamma") -> ZSLFigures:
     """Every ZSL figure from the test-set scores, in PERCENT (except gammas).
 
     The oracle gamma is chosen on these very images (as the release does); ``fixed_gamma``,
@@ -86,38 +104,30 @@ def evaluate_zsl(scores_seen_imgs: Any, labels_seen: Any, scores_unseen_imgs: An
         labels_unseen: (Nu,) their classes.
         seen_classes: indices of the seen classes.
         unseen_classes: indices of the unseen classes (the CZSL search space).
-        fixed_gamma: a gamma chosen elsewhere; reported under ``fixed_gamma`` when given.
+        fixed_gamma: a gamma chosen elsewhere; its figures fill ``fixed_gamma`` when given.
         step: gamma increment of the sweep.
         ausuc_order: ``gamma`` or ``release`` (see :func:`ausuc`).
-
-    Returns:
-        ``czsl_acc``; ``gzsl_seen``, ``gzsl_unseen``, ``gzsl_h`` at the oracle gamma;
-        ``gamma`` (the oracle gamma); ``ausuc`` (area x 100); ``gzsl_uncalibrated``
-        {``seen``, ``unseen``, ``h``} at gamma 0; ``fixed_gamma`` {``gamma``, ``seen``,
-        ``unseen``, ``h``}, present only when ``fixed_gamma`` is given; ``curve``
-        {``gamma``, ``seen``, ``unseen``, ``h``}: lists over the sweep, sorted by gamma.
     """
     sweep = gamma_sweep(scores_seen_imgs, labels_seen, scores_unseen_imgs, labels_unseen,
                         seen_classes, step=step, ausuc_order=ausuc_order)
     gammas, seen, unseen, h = (np.array(column) for column in zip(*sweep["points"], strict=True))
     at_zero = int(np.flatnonzero(gammas == 0.0)[0])
     best_gamma, best_s, best_u, best_h = sweep["best"]
-    result: dict[str, Any] = {
-        "czsl_acc": 100.0 * czsl_accuracy(scores_unseen_imgs, labels_unseen, unseen_classes),
-        "gzsl_seen": 100.0 * best_s,
-        "gzsl_unseen": 100.0 * best_u,
-        "gzsl_h": 100.0 * best_h,
-        "gamma": best_gamma,
-        "ausuc": 100.0 * sweep["ausuc"],
-        "gzsl_uncalibrated": {"seen": 100.0 * float(seen[at_zero]),
-                              "unseen": 100.0 * float(unseen[at_zero]),
-                              "h": 100.0 * float(h[at_zero])},
-        "curve": {"gamma": gammas.tolist(), "seen": (100.0 * seen).tolist(),
-                  "unseen": (100.0 * unseen).tolist(), "h": (100.0 * h).tolist()},
-    }
+    fixed = None
     if fixed_gamma is not None:
         s, u, hm = gzsl_accuracy(scores_seen_imgs, labels_seen, scores_unseen_imgs,
                                  labels_unseen, seen_classes, gamma=fixed_gamma)
-        result["fixed_gamma"] = {"gamma": float(fixed_gamma), "seen": 100.0 * s,
-                                 "unseen": 100.0 * u, "h": 100.0 * hm}
-    return result
+        fixed = FixedGamma(float(fixed_gamma), 100.0 * s, 100.0 * u, 100.0 * hm)
+    return ZSLFigures(
+        czsl_acc=100.0 * czsl_accuracy(scores_unseen_imgs, labels_unseen, unseen_classes),
+        gzsl_seen=100.0 * best_s,
+        gzsl_unseen=100.0 * best_u,
+        gzsl_h=100.0 * best_h,
+        gamma=best_gamma,
+        ausuc=100.0 * sweep["ausuc"],
+        gzsl_uncalibrated=GZSLPoint(100.0 * float(seen[at_zero]), 100.0 * float(unseen[at_zero]),
+                                    100.0 * float(h[at_zero])),
+        curve=Curve(gammas.tolist(), (100.0 * seen).tolist(), (100.0 * unseen).tolist(),
+                    (100.0 * h).tolist()),
+        fixed_gamma=fixed,
+    )

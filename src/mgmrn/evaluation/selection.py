@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mgmrn.evaluation.results import ReleaseProtocol
+
 
 def update_selection(selection: dict[str, Any] | None, results: dict[str, Any],
                      epoch: int) -> dict[str, Any]:
@@ -17,7 +19,7 @@ def update_selection(selection: dict[str, Any] | None, results: dict[str, Any],
 
     Args:
         selection: the figures so far (None before the first evaluation); not modified.
-        results: one evaluation, as :func:`evaluate_zsl` returns it (percent).
+        results: one evaluation's headline figures (``ZSLFigures.headline()``, percent).
         epoch: the evaluated epoch, from 0.
 
     Returns:
@@ -35,7 +37,7 @@ def update_selection(selection: dict[str, Any] | None, results: dict[str, Any],
     return best
 
 
-def protocol_report(selection: dict[str, Any], split: str) -> dict[str, Any]:
-    """The ``release_protocol`` entry of results.json, labelled with where it was chosen."""
+def protocol_report(selection: dict[str, Any], split: str) -> ReleaseProtocol:
+    """The ``release_protocol`` part of the results, labelled with where it was chosen."""
     where = "validation split" if split == "val" else "test set (as the paper reports)"
-    return {**selection, "chosen_on": where}
+    return ReleaseProtocol(**selection, chosen_on=where)

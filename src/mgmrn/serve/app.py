@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from PIL import Image
 
+from ..data.class_table import parse_class_table
 from ..data.datasets import to_rgb
-from ..new_classes import parse_class_rows
 from ..predict import Predictor
 from .run_view import RunView
 
@@ -186,18 +186,17 @@ class Explorer:
         names = self.predictor.attribute_names
         if len(lines) == 2:  # a header and a row, columns by name in any order
             rows = list(csv.reader([f"class,{lines[0]}", f"{name or 'new'},{lines[1]}"]))
-            try:
-                return parse_class_rows(rows, names, "pasted row")[1][0].tolist()
-            except ValueError as err:
-                raise ApiError(400, str(err)) from err
-        if len(lines) != 1:
+            header_line = 1
+        elif len(lines) == 1:  # values in training attribute order
+            cells = [c for c in lines[0].replace(",", " ").replace("\t", " ").split(" ") if c]
+            if len(cells) != len(names):
+                raise ApiError(400, f"the pasted row has {len(cells)} values; expected "
+                                    f"{len(names)}, one per attribute in training order")
+            rows, header_line = [["class", *names], [name or "new", *cells]], 0
+        else:
             raise ApiError(400, "paste one row of values, or a header line and a row of values")
-        cells = [c for c in lines[0].replace(",", " ").replace("\t", " ").split(" ") if c]
-        if len(cells) != len(names):
-            raise ApiError(400, f"the pasted row has {len(cells)} values; expected "
-                                f"{len(names)}, one per attribute in training order")
         try:
-            return [float(c) for c in cells]
+            table = parse_class_table(rows, "pasted row", names, first_line=header_line)
         except ValueError as err:
-            raise ApiError(400, f"the pasted row holds something that is not a number: {err}") \
-                from err
+            raise ApiError(400, str(err)) from err
+        return table.values[0].tolist()

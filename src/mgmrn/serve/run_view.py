@@ -11,19 +11,19 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..evaluation import named_confused_pairs
+from ..evaluation.results import ZSLResults, read_results
 from ..viz import plot_per_class_accuracy, plot_seen_unseen_curve, plot_training_curves, read_metrics
 
 log = logging.getLogger(__name__)
 
 FIGURES = ("training_curves.png", "seen_unseen_curve.png", "per_class_accuracy.png")
-RESULT_KEYS = ("czsl_acc", "gzsl_seen", "gzsl_unseen", "gzsl_h", "gamma", "ausuc", "calibration",
-               "split", "model", "epochs")
 
 
 class RunView:
@@ -51,23 +51,23 @@ class RunView:
         self._started = False
         self._state_lock = threading.Lock()
 
-    def results(self) -> dict[str, Any] | None:
+    def results(self) -> ZSLResults | None:
         path = self.folder / "results.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        return read_results(path) if path.is_file() else None
 
     def summary(self) -> dict[str, Any]:
         """Results, epochs and figure names for the page; starts computing confusions if needed."""
         results = self.results()
         metrics = self.folder / "metrics.jsonl"
         records = read_metrics(metrics) if metrics.is_file() else []
-        figures = [f for f, ok in zip(FIGURES, (bool(records), results and "curve" in results,
-                                                results and results.get("czsl_per_class")),
+        figures = [f for f, ok in zip(FIGURES, (bool(records), results and results.curve,
+                                                results and results.czsl_per_class),
                                       strict=True) if ok]
         self._confusions(results)
         with self._state_lock:
             confusions = json.loads(json.dumps(self.confusions))
         return {"folder": str(self.folder), "epochs": len(records),
-                "results": {k: results[k] for k in RESULT_KEYS if k in results} if results else None,
+                "results": results.overview() if results else None,
                 "figures": figures, "confusions": confusions}
 
     def figure(self, name: str) -> bytes:
@@ -80,9 +80,9 @@ class RunView:
             plot_training_curves(read_metrics(self.folder / "metrics.jsonl"), path,
                                  title=f"Training of {self.folder.name}")
         elif name == "seen_unseen_curve.png":
-            plot_seen_unseen_curve(results, path)
+            plot_seen_unseen_curve(results.to_json(), path)
         else:
-            plot_per_class_accuracy(results["czsl_per_class"], path)
+            plot_per_class_accuracy(results.czsl_per_class, path)
         return path.read_bytes()
 
     def example(self, number: int) -> Path:
@@ -91,13 +91,13 @@ class RunView:
                 raise FileNotFoundError(f"no example image {number}")
             return Path(self.examples[number])
 
-    def _confusions(self, results: dict[str, Any] | None) -> None:
+    def _confusions(self, results: ZSLResults | None) -> None:
         with self._state_lock:
             if self._started:
                 return
             self._started = True
-        if results and "unseen_confusions" in results:
-            self._publish(results["unseen_confusions"], "from results.json")
+        if results and results.unseen_confusions is not None:
+            self._publish([asdict(p) for p in results.unseen_confusions], "from results.json")
             return
         threading.Thread(target=self._compute, daemon=True, name="confusions").start()
 
