@@ -118,14 +118,14 @@ def test_user_fixable_errors_of_the_library_are_mgmrns_own(tmp_path, monkeypatch
         parse_class_sets("neither")
     table = tmp_path / "new.csv"
     table.write_text("class,red\nfox,lots\n")
-    with pytest.raises(DataError, match=r"new.csv line 2, column 'red': expected a number, got 'lots'"):
+    with pytest.raises(DataError, match=r"new.csv line 2, field 'red': expected a number, got 'lots'"):
         read_class_table(table, ["red"])
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
     with pytest.raises(DataError, match=r"cannot read image '.*broken.png'"):
         read_image(broken, 0)
     labels = np.array([0, 0, 1, 1])
-    with pytest.raises(DataError, match="ways=3 but only 2 classes have images"):
+    with pytest.raises(DataError, match="data.ways=3 exceeds the 2 seen classes"):
         EpisodicBatchSampler(labels, ways=3, shots=1, batches_per_epoch=1, seed=0)
     sampler = EpisodicBatchSampler(labels, ways=2, shots=1, batches_per_epoch=1, seed=0)
     with pytest.raises(ConfigError, match="saved with seed 1, this sampler has seed 0"):
