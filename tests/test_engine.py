@@ -10,13 +10,8 @@ import torch
 from mgmrn.checkpoint import CheckpointError, load_checkpoint, save_atomic
 from mgmrn.engine import EpochProgress, NonFiniteLossError, predict_logits, train_one_epoch
 from mgmrn.losses import ZSLCriterion, level_loss
-from mgmrn.models import Backbone, MgMRN
 
-
-def tiny_net() -> MgMRN:
-    torch.manual_seed(0)
-    return MgMRN(Backbone("test_resnet", pretrained=False), torch.randn(6, 8), dim=32,
-                 attn_dim=16, num_parts=3)
+from .helpers import tiny_net
 
 
 def batches(n: int, seed: int = 0):
@@ -27,7 +22,7 @@ def batches(n: int, seed: int = 0):
 
 @pytest.mark.parametrize("schedule, steps_per_batch", [("fused", 1), ("alternating", 3)])
 def test_schedules_step_the_optimizer_once_or_once_per_level(schedule, steps_per_batch):
-    net = tiny_net()
+    net = tiny_net(word_dim=8)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     calls = []
     opt.register_step_post_hook(lambda *_: calls.append(1))
@@ -40,7 +35,7 @@ def test_schedules_step_the_optimizer_once_or_once_per_level(schedule, steps_per
 
 def test_fused_step_equals_a_manual_step_on_the_summed_loss():
     data, attrs = batches(1), torch.rand(3, 6)
-    a, b = tiny_net(), tiny_net()
+    a, b = tiny_net(word_dim=8), tiny_net(word_dim=8)
     opt_a = torch.optim.SGD(a.parameters(), lr=0.1)
     opt_b = torch.optim.SGD(b.parameters(), lr=0.1)
     train_one_epoch(a, data, opt_a, ZSLCriterion(attrs, 0.5), torch.device("cpu"), 0, show_progress=False)
@@ -59,7 +54,7 @@ def test_fused_step_equals_a_manual_step_on_the_summed_loss():
 @pytest.mark.parametrize("schedule", ["fused", "alternating"])
 @pytest.mark.parametrize("bad", [1, 2])  # losses are read one step late: the last batch at the end
 def test_non_finite_loss_names_epoch_batch_and_level(schedule, bad):
-    net = tiny_net()
+    net = tiny_net(word_dim=8)
     opt = torch.optim.SGD(net.parameters(), lr=0.01)
     data = batches(3)
     data[bad] = (torch.full_like(data[bad][0], float("nan")), data[bad][1])
@@ -71,7 +66,7 @@ def test_non_finite_loss_names_epoch_batch_and_level(schedule, bad):
 def test_epoch_loss_counts_every_batch_once():
     """Read one step late, every batch's losses (taken before its own step) still count once."""
     torch.manual_seed(0)
-    net, data, attrs = tiny_net(), batches(3), torch.rand(3, 6)
+    net, data, attrs = tiny_net(word_dim=8), batches(3), torch.rand(3, 6)
     probe = copy.deepcopy(net)
     stats = train_one_epoch(net, data, torch.optim.SGD(net.parameters(), lr=0.1), ZSLCriterion(attrs, 0.5),
                             torch.device("cpu"), 0, show_progress=False)
@@ -97,7 +92,7 @@ def test_epoch_stopped_after_a_step_and_continued_equals_one_pass(schedule):
     data = [(torch.randn(2, 3, 32, 32, generator=g), torch.randint(0, 3, (2,), generator=g))
             for _ in range(3)]
     attrs, cpu = torch.rand(3, 6), torch.device("cpu")
-    straight, stopped = tiny_net(), tiny_net()
+    straight, stopped = tiny_net(word_dim=8), tiny_net(word_dim=8)
     opt_a = torch.optim.SGD(straight.parameters(), lr=0.1, momentum=0.9)
     opt_b = torch.optim.SGD(stopped.parameters(), lr=0.1, momentum=0.9)
     expected = train_one_epoch(straight, data, opt_a, ZSLCriterion(attrs, 0.5), cpu, 0, schedule,
@@ -120,7 +115,7 @@ def test_epoch_stopped_after_a_step_and_continued_equals_one_pass(schedule):
 
 
 def test_predict_logits_returns_every_image_in_order():
-    net = tiny_net()
+    net = tiny_net(word_dim=8)
     data = [(torch.randn(3, 3, 64, 64), torch.tensor([0, 4, 2])),
             (torch.randn(2, 3, 64, 64), torch.tensor([1, 3]))]
     attrs = torch.rand(5, 6)
