@@ -55,6 +55,15 @@ def test_bad_overrides_name_the_key(override, message):
         load_config("demo", [override])
 
 
+def test_a_key_given_twice_on_the_command_line_is_named_and_the_last_one_used(caplog):
+    with caplog.at_level("WARNING", logger="mgmrn.config"):
+        cfg = load_config("demo", ["train.epochs=3", "model.dim=8", " train.epochs=5"])
+    assert cfg.train.epochs == 5 and cfg.model.dim == 8
+    assert [r.getMessage() for r in caplog.records] == [
+        "'train.epochs' is given twice on the command line ('train.epochs=3', then "
+        "' train.epochs=5'): the last one is used"]
+
+
 def test_config_file_errors_name_the_file(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("train:\n  epochz: 3\n")

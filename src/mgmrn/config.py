@@ -10,6 +10,7 @@ what was expected.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ from .choices import (
     choice_fields,
 )
 from .errors import MgmrnError
+
+log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_RECIPE = "parts"  # what `mgmrn train` runs without --config: the part-attribute demo
@@ -229,10 +232,15 @@ def _update(obj: Any, values: dict[str, Any], prefix: str = "") -> None:
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     """Turn ``["train.epochs=3", "model.pretrained=false"]`` into a nested dict."""
     nested: dict[str, Any] = {}
+    given: dict[str, str] = {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form key=value (e.g. train.epochs=3)")
         key, raw = item.split("=", 1)
+        if key.strip() in given:  # scripts append overrides to a list: the last one is meant
+            log.warning("'%s' is given twice on the command line ('%s', then '%s'): the last one "
+                        "is used", key.strip(), given[key.strip()], item)
+        given[key.strip()] = item
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as err:
