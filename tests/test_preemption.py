@@ -12,10 +12,12 @@ import time
 import pytest
 import torch
 
+from mgmrn import runner
 from mgmrn.checkpoint import load_checkpoint
 from mgmrn.cli import main
 from mgmrn.data import checks, samplers
 from mgmrn.preemption import REQUEUE_EXIT, StopOnSignal
+from mgmrn.viz.curves import CURVE_FILE, PER_CLASS_FILE
 
 from .helpers import tiny
 
@@ -147,3 +149,22 @@ def test_signal_then_resume_equals_the_uninterrupted_run(straight, capsys, monke
     assert [r["epoch"] for r in runs[1]] == [0, 1]
     for a, b in zip(*runs):
         assert a["loss"] == b["loss"] and a["loss_coarse"] == b["loss_coarse"]
+
+
+def test_signal_while_the_run_finishes_lets_it_finish(straight, capsys, caplog, monkeypatch):
+    """A SIGTERM as the results are written (after the last checkpoint) no longer kills the
+    command with 143: the run finishes, says so, and exits 0."""
+    real = runner.write_eval_figures
+
+    def figures_then_signal(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "write_eval_figures", figures_then_signal)
+    run = straight / "finishing"
+    with caplog.at_level("WARNING", logger="mgmrn.runner"):
+        assert main(["train", *tiny(straight, "finishing", *ARGS)]) == 0
+    assert json.loads((run / "results.json").read_text())["epochs"] == 2
+    assert (run / CURVE_FILE).is_file() and (run / PER_CLASS_FILE).is_file()
+    assert any("SIGTERM arrived while the run was finishing" in r.getMessage()
+               for r in caplog.records)

@@ -242,18 +242,23 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> ZSLResults:
                 _save_checkpoint(state(epoch), last)
                 log.info(_summary_line(record, cfg.train.epochs))
             barrier()
-    if results is None:  # resumed after the last epoch: evaluate what was trained
-        results = evaluate_model(wrapped, data, cfg, device, precision, env)
-        best = update_selection(best, results.headline(), cfg.train.epochs - 1)
-    results.epochs = cfg.train.epochs
-    results.release_protocol = protocol_report(best, cfg.data.split)
-    if cfg.data.split == "val":
-        results.chosen_on_validation = ChosenOnValidation(best["gzsl_epoch"], best["gamma"])
-    if env.is_main:
-        results.write(folder / "results.json")
-        write_eval_figures(results.to_json(), folder, per_class=results.czsl_per_class)
-        print(format_results(results, title=f"{cfg.model.name} on {cfg.data.name}"))
-        log.info("results written to %s", folder / "results.json")
+        # a signal from here on is noted, not fatal: the run finishes, as its last checkpoint
+        # is written, and a requeue would have nothing left to do
+        if results is None:  # resumed after the last epoch: evaluate what was trained
+            results = evaluate_model(wrapped, data, cfg, device, precision, env)
+            best = update_selection(best, results.headline(), cfg.train.epochs - 1)
+        results.epochs = cfg.train.epochs
+        results.release_protocol = protocol_report(best, cfg.data.split)
+        if cfg.data.split == "val":
+            results.chosen_on_validation = ChosenOnValidation(best["gzsl_epoch"], best["gamma"])
+        if env.is_main:
+            results.write(folder / "results.json")
+            write_eval_figures(results.to_json(), folder, per_class=results.czsl_per_class)
+            print(format_results(results, title=f"{cfg.model.name} on {cfg.data.name}"))
+            log.info("results written to %s", folder / "results.json")
+        if stopper.received:
+            log.warning("%s arrived while the run was finishing; it finished, nothing is left to "
+                        "resume", stopper.describe())
     return results
 
 
