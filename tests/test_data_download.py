@@ -480,3 +480,27 @@ def test_a_connection_that_delivered_data_resets_the_retry_count(tmp_path, serve
     else:
         with pytest.raises(dl.DownloadError, match=r"2 tries"):
             fetch_all(root, server, names=["cub"], retries=1)
+
+
+def test_log_lines_go_through_tqdm_while_downloading(tmp_path, monkeypatch, capsys):
+    """The console handler is tqdm's during a download (a log line is printed above the progress
+    bars, not through them), and the user's own handler is back afterwards."""
+    import logging
+
+    from tqdm.contrib.logging import _TqdmLoggingHandler
+
+    console = logging.StreamHandler(sys.stderr)  # the console handler of mgmrn's command line
+    root_logger = logging.getLogger()
+    monkeypatch.setattr(root_logger, "handlers", [console])
+    seen = []
+
+    def prepare(source, root, *args):
+        seen.append([type(h) for h in root_logger.handlers])
+        logging.getLogger("mgmrn.data.download").warning("inside %s", source.name)
+        return "already there"
+
+    monkeypatch.setattr(dl, "prepare", prepare)
+    dl.download(["cub"], tmp_path / "zsl")
+    assert seen and all(kinds == [_TqdmLoggingHandler] for kinds in seen)
+    assert "inside cub" in capsys.readouterr().err  # on the console all the same
+    assert root_logger.handlers == [console]
