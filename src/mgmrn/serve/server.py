@@ -216,8 +216,9 @@ class Handler(BaseHTTPRequestHandler):
     def _slot(self):
         """Hold one of the server's places for network work, or refuse the request at once."""
         if not self.server.busy.acquire(blocking=False):
-            raise ApiError(503, f"the server is busy with {self.server.max_busy} requests; try "
-                                f"again in a moment")
+            busy = self.server.max_busy
+            raise ApiError(503, f"the server is busy with {busy} request{'s' * (busy != 1)}; "
+                                f"try again in a moment")
         return _Release(self.server.busy)
 
 
