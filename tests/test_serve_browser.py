@@ -140,6 +140,7 @@ def test_the_page_in_a_browser(served, browser, shots, tmp_path):
     wait(browser, lambda d: "purple_star: rank" in text(d, "define-rank"))
     assert "1 added class," in text(browser, "model-info")
     assert "1 added classes" not in text(browser, "model-info")
+    assert ", epoch 4 of " in text(browser, "model-info")  # saved after its 4th epoch (3 from 0)
     screenshot(browser, shots, "2_new_class.png")
 
     browser.find_element(By.ID, "tab-classify").click()
