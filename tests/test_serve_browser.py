@@ -294,6 +294,14 @@ def test_no_class_group_ticked_is_refused_and_a_typed_gamma_is_given_in_the_page
         served, browser, tmp_path):
     server, _, _ = served
     open_page(browser, server)
+    groups = [browser.find_element(By.ID, "set-" + g) for g in ("seen", "unseen", "added")]
+    for box in groups:  # before any image: said at once
+        box.click()
+    assert "Tick at least one class group" in shown(browser)["message"]
+    for box in groups:  # and unsaid when a group is ticked again
+        box.click()
+    assert shown(browser)["message"] == ""
+    assert not browser.find_element(By.ID, "sets-note").is_displayed()
     pick(browser, draw(tmp_path, "star", "red"))
     wait(browser, lambda d: idle(d) and "red_star.png:" in shown(d)["status"])
     gamma = browser.find_element(By.ID, "gamma")

@@ -106,10 +106,12 @@ function rankQuery() {
   if ($("gamma").value.trim() !== "") q.set("gamma", $("gamma").value.trim());
   return q;
 }
+const NO_GROUP = "Tick at least one class group (seen, unseen, added) to search.";
 function noGroupChosen() {
   const none = classSets() === "";
   $("sets-note").classList.toggle("hidden", !none);
-  if (none) showMessage("Tick at least one class group (seen, unseen, added) to search.");
+  if (none) showMessage(NO_GROUP);
+  else if ($("message-text").textContent === NO_GROUP) clearMessage();
   return none;
 }
 
@@ -148,8 +150,8 @@ async function upload(file) {
 }
 
 async function rerank() {
-  if (!state.imageId) return;
   if (noGroupChosen()) { renew("rank"); return; }  // and an older re-ranking is dropped
+  if (!state.imageId) return;
   const signal = renew("rank");
   await tracked(async () => {
     try {
@@ -260,15 +262,17 @@ $("attr-search").addEventListener("input", (e) => {
 async function addClass(request) {
   clearMessage();
   request.name = $("new-name").value.trim();
-  try {
-    const result = await api("/api/classes", { method: "POST", body: JSON.stringify(request),
-      headers: { "Content-Type": "application/json" } });
-    state.info.classes = result.classes;
-    state.lastAdded = result.added.name;
-    renderAdded();
-    await rerank();
-    showMessage(`Added class '${result.added.name}'.`, "info");
-  } catch (err) { showMessage(err.message); }
+  await tracked(async () => {
+    try {
+      const result = await api("/api/classes", { method: "POST", body: JSON.stringify(request),
+        headers: { "Content-Type": "application/json" } });
+      state.info.classes = result.classes;
+      state.lastAdded = result.added.name;
+      renderAdded();
+      await rerank();
+      showMessage(`Added class '${result.added.name}'.`, "info");
+    } catch (err) { showMessage(err.message); }
+  });
 }
 $("add-class").addEventListener("click", () => {
   const attributes = {};
@@ -282,14 +286,14 @@ function renderAdded() {
   const added = state.info.classes.filter((c) => c.group === "added");
   const items = added.map((c) => {
     const remove = element("button", { className: "small", textContent: "remove" });
-    remove.addEventListener("click", async () => {
+    remove.addEventListener("click", () => tracked(async () => {
       try {
         const result = await api("/api/classes/" + encodeURIComponent(c.name), { method: "DELETE" });
         state.info.classes = result.classes;
         renderAdded();
         await rerank();
       } catch (err) { showMessage(err.message); }
-    });
+    }));
     return element("li", {}, [badge("added"), " " + c.name, remove]);
   });
   $("added-list").replaceChildren(...(items.length ? items : [element("li", { className: "note", textContent: "none yet" })]));
