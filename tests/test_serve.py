@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import struct
 import threading
 import time
@@ -322,6 +323,36 @@ def test_requests_beyond_the_limit_are_told_to_wait_and_the_rest_are_served(setu
         assert client.request("/api/predict?name=a.png", png_bytes(), "POST")[0] == 200
     finally:
         pool.shutdown()
+        server.shutdown()
+        server.server_close()
+        server.explorer.close()
+
+
+def test_a_request_whose_client_left_gives_its_place_up(setup):
+    server = start(setup, max_busy=1)
+    client = Client(server)
+    probe = "/api/run/figure/none.png"  # 503 while the only place is held, else 404 at once
+
+    def until(status):
+        deadline = time.time() + 60
+        while client.request(probe)[0] != status:
+            assert time.time() < deadline, f"the probe never got {status}"
+            time.sleep(0.05)
+
+    try:
+        with server.explorer.model_lock:  # the network is busy: a request waits in the place
+            body = png_bytes()
+            waiting = socket.create_connection(server.server_address[:2])
+            waiting.sendall(b"POST /api/predict?name=a.png HTTP/1.1\r\nHost: x\r\n"
+                            b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            until(503)
+            waiting.close()  # a page that moved on to another image
+            until(404)
+            held = ThreadPoolExecutor(1).submit(client.request, "/api/predict?name=b.png",
+                                                png_bytes(), "POST")
+            until(503)  # the place is taken again, by a client still there
+        assert held.result()[0] == 200
+    finally:
         server.shutdown()
         server.server_close()
         server.explorer.close()

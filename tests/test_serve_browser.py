@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import threading
 from pathlib import Path
 
@@ -214,7 +215,10 @@ HOLD_ONE_REQUEST = """
       if (window.held || !String(path).startsWith(prefix)) return send(path, options);
       const answer = send(path, options);
       return new Promise((resolve, reject) => {
-        window.held = { path: String(path), release: () => answer.then(resolve, reject) };
+        const held = { path: String(path), answered: false,
+                       release: () => answer.then(resolve, reject) };
+        answer.finally(() => { held.answered = true; }).catch(() => {});
+        window.held = held;
       });
     };"""
 
@@ -271,19 +275,28 @@ def test_quick_picks_show_the_last_image_only(served, browser, tmp_path):
 
 def test_a_busy_refusal_of_the_last_pick_stays_shown(served, browser, tmp_path):
     server, _, _ = served
-    first, second = draw(tmp_path, "star", "red"), draw(tmp_path, "circle", "blue")
     open_page(browser, server)
+    browser.execute_script(HOLD_ONE_REQUEST, "/api/predict")
+    pick(browser, draw(tmp_path, "star", "red"))  # answered, but held back from the page
+    wait(browser, lambda d: d.execute_script("return window.held && window.held.answered"))
     busy, max_busy = server.busy, server.max_busy
     server.busy, server.max_busy = threading.BoundedSemaphore(1), 1
+    other = socket.create_connection(server.server_address[:2])
     try:
-        with server.explorer.model_lock:  # the first pick holds the only place, waiting
-            pick(browser, first)
+        with server.explorer.model_lock:  # another client waits in the only place
+            body = (tmp_path / "red_star.png").read_bytes()
+            other.sendall(b"POST /api/predict?name=o.png HTTP/1.1\r\nHost: x\r\n"
+                          b"Content-Length: %d\r\n\r\n" % len(body) + body)
             wait(browser, lambda d: not server.busy.acquire(blocking=False) or server.busy.release())
-            pick(browser, second)
+            pick(browser, draw(tmp_path, "circle", "blue"))
             wait(browser, lambda d: "busy with 1 request;" in shown(d)["message"])
-        wait(browser, lambda d: idle(d) and server.busy.acquire(blocking=False))
-        server.busy.release()
+            browser.execute_script("window.held.release()")  # the first pick's late answer
+            wait(browser, idle)
+            other.close()  # and the other client leaves, giving its place up
+            wait(browser, lambda d: server.busy.acquire(blocking=False))
+            server.busy.release()
     finally:
+        other.close()
         server.busy, server.max_busy = busy, max_busy
     view = shown(browser)
     assert "busy with 1 request;" in view["message"]

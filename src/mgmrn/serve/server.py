@@ -4,7 +4,8 @@ Standard library only (``http.server``): the page is static HTML, CSS and JavaSc
 the package, and every answer of the API is JSON or a PNG. Bound to 127.0.0.1 unless told
 otherwise. Limits keep one bad request from hurting the others: uploads above ``max_upload``
 bytes and images above ``max_pixels`` are refused with a message, at most ``max_busy`` requests
-wait for the network at once (the next get "busy, try again"), and any failure inside a request
+wait for the network at once (the next get "busy, try again"; one whose client leaves while it
+waits gives its place up), and any failure inside a request
 becomes a JSON error for the page while the server keeps serving. A method a path does not take
 is answered 405 with an ``Allow`` header; HEAD is answered as GET without the body.
 """
@@ -14,7 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import select
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
@@ -31,6 +35,7 @@ log = logging.getLogger(__name__)
 MAX_UPLOAD = 16 * 1024 * 1024  # bytes
 MAX_BUSY = 4  # requests waiting for the network at once; more are told to try again
 DRAIN_LIMIT = 256 * 1024 * 1024  # a refused body up to this size is read to the end first
+WAIT_POLL = 0.05  # seconds between looks at the network lock and the client while waiting
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
           "/app.js": ("app.js", "text/javascript; charset=utf-8"),
           "/style.css": ("style.css", "text/css; charset=utf-8")}
@@ -38,6 +43,10 @@ STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
 ROUTES = (("/api/classes/", ("DELETE",)), ("/api/classes", ("GET", "HEAD", "POST")),
           ("/api/predict/", ("POST",)), ("/api/predict", ("POST",)))
 READ_ONLY = ("GET", "HEAD")
+
+
+class ClientLeft(Exception):
+    """The client closed its connection while its request waited: nobody is left to answer."""
 
 
 class ExplorerServer(ThreadingHTTPServer):
@@ -99,6 +108,11 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(405, f"{self.command} is not a method of {url.path}; it takes "
                                     f"{', '.join(allow)}")
             status, kind, body = route(url.path, query)
+        except ClientLeft:
+            log.debug("%s left while %s waited for the network", self.address_string(),
+                      self.path)
+            self.close_connection = True
+            return
         except ApiError as err:
             status, kind, body = err.status, "json", {"error": err.message}
         except FileNotFoundError as err:
@@ -156,7 +170,7 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/api/run":
             return 200, "json", run.summary()
         if path.startswith("/api/run/figure/"):
-            with self._slot():
+            with self._slot(network=False):
                 return 200, "image/png", run.figure(path.rsplit("/", 1)[1])
         if path.startswith("/api/run/example/"):
             file = run.example(_int({"n": path.rsplit("/", 1)[1]}, "n", -1))
@@ -213,13 +227,31 @@ class Handler(BaseHTTPRequestHandler):
                                 f"{limit / 2**20:.0f} MB accepted; send a smaller image")
         return self.rfile.read(length) if length > 0 else b""
 
-    def _slot(self):
-        """Hold one of the server's places for network work, or refuse the request at once."""
-        if not self.server.busy.acquire(blocking=False):
+    def _slot(self, network: bool = True):
+        """Hold one of the server's places for work, or refuse the request at once; for network
+        work, wait while the network is busy, giving the place up if the client leaves."""
+        places = self.server.busy
+        if not places.acquire(blocking=False):
             busy = self.server.max_busy
             raise ApiError(503, f"the server is busy with {busy} request{'s' * (busy != 1)}; "
                                 f"try again in a moment")
-        return _Release(self.server.busy)
+        try:
+            while network and self.server.explorer.model_lock.locked():
+                if self._client_left():  # a page that moved on: its place goes to others
+                    raise ClientLeft
+                time.sleep(WAIT_POLL)
+        except BaseException:
+            places.release()
+            raise
+        return _Release(places)
+
+    def _client_left(self) -> bool:
+        """Whether the client closed its connection (it sends nothing more after its request)."""
+        try:
+            readable = select.select([self.connection], [], [], 0)[0]
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
 
 class _Release:
