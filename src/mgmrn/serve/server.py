@@ -5,9 +5,9 @@ the package, and every answer of the API is JSON or a PNG. Bound to 127.0.0.1 un
 otherwise. Limits keep one bad request from hurting the others: uploads above ``max_upload``
 bytes and images above ``max_pixels`` are refused with a message, at most ``max_busy`` requests
 wait for the network at once (the next get "busy, try again"; one whose client leaves while it
-waits gives its place up), and any failure inside a request
-becomes a JSON error for the page while the server keeps serving. A method a path does not take
-is answered 405 with an ``Allow`` header; HEAD is answered as GET without the body.
+waits gives its place up), and any failure inside a request becomes a JSON error for the page
+while the server keeps serving. A method a path does not take is answered 405 with an ``Allow``
+header; HEAD is answered as GET without the body. No answer carries a NaN or an infinity.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ WAIT_POLL = 0.05  # seconds between looks at the network lock and the client whi
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
           "/app.js": ("app.js", "text/javascript; charset=utf-8"),
           "/style.css": ("style.css", "text/css; charset=utf-8")}
-# methods each path takes, by exact path or by prefix ending in "/"; other paths are a 404
+# methods each path takes, by exact path or by prefix ending in "/"; any other path takes GET and
+# HEAD (and answers 404 where nothing is there)
 ROUTES = (("/api/classes/", ("DELETE",)), ("/api/classes", ("GET", "HEAD", "POST")),
           ("/api/predict/", ("POST",)), ("/api/predict", ("POST",)))
 READ_ONLY = ("GET", "HEAD")
