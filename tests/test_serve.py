@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import struct
 import threading
 import time
@@ -18,7 +19,8 @@ import pytest
 from PIL import Image
 
 from mgmrn.predict import load
-from mgmrn.serve import make_server
+from mgmrn.serve import ApiError, Explorer, make_server
+from mgmrn.serve.server import json_bytes
 
 from .helpers import (
     ATTRIBUTE_NAMES,
@@ -27,6 +29,7 @@ from .helpers import (
     make_run,
     png_bytes,
     png_size,
+    write_checkpoint,
 )
 
 
@@ -56,13 +59,24 @@ class Client:
         self.url = server.url.rstrip("/")
 
     def request(self, path, data=None, method=None, as_json=True):
+        status, _, body = self.raw(path, data, method)
+        return status, (strict_json(body) if as_json else body)
+
+    def raw(self, path, data=None, method=None):
+        """(status, headers, body bytes) of one request."""
         req = urllib.request.Request(self.url + path, data=data, method=method)
         try:
             with urllib.request.urlopen(req, timeout=60) as response:
-                status, body = response.status, response.read()
+                return response.status, response.headers, response.read()
         except urllib.error.HTTPError as err:
-            status, body = err.code, err.read()
-        return status, (json.loads(body) if as_json else body)
+            return err.code, err.headers, err.read()
+
+
+def strict_json(body: bytes):
+    """JSON as the standard defines it: NaN and Infinity (which browsers refuse) fail here."""
+    def refuse(constant):
+        raise AssertionError(f"the answer holds {constant}, which is not JSON: {body[:200]!r}")
+    return json.loads(body, parse_constant=refuse)
 
 
 def start(setup, run_key="run", **options):
@@ -90,6 +104,81 @@ def test_binds_to_localhost_and_serves_the_page(client):
     assert status == 200 and info["attributes"] == ATTRIBUTE_NAMES
     assert [c["name"] for c in info["classes"]] == CLASS_NAMES
     assert info["gamma"] == 0.25 and "oracle" in info["gamma_source"]
+    assert info["levels"] == ["fine", "middle", "coarse"] and info["attention"] is True
+    assert info["epoch"] == 4  # the file stores its last epoch from 0 (3); training says 4
+    status, listed = client.request("/api/classes")
+    assert status == 200 and listed == {"classes": info["classes"]}
+
+
+def test_head_answers_as_get_and_other_methods_get_a_json_405(client):
+    status, headers, body = client.raw("/", method="HEAD")
+    get_status, get_headers, page = client.raw("/")
+    assert (status, body) == (200, b"") and headers["Content-Type"].startswith("text/html")
+    assert int(headers["Content-Length"]) == len(page) > 0
+    status, headers, body = client.raw("/api/info", method="HEAD")
+    assert status == 200 and body == b"" and headers["Content-Type"] == "application/json"
+    for path, method, allow in [("/api/info", "PUT", "GET, HEAD"), ("/", "PATCH", "GET, HEAD"),
+                                ("/", "BREW", "GET, HEAD"), ("/api/predict", "GET", "POST"),
+                                ("/api/classes", "DELETE", "GET, HEAD, POST"),
+                                ("/api/classes/x", "PUT", "DELETE"), ("/api/info", "POST",
+                                                                      "GET, HEAD")]:
+        status, headers, body = client.raw(path, b"{}" if method != "GET" else None, method)
+        assert (status, headers["Allow"]) == (405, allow), (path, method)
+        assert headers["Content-Type"] == "application/json"
+        assert strict_json(body)["error"] == f"{method} is not a method of {path}; it takes {allow}"
+    assert client.request("/api/info")[0] == 200  # and the server keeps serving
+
+
+def test_gamma_must_be_finite_and_answers_are_strict_json(client, setup):
+    _, first = client.request("/api/predict?name=a.png", png_bytes(), "POST")
+    for gamma in ("nan", "inf", "-Infinity", "1e999"):
+        status, answer = client.request(f"/api/predict/{first['id']}?gamma={gamma}", b"", "POST")
+        assert status == 400 and answer["error"].startswith("gamma must be a finite number")
+        status, answer = client.request(f"/api/predict?name=a.png&gamma={gamma}", png_bytes(),
+                                        "POST")
+        assert status == 400 and "finite" in answer["error"]
+    status, answer = client.request("/api/classes", b'{"name": "x", "attributes": {'
+                                    b'"color_green": NaN}}', "POST")
+    assert status == 400 and "NaN is not a number JSON allows" in answer["error"]
+    results = setup["run"] / "results.json"
+    kept = results.read_text()
+    try:  # a results.json written with a NaN (json.dump allows it) is answered as null
+        results.write_text(kept.replace('"ausuc": 10.0', '"ausuc": NaN'))
+        status, run = client.request("/api/run")
+        assert status == 200 and run["results"]["ausuc"] is None
+    finally:
+        results.write_text(kept)
+    assert json_bytes({"a": [1.5, float("inf")], "b": {"c": float("nan")}}) == \
+        b'{"a": [1.5, null], "b": {"c": null}}'
+
+
+def test_a_gamma_from_the_page_is_labelled_as_such(client):
+    _, first = client.request("/api/predict?name=a.png", png_bytes(), "POST")
+    _, ranked = client.request(f"/api/predict/{first['id']}?gamma=0.5", b"", "POST")
+    assert ranked["calibration"] == {"gamma": 0.5, "source": "given in the page"}
+    _, ranked = client.request(f"/api/predict/{first['id']}?gamma=0.5&classes=unseen", b"", "POST")
+    assert ranked["calibration"]["gamma"] == 0.0
+    assert ranked["calibration"]["source"].startswith("not applied")
+
+
+def test_levels_and_attention_come_from_the_network(setup, tmp_path):
+    baseline = Explorer(load(write_checkpoint(tmp_path / "baseline.pt", "baseline")))
+    try:
+        assert baseline.info()["levels"] == ["global"] and baseline.info()["attention"] is False
+        key = baseline.upload(png_bytes(), "a.png")
+        with pytest.raises(ApiError, match="the baseline network has no attention maps"):
+            baseline.attention(key, 0)
+    finally:
+        baseline.close()
+    predictor = load(setup["checkpoint"])
+    predictor.model.levels = ("small", "large")  # what the network says, not its config's name
+    predictor.model.has_attention = False
+    explorer = Explorer(predictor)
+    try:
+        assert explorer.info()["levels"] == ["small", "large"]
+        assert explorer.info()["attention"] is False and explorer.info()["epoch"] is None
+    finally:
+        explorer.close()
 
 
 def test_upload_ranks_as_the_predictor_does_with_the_checkpoint_gamma(client, setup, tmp_path):
@@ -190,6 +279,36 @@ def test_requests_beyond_the_limit_are_told_to_wait_and_the_rest_are_served(setu
         assert client.request("/api/predict?name=a.png", png_bytes(), "POST")[0] == 200
     finally:
         pool.shutdown()
+        server.shutdown()
+        server.server_close()
+        server.explorer.close()
+
+
+def test_a_request_whose_client_left_gives_its_place_up(setup):
+    server = start(setup, max_busy=1)
+    client = Client(server)
+    probe = "/api/run/figure/none.png"  # 503 while the only place is held, else 404 at once
+
+    def until(status):
+        deadline = time.time() + 60
+        while client.request(probe)[0] != status:
+            assert time.time() < deadline, f"the probe never got {status}"
+            time.sleep(0.05)
+
+    try:
+        with server.explorer.model_lock:  # the network is busy: a request waits in the place
+            body = png_bytes()
+            waiting = socket.create_connection(server.server_address[:2])
+            waiting.sendall(b"POST /api/predict?name=a.png HTTP/1.1\r\nHost: x\r\n"
+                            b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            until(503)
+            waiting.close()  # a page that moved on to another image
+            until(404)
+            held = ThreadPoolExecutor(1).submit(client.request, "/api/predict?name=b.png",
+                                                png_bytes(), "POST")
+            until(503)  # the place is taken again, by a client still there
+        assert held.result()[0] == 200
+    finally:
         server.shutdown()
         server.server_close()
         server.explorer.close()

@@ -18,6 +18,7 @@ class GlobalBaseline(nn.Module):
     """
 
     levels = ("global",)
+    has_attention = False
 
     def __init__(self, backbone: Backbone, num_attributes: int, tau: float = 20.0):
         super().__init__()

@@ -69,6 +69,7 @@ class MgMRN(nn.Module):
     """
 
     levels = LEVELS
+    has_attention = True  # forward(..., return_attention=True) fills ZSLOutput.attention
 
     def __init__(self, backbone: nn.Module, attribute_vectors: torch.Tensor, dim: int = 2048,
                  attn_dim: int = 1024, num_parts: int = 5, scaled_attention: bool = False,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import tempfile
 import threading
 import uuid
@@ -21,11 +22,13 @@ from PIL import Image
 
 from ..data.class_table import parse_class_table
 from ..data.datasets import to_rgb
+from ..engine import network_levels
 from ..predict import Predictor
 from .run_view import RunView
 
 MAX_PIXELS = 40_000_000  # decoded size refused beyond this (a 1 MB PNG can decode to gigabytes)
 CACHED_IMAGES = 32  # uploads kept for re-ranking and attention maps
+GIVEN_GAMMA = "given (--gamma)"  # the predictor's source of a gamma passed to predict()
 
 
 class ApiError(Exception):
@@ -44,12 +47,15 @@ class Explorer:
         predictor: the loaded model.
         run: a run folder to browse, or None.
         max_pixels: largest decoded image accepted (width x height).
+        epoch: the checkpoint's last completed epoch as training counts it (1 for the first),
+            or None when unknown.
     """
 
     def __init__(self, predictor: Predictor, run: str | Path | None = None,
-                 max_pixels: int = MAX_PIXELS):
+                 max_pixels: int = MAX_PIXELS, epoch: int | None = None):
         self.predictor = predictor
         self.max_pixels = max_pixels
+        self.epoch = epoch
         self.model_lock = threading.Lock()
         self._cache_lock = threading.Lock()
         self._images: OrderedDict[str, tuple[torch.Tensor, str]] = OrderedDict()
@@ -57,8 +63,8 @@ class Explorer:
         self.scratch = Path(self._scratch.name)
         self.run = RunView(run, self.scratch, predictor, self.model_lock) if run else None
         attributes = predictor.class_attributes
-        self.levels = ["global"] if predictor.config.model.name == "baseline" else [
-            "fine", "middle", "coarse"]
+        self.levels = list(network_levels(predictor.model))
+        self.has_attention = bool(getattr(predictor.model, "has_attention", False))
         self.attribute_range = [min(0.0, float(attributes.min())), float(attributes.max())]
 
     def close(self) -> None:
@@ -71,7 +77,8 @@ class Explorer:
             "classes": self.classes(), "attributes": p.attribute_names,
             "attribute_range": self.attribute_range, "gamma": p.gamma,
             "gamma_source": p.gamma_source, "levels": self.levels,
-            "attention": p.config.model.name != "baseline", "run": self.run is not None,
+            "attention": self.has_attention, "run": self.run is not None,
+            "epoch": self.epoch, "epochs": p.config.train.epochs,
         }
 
     def classes(self) -> list[dict[str, Any]]:
@@ -115,6 +122,8 @@ class Explorer:
         tensor, name = self._image(key)
         if not 1 <= top_k <= 100:
             raise ApiError(400, f"top_k must lie in 1..100, got {top_k}")
+        if gamma is not None and not math.isfinite(gamma):
+            raise ApiError(400, f"gamma must be a finite number, got {gamma}")
         with self.model_lock:
             try:
                 everything = self.predictor.predict(tensor, top_k=len(self.predictor.class_names),
@@ -124,17 +133,20 @@ class Explorer:
                 raise ApiError(400, str(err)) from err
         ranked = everything["classes"]
         added = [c for c in ranked if c["group"] == "added"]
+        calibration = dict(everything["calibration"])
+        if calibration["source"] == GIVEN_GAMMA:  # given here, not on a command line
+            calibration["source"] = "given in the page"
         return {"id": key, "image": name, "classes": ranked[:top_k], "added": added,
                 "searched": len(ranked), "attributes": everything["attributes"],
-                "calibration": everything["calibration"]}
+                "calibration": calibration}
 
     def attention(self, key: str, attribute: int) -> bytes:
         """PNG: the image and the attention of one attribute at each level over it."""
         p = self.predictor
         if not 0 <= attribute < len(p.attribute_names):
             raise ApiError(400, f"attribute must lie in 0..{len(p.attribute_names) - 1}")
-        if p.config.model.name == "baseline":
-            raise ApiError(400, "the baseline model has no attention maps")
+        if not self.has_attention:
+            raise ApiError(400, f"the {p.config.model.name} network has no attention maps")
         from ..viz import level_attention_maps, plot_attention
 
         tensor, name = self._image(key)

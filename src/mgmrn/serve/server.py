@@ -4,20 +4,28 @@ Standard library only (``http.server``): the page is static HTML, CSS and JavaSc
 the package, and every answer of the API is JSON or a PNG. Bound to 127.0.0.1 unless told
 otherwise. Limits keep one bad request from hurting the others: uploads above ``max_upload``
 bytes and images above ``max_pixels`` are refused with a message, at most ``max_busy`` requests
-wait for the network at once (the next get "busy, try again"), and any failure inside a request
-becomes a JSON error for the page while the server keeps serving.
+wait for the network at once (the next get "busy, try again"; one whose client leaves while it
+waits gives its place up), and any failure inside a request becomes a JSON error for the page
+while the server keeps serving. A method a path does not take is answered 405 with an ``Allow``
+header; HEAD is answered as GET without the body. No answer carries a NaN or an infinity.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import select
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+import torch
 
 from ..errors import UsageError
 from .app import MAX_PIXELS, ApiError, Explorer
@@ -27,9 +35,19 @@ log = logging.getLogger(__name__)
 MAX_UPLOAD = 16 * 1024 * 1024  # bytes
 MAX_BUSY = 4  # requests waiting for the network at once; more are told to try again
 DRAIN_LIMIT = 256 * 1024 * 1024  # a refused body up to this size is read to the end first
+WAIT_POLL = 0.05  # seconds between looks at the network lock and the client while waiting
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
           "/app.js": ("app.js", "text/javascript; charset=utf-8"),
           "/style.css": ("style.css", "text/css; charset=utf-8")}
+# methods each path takes, by exact path or by prefix ending in "/"; any other path takes GET and
+# HEAD (and answers 404 where nothing is there)
+ROUTES = (("/api/classes/", ("DELETE",)), ("/api/classes", ("GET", "HEAD", "POST")),
+          ("/api/predict/", ("POST",)), ("/api/predict", ("POST",)))
+READ_ONLY = ("GET", "HEAD")
+
+
+class ClientLeft(Exception):
+    """The client closed its connection while its request waited: nobody is left to answer."""
 
 
 class ExplorerServer(ThreadingHTTPServer):
@@ -62,17 +80,40 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self._answer(self._get)
 
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._answer(self._get)
+
     def do_POST(self) -> None:  # noqa: N802
         self._answer(self._post)
 
     def do_DELETE(self) -> None:  # noqa: N802
         self._answer(self._delete)
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (no ``do_<METHOD>``, a malformed request) as JSON."""
+        self.close_connection = True
+        if code == 501 and self.command:  # a method nothing here takes
+            path = urlsplit(self.path).path
+            self._send(405, "json", {"error": f"{self.command} is not a method of {path}; it "
+                                              f"takes {', '.join(allowed_methods(path))}"},
+                       allow=allowed_methods(path))
+            return
+        self._send(code, "json", {"error": message or explain or f"HTTP error {code}"})
+
     def _answer(self, route) -> None:
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        allow = allowed_methods(url.path)
         try:
+            if self.command not in allow:
+                raise ApiError(405, f"{self.command} is not a method of {url.path}; it takes "
+                                    f"{', '.join(allow)}")
             status, kind, body = route(url.path, query)
+        except ClientLeft:
+            log.debug("%s left while %s waited for the network", self.address_string(),
+                      self.path)
+            self.close_connection = True
+            return
         except ApiError as err:
             status, kind, body = err.status, "json", {"error": err.message}
         except FileNotFoundError as err:
@@ -83,18 +124,23 @@ class Handler(BaseHTTPRequestHandler):
                                                         f"({type(err).__name__}: {err})"}
         if status >= 400:  # the body may be unread: start afresh on a new connection
             self.close_connection = True
-        self._send(status, kind, body)
+        self._send(status, kind, body, allow if status == 405 else None)
 
-    def _send(self, status: int, kind: str, body: Any) -> None:
+    def _send(self, status: int, kind: str, body: Any,
+              allow: tuple[str, ...] | None = None) -> None:
         if kind == "json":
-            kind, body = "application/json", json.dumps(body).encode()
+            kind, body = "application/json", json_bytes(body)
         self.send_response(status)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        if allow:
+            self.send_header("Allow", ", ".join(allow))
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
+        if self.command == "HEAD":
+            return
         try:
             self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):  # the page moved on (a newer request)
@@ -108,6 +154,8 @@ class Handler(BaseHTTPRequestHandler):
             return 200, kind, resources.files(__package__).joinpath("static", name).read_bytes()
         if path == "/api/info":
             return 200, "json", {**explorer.info(), "max_upload": self.server.max_upload}
+        if path == "/api/classes":
+            return 200, "json", {"classes": explorer.classes()}
         if path.startswith("/api/attention/"):
             with self._slot():
                 return 200, "image/png", explorer.attention(path.rsplit("/", 1)[1],
@@ -123,7 +171,7 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/api/run":
             return 200, "json", run.summary()
         if path.startswith("/api/run/figure/"):
-            with self._slot():
+            with self._slot(network=False):
                 return 200, "image/png", run.figure(path.rsplit("/", 1)[1])
         if path.startswith("/api/run/example/"):
             file = run.example(_int({"n": path.rsplit("/", 1)[1]}, "n", -1))
@@ -143,9 +191,9 @@ class Handler(BaseHTTPRequestHandler):
                 return 200, "json", self._rank(path.rsplit("/", 1)[1], query)
         if path == "/api/classes":
             try:
-                request = json.loads(body or b"{}")
+                request = json.loads(body or b"{}", parse_constant=_refuse_constant)
             except ValueError as err:
-                raise ApiError(400, "the request is not JSON") from err
+                raise ApiError(400, f"the request is not JSON ({err})") from err
             return 200, "json", explorer.add_class(request if isinstance(request, dict) else {})
         raise FileNotFoundError(f"nothing at {path}")
 
@@ -180,12 +228,31 @@ class Handler(BaseHTTPRequestHandler):
                                 f"{limit / 2**20:.0f} MB accepted; send a smaller image")
         return self.rfile.read(length) if length > 0 else b""
 
-    def _slot(self):
-        """Hold one of the server's places for network work, or refuse the request at once."""
-        if not self.server.busy.acquire(blocking=False):
-            raise ApiError(503, f"the server is busy with {self.server.max_busy} requests; try "
-                                f"again in a moment")
-        return _Release(self.server.busy)
+    def _slot(self, network: bool = True):
+        """Hold one of the server's places for work, or refuse the request at once; for network
+        work, wait while the network is busy, giving the place up if the client leaves."""
+        places = self.server.busy
+        if not places.acquire(blocking=False):
+            busy = self.server.max_busy
+            raise ApiError(503, f"the server is busy with {busy} request{'s' * (busy != 1)}; "
+                                f"try again in a moment")
+        try:
+            while network and self.server.explorer.model_lock.locked():
+                if self._client_left():  # a page that moved on: its place goes to others
+                    raise ClientLeft
+                time.sleep(WAIT_POLL)
+        except BaseException:
+            places.release()
+            raise
+        return _Release(places)
+
+    def _client_left(self) -> bool:
+        """Whether the client closed its connection (it sends nothing more after its request)."""
+        try:
+            readable = select.select([self.connection], [], [], 0)[0]
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
 
 class _Release:
@@ -197,6 +264,48 @@ class _Release:
 
     def __exit__(self, *exc: Any) -> None:
         self.semaphore.release()
+
+
+def allowed_methods(path: str) -> tuple[str, ...]:
+    """The methods ``path`` takes (GET and HEAD where no route says otherwise)."""
+    for route, methods in ROUTES:
+        if path == route or (route.endswith("/") and path.startswith(route)):
+            return methods
+    return READ_ONLY
+
+
+def json_bytes(body: Any) -> bytes:
+    """Strict JSON: a NaN or infinity (JSON has none) becomes null, with a warning in the log."""
+    try:
+        return json.dumps(body, allow_nan=False).encode()
+    except ValueError:
+        log.warning("an answer held a NaN or infinite number; sent as null")
+        return json.dumps(_finite(body), allow_nan=False).encode()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def trained_epochs(checkpoint: str | Path) -> int | None:
+    """The checkpoint's last completed epoch as training counts it (1 for the first; the file
+    stores it from 0), or None where the file does not say."""
+    try:  # mapped, not read: only one number is wanted from a file that may be large
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # a file in torch's legacy format cannot be mapped
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    epoch = saved.get("epoch") if isinstance(saved, dict) else None
+    return int(epoch) + 1 if isinstance(epoch, int) else None
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def _int(query: dict[str, str], key: str, default: int) -> int:
@@ -219,7 +328,7 @@ def make_server(checkpoint: str | Path, run: str | Path | None = None, host: str
     predictor = load(checkpoint, device)
     for table in add_classes:
         predictor.add_classes_from_csv(table)
-    explorer = Explorer(predictor, run, max_pixels)
+    explorer = Explorer(predictor, run, max_pixels, trained_epochs(checkpoint))
     try:
         return ExplorerServer(explorer, host, port, max_upload, max_busy)
     except OSError as err:

@@ -3,22 +3,49 @@
 
 const $ = (id) => document.getElementById(id);
 const state = { info: null, imageId: null, imageName: null, lastAdded: null, chosenAttribute: null };
+const plural = (n, one, many = one + "s") => `${n} ${n === 1 ? one : many}`;
 
+// The message sits in a sticky bar: it is seen whichever control, however low, caused it.
 let messageTimer = null;
 function showMessage(text, kind = "error") {
   const box = $("message");
   clearTimeout(messageTimer);  // a notice's timer must not hide a later error
-  box.textContent = text;
+  $("message-text").textContent = text;
   box.className = "message " + (kind === "info" ? "info" : "");
+  box.scrollIntoView({ block: "nearest" });
   if (kind === "info") messageTimer = setTimeout(() => box.classList.add("hidden"), 4000);
 }
 function clearMessage() { clearTimeout(messageTimer); $("message").classList.add("hidden"); }
+$("message-close").addEventListener("click", clearMessage);
+
+// Requests in flight, counted so that the page says when it is busy (main's aria-busy).
+let pending = 0;
+async function tracked(work) {
+  pending += 1;
+  $("main").setAttribute("aria-busy", "true");
+  try {
+    return await work();
+  } finally {
+    pending -= 1;
+    $("main").setAttribute("aria-busy", String(pending > 0));
+  }
+}
+
+// One request of each kind is current; a newer one aborts the older, whose answer is dropped.
+const current = { rank: null, attention: null };
+function renew(kind) {
+  if (current[kind]) current[kind].abort();
+  current[kind] = new AbortController();
+  return current[kind].signal;
+}
+const aborted = (err, signal) => err.name === "AbortError" || signal.aborted;
 
 async function api(path, options = {}) {
   let response;
   try {
     response = await fetch(path, options);
   } catch (err) {
+    if (err.name === "AbortError") throw err;
     throw new Error("the server cannot be reached (" + err.message + "); is mgmrn serve running?");
   }
   const kind = response.headers.get("Content-Type") || "";
@@ -65,59 +92,78 @@ function renderHeader() {
   const info = state.info;
   const groups = { seen: 0, unseen: 0, added: 0 };
   for (const c of info.classes) groups[c.group] += 1;
-  $("model-info").textContent = `${info.model} on ${info.dataset}: ${groups.seen} seen, ` +
-    `${groups.unseen} unseen, ${groups.added} added classes, ${info.attributes.length} attributes`;
+  const epoch = info.epoch === null ? "" : `, epoch ${info.epoch} of ${info.epochs}`;
+  $("model-info").textContent = `${info.model} on ${info.dataset}${epoch}: ${groups.seen} seen, ` +
+    `${groups.unseen} unseen, ${plural(groups.added, "added class", "added classes")}, ` +
+    plural(info.attributes.length, "attribute");
 }
 
 // ---- classify -----------------------------------------------------------------------------
-function classSets() {
-  const sets = ["seen", "unseen", "added"].filter((s) => $("set-" + s).checked);
-  return sets.length ? sets.join(",") : "all";
-}
+const GROUPS = ["seen", "unseen", "added"];
+function classSets() { return GROUPS.filter((s) => $("set-" + s).checked).join(","); }
 function rankQuery() {
   const q = new URLSearchParams({ top_k: $("top-k").value || "5", classes: classSets() });
   if ($("gamma").value.trim() !== "") q.set("gamma", $("gamma").value.trim());
   return q;
 }
+const NO_GROUP = "Tick at least one class group (seen, unseen, added) to search.";
+function noGroupChosen() {
+  const none = classSets() === "";
+  $("sets-note").classList.toggle("hidden", !none);
+  if (none) showMessage(NO_GROUP);
+  else if ($("message-text").textContent === NO_GROUP) clearMessage();
+  return none;
+}
 
 async function upload(file) {
   clearMessage();
-  if (!file) return;
+  if (!file || noGroupChosen()) return;
   if (state.info && file.size > state.info.max_upload) {
     showMessage(`'${file.name}' is ${(file.size / 2 ** 20).toFixed(1)} MB, more than the ` +
       `${(state.info.max_upload / 2 ** 20).toFixed(0)} MB the server accepts; send a smaller image.`);
     return;
   }
+  const signal = renew("rank");
+  if (current.attention) current.attention.abort();  // the map of the image being replaced
   $("status").textContent = `Classifying ${file.name}...`;
   const q = rankQuery();
   q.set("name", file.name);
-  try {
-    const result = await api("/api/predict?" + q, { method: "POST", body: file,
-      headers: { "Content-Type": "application/octet-stream" } });
-    state.imageId = result.id;
-    state.imageName = file.name;
-    const preview = $("preview");
-    preview.src = URL.createObjectURL(file);
-    preview.classList.remove("hidden");
-    $("drop-text").classList.add("hidden");
-    showResult(result);
-  } catch (err) {
-    $("status").textContent = state.imageName ?
-      `${file.name} was refused; the results below are still those of ${state.imageName}.` : "No prediction.";
-    showMessage(err.message);
-  }
+  await tracked(async () => {
+    try {
+      const result = await api("/api/predict?" + q, { method: "POST", body: file, signal,
+        headers: { "Content-Type": "application/octet-stream" } });
+      if (signal.aborted) return;
+      state.imageId = result.id;
+      state.imageName = file.name;
+      const preview = $("preview");
+      preview.src = URL.createObjectURL(file);
+      preview.classList.remove("hidden");
+      $("drop-text").classList.add("hidden");
+      showResult(result);
+    } catch (err) {
+      if (aborted(err, signal)) return;
+      $("status").textContent = state.imageName ?
+        `${file.name} was refused; the results below are still those of ${state.imageName}.` : "No prediction.";
+      showMessage(err.message);
+    }
+  });
 }
 
 async function rerank() {
+  if (noGroupChosen()) { renew("rank"); return; }  // and an older re-ranking is dropped
   if (!state.imageId) return;
-  try {
-    showResult(await api(`/api/predict/${state.imageId}?` + rankQuery(), { method: "POST" }));
-  } catch (err) { showMessage(err.message); }
+  const signal = renew("rank");
+  await tracked(async () => {
+    try {
+      const result = await api(`/api/predict/${state.imageId}?` + rankQuery(), { method: "POST", signal });
+      if (!signal.aborted) showResult(result);
+    } catch (err) { if (!aborted(err, signal)) showMessage(err.message); }
+  });
 }
 
 function showResult(result) {
   clearMessage();
-  $("status").textContent = `${result.image}: ${result.searched} classes searched.`;
+  $("status").textContent = `${result.image}: ${plural(result.searched, "class", "classes")} searched.`;
   const rows = result.classes.map((c) => element("tr", { className: "pred-row" + (c.group === "added" ? " added-class" : "") }, [
     element("td", { textContent: c.rank }),
     element("td", { className: "class-name", textContent: c.name }),
@@ -129,18 +175,21 @@ function showResult(result) {
   ]));
   $("predictions").querySelector("tbody").replaceChildren(...rows);
   $("predictions").classList.remove("hidden");
+  $("predictions").dataset.image = result.id;
   const cal = result.calibration;
   $("calibration").textContent = `Calibration: γ = ${cal.gamma.toFixed(2)}, ${cal.source}.`;
   const ranks = result.added.map((c) => `${c.name}: rank ${c.rank} of ${result.searched}`);
   $("added-ranks").textContent = ranks.length ? "Added classes: " + ranks.join("; ") : "";
   $("define-rank").textContent = ranks.length && state.imageName ?
     `On ${state.imageName}: ` + ranks.join("; ") : "";
-  const list = result.attributes.map((a) => {
-    const item = element("li", { textContent: `${a.name} ${a.value.toFixed(2)}`, title: "show its attention" });
-    item.addEventListener("click", () => showAttention(a.index));
-    return item;
+  const chips = result.attributes.map((a) => {
+    const chip = element("button", { type: "button", className: "chip", title: "show its attention",
+      textContent: `${a.name} ${a.value.toFixed(2)}` });
+    chip.dataset.index = a.index;
+    chip.addEventListener("click", () => showAttention(a.index));
+    return element("li", {}, [chip]);
   });
-  $("attributes").replaceChildren(...list);
+  $("attributes").replaceChildren(...chips);
   if (state.info.attention && result.attributes.length) {
     $("attention-box").classList.remove("hidden");
     showAttention(state.chosenAttribute ?? result.attributes[0].index);
@@ -148,15 +197,25 @@ function showResult(result) {
 }
 
 async function showAttention(index) {
+  const id = state.imageId;
   state.chosenAttribute = Number(index);
   $("attention-select").value = String(index);
-  for (const li of $("attributes").children) {
-    li.classList.toggle("chosen", li.textContent.startsWith(state.info.attributes[index] + " "));
+  for (const chip of $("attributes").querySelectorAll(".chip")) {
+    const chosen = Number(chip.dataset.index) === state.chosenAttribute;
+    chip.classList.toggle("chosen", chosen);
+    chip.setAttribute("aria-pressed", String(chosen));
   }
-  try {
-    const png = await api(`/api/attention/${state.imageId}?attribute=${index}`);
-    $("attention-img").src = URL.createObjectURL(png);
-  } catch (err) { showMessage(err.message); }
+  const signal = renew("attention");
+  await tracked(async () => {
+    try {
+      const png = await api(`/api/attention/${id}?attribute=${index}`, { signal });
+      if (signal.aborted || id !== state.imageId) return;  // an answer for an image no longer shown
+      const img = $("attention-img");
+      img.src = URL.createObjectURL(png);
+      img.dataset.image = id;
+      img.dataset.attribute = String(index);
+    } catch (err) { if (!aborted(err, signal)) showMessage(err.message); }
+  });
 }
 
 const drop = $("drop-zone");
@@ -167,7 +226,15 @@ drop.addEventListener("drop", (e) => {
   drop.classList.remove("over");
   upload(e.dataTransfer.files[0]);
 });
-$("file-input").addEventListener("change", (e) => upload(e.target.files[0]));
+drop.addEventListener("keydown", (e) => {  // the drop zone is a button for the keyboard
+  if (e.key !== "Enter" && e.key !== " ") return;
+  e.preventDefault();
+  $("file-input").click();
+});
+$("file-input").addEventListener("change", (e) => {
+  upload(e.target.files[0]);
+  e.target.value = "";  // picking the same file again is a change too
+});
 for (const id of ["top-k", "gamma", "set-seen", "set-unseen", "set-added"]) $(id).addEventListener("change", rerank);
 $("attention-select").addEventListener("change", (e) => showAttention(e.target.value));
 
@@ -195,15 +262,17 @@ $("attr-search").addEventListener("input", (e) => {
 async function addClass(request) {
   clearMessage();
   request.name = $("new-name").value.trim();
-  try {
-    const result = await api("/api/classes", { method: "POST", body: JSON.stringify(request),
-      headers: { "Content-Type": "application/json" } });
-    state.info.classes = result.classes;
-    state.lastAdded = result.added.name;
-    renderAdded();
-    await rerank();
-    showMessage(`Added class '${result.added.name}'.`, "info");
-  } catch (err) { showMessage(err.message); }
+  await tracked(async () => {
+    try {
+      const result = await api("/api/classes", { method: "POST", body: JSON.stringify(request),
+        headers: { "Content-Type": "application/json" } });
+      state.info.classes = result.classes;
+      state.lastAdded = result.added.name;
+      renderAdded();
+      await rerank();
+      showMessage(`Added class '${result.added.name}'.`, "info");
+    } catch (err) { showMessage(err.message); }
+  });
 }
 $("add-class").addEventListener("click", () => {
   const attributes = {};
@@ -217,14 +286,14 @@ function renderAdded() {
   const added = state.info.classes.filter((c) => c.group === "added");
   const items = added.map((c) => {
     const remove = element("button", { className: "small", textContent: "remove" });
-    remove.addEventListener("click", async () => {
+    remove.addEventListener("click", () => tracked(async () => {
       try {
         const result = await api("/api/classes/" + encodeURIComponent(c.name), { method: "DELETE" });
         state.info.classes = result.classes;
         renderAdded();
         await rerank();
       } catch (err) { showMessage(err.message); }
-    });
+    }));
     return element("li", {}, [badge("added"), " " + c.name, remove]);
   });
   $("added-list").replaceChildren(...(items.length ? items : [element("li", { className: "note", textContent: "none yet" })]));
@@ -240,10 +309,10 @@ async function loadRun() {
     const cells = r ? [["CZSL", r.czsl_acc], ["GZSL S", r.gzsl_seen], ["GZSL U", r.gzsl_unseen],
       ["GZSL H", r.gzsl_h], ["AUSUC", r.ausuc]] : [];
     const summary = element("table", { className: "summary" }, [element("tr", {}, cells.map(([k, v]) =>
-      element("td", {}, [element("strong", { textContent: k + " " }), v.toFixed(1)])))]);
-    $("run-summary").replaceChildren(element("h2", { textContent: `Run ${run.folder} (${run.epochs} epochs logged)` }),
+      element("td", {}, [element("strong", { textContent: k + " " }), v === null ? "n/a" : v.toFixed(1)])))]);
+    $("run-summary").replaceChildren(element("h2", { textContent: `Run ${run.folder} (${plural(run.epochs, "epoch")} logged)` }),
       r ? summary : element("p", { className: "note", textContent: "No results.json yet." }),
-      r ? element("p", { className: "note", textContent: `γ = ${r.gamma.toFixed(2)}, ${r.calibration}` }) : "");
+      r && typeof r.gamma === "number" ? element("p", { className: "note", textContent: `γ = ${r.gamma.toFixed(2)}, ${r.calibration}` }) : "");
     if (!$("run-figures").children.length) {
       $("run-figures").replaceChildren(...run.figures.map((f) => element("img", { src: "/api/run/figure/" + f, alt: f })));
     }
