@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 CLASS_SETS = ("all", *CLASS_GROUPS)
 
+GIVEN_GAMMA = "given (--gamma)"  # the source of a gamma passed to predict()
 
 class Predictor:
     """A trained network with what it needs to name its predictions: the class registry (the
@@ -54,7 +55,8 @@ class Predictor:
             network was trained with (saved in its checkpoint); None: ImageNet's, bilinear.
 
     Classes added with :meth:`add_classes` follow the C classes of the checkpoint, as the group
-    ``added``.
+    ``added``. :func:`load` sets :attr:`epochs_trained`, the checkpoint's epochs as training
+    counts them (1 after the first; None where the file does not say).
     """
 
     def __init__(self, model: torch.nn.Module, config: Config, class_names: Sequence[str],
@@ -75,6 +77,7 @@ class Predictor:
         self.gamma, self.gamma_source = float(gamma), gamma_source
         self.image_size = config.data.image_size
         self.inputs = inputs
+        self.epochs_trained: int | None = None  # set by load(): 1 after the first epoch
         # an image -> its normalised network input, (3, S, S) float32: what :meth:`predict` takes
         # as a tensor already transformed
         self.transform = test_transform(self.image_size, config.data.test_resize, inputs=inputs)
@@ -173,11 +176,13 @@ class Predictor:
                              + ("; add classes first (--add-classes)" if "added" in groups else ""))
         return torch.sort(chosen).values
 
-    def calibration(self, candidates: torch.Tensor, gamma: float | None = None) -> dict[str, Any]:
+    def calibration(self, candidates: torch.Tensor, gamma: float | None = None,
+                    given: str = GIVEN_GAMMA) -> dict[str, Any]:
         """The gamma to apply over ``candidates`` and where it comes from.
 
         Calibration applies only when seen and other classes are searched together; gamma None
-        takes the predictor's default (:attr:`gamma`, :attr:`gamma_source`).
+        takes the predictor's default (:attr:`gamma`, :attr:`gamma_source`); a gamma given is
+        labelled ``given``.
 
         Returns:
             {``gamma``, ``source``}.
@@ -188,7 +193,7 @@ class Predictor:
                                             "together with others"}
         if gamma is None:
             return {"gamma": self.gamma, "source": self.gamma_source}
-        return {"gamma": float(gamma), "source": "given (--gamma)"}
+        return {"gamma": float(gamma), "source": given}
 
     def calibrate(self, scores: torch.Tensor, candidates: torch.Tensor,
                   gamma: float) -> torch.Tensor:
@@ -203,7 +208,8 @@ class Predictor:
                 classes: str | Sequence[str] = "all", top_attributes: int = 5,
                 gamma: float | None = None,
                 explain_dir: str | Path | None = None, explain_attributes: int = 3,
-                batch_size: int | None = None) -> list[dict[str, Any]]:
+                batch_size: int | None = None, gamma_given: str = GIVEN_GAMMA
+                ) -> list[dict[str, Any]]:
         """Top-k classes and strongest attributes of each image.
 
         Args:
@@ -218,6 +224,8 @@ class Predictor:
             gamma: calibrated stacking, subtracted from seen-class scores when seen and other
                 classes are searched together; None (default) takes :attr:`gamma` (from the
                 checkpoint), 0 leaves the scores as the network gives them.
+            gamma_given: where a ``gamma`` given comes from, as results name it
+                (``calibration.source``).
             explain_dir: when given, one attention figure per image is written there (models
                 with attention only) and its path is returned under ``explanation``.
             explain_attributes: attributes shown in each figure.
@@ -240,7 +248,7 @@ class Predictor:
         if top_attributes < 0:
             raise UsageError(f"top_attributes must be at least 0, got {top_attributes}")
         candidates = self.candidates(classes)
-        calibration = self.calibration(candidates, gamma)
+        calibration = self.calibration(candidates, gamma, gamma_given)
         explain = explain_dir is not None
         used_stems: set[str] = set()
         results = []
@@ -310,8 +318,11 @@ def load(checkpoint: str | Path, device: str | torch.device = "cpu") -> Predicto
     predictor = Predictor(model, config, meta["class_names"], meta["attribute_names"],
                           meta["class_attributes"], meta["seen_classes"], meta["unseen_classes"],
                           resolve_device(device), gamma, source, checkpoint_inputs(saved))
+    epoch = saved.get("epoch")  # stored from 0: the epochs trained count from 1, as training's
+    predictor.epochs_trained = int(epoch) + 1 if isinstance(epoch, int) else None
     log.info("loaded %s (%s, epoch %s): %d classes (%d unseen), %d attributes, %d px, %s",
-             checkpoint, config.model.name, saved.get("epoch", "?"), len(predictor.class_names),
+             checkpoint, config.model.name, predictor.epochs_trained or "?",
+             len(predictor.class_names),
              len(predictor.unseen_classes), len(predictor.attribute_names),
              predictor.image_size, predictor.device)
     return predictor

@@ -28,7 +28,6 @@ from .run_view import RunView
 
 MAX_PIXELS = 40_000_000  # decoded size refused beyond this (a 1 MB PNG can decode to gigabytes)
 CACHED_IMAGES = 32  # uploads kept for re-ranking and attention maps
-GIVEN_GAMMA = "given (--gamma)"  # the predictor's source of a gamma passed to predict()
 
 
 class ApiError(Exception):
@@ -47,15 +46,12 @@ class Explorer:
         predictor: the loaded model.
         run: a run folder to browse, or None.
         max_pixels: largest decoded image accepted (width x height).
-        epoch: the checkpoint's last completed epoch as training counts it (1 for the first),
-            or None when unknown.
     """
 
     def __init__(self, predictor: Predictor, run: str | Path | None = None,
-                 max_pixels: int = MAX_PIXELS, epoch: int | None = None):
+                 max_pixels: int = MAX_PIXELS):
         self.predictor = predictor
         self.max_pixels = max_pixels
-        self.epoch = epoch
         self.model_lock = threading.Lock()
         self._cache_lock = threading.Lock()
         self._images: OrderedDict[str, tuple[torch.Tensor, str]] = OrderedDict()
@@ -78,7 +74,7 @@ class Explorer:
             "attribute_range": self.attribute_range, "gamma": p.gamma,
             "gamma_source": p.gamma_source, "levels": self.levels,
             "attention": self.has_attention, "run": self.run is not None,
-            "epoch": self.epoch, "epochs": p.config.train.epochs,
+            "epoch": p.epochs_trained, "epochs": p.config.train.epochs,
         }
 
     def classes(self) -> list[dict[str, Any]]:
@@ -128,14 +124,13 @@ class Explorer:
             try:
                 everything = self.predictor.predict(tensor, top_k=len(self.predictor.class_names),
                                                     classes=classes, gamma=gamma,
-                                                    top_attributes=top_attributes)[0]
+                                                    top_attributes=top_attributes,
+                                                    gamma_given="given in the page")[0]
             except ValueError as err:
                 raise ApiError(400, str(err)) from err
         ranked = everything["classes"]
         added = [c for c in ranked if c["group"] == "added"]
-        calibration = dict(everything["calibration"])
-        if calibration["source"] == GIVEN_GAMMA:  # given here, not on a command line
-            calibration["source"] = "given in the page"
+        calibration = everything["calibration"]
         return {"id": key, "image": name, "classes": ranked[:top_k], "added": added,
                 "searched": len(ranked), "attributes": everything["attributes"],
                 "calibration": calibration}

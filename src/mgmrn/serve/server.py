@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import torch
-
 from ..errors import UsageError
 from .app import MAX_PIXELS, ApiError, Explorer
 
@@ -293,17 +291,6 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def trained_epochs(checkpoint: str | Path) -> int | None:
-    """The checkpoint's last completed epoch as training counts it (1 for the first; the file
-    stores it from 0), or None where the file does not say."""
-    try:  # mapped, not read: only one number is wanted from a file that may be large
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # a file in torch's legacy format cannot be mapped
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    epoch = saved.get("epoch") if isinstance(saved, dict) else None
-    return int(epoch) + 1 if isinstance(epoch, int) else None
-
-
 def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not a number JSON allows")
 
@@ -328,7 +315,7 @@ def make_server(checkpoint: str | Path, run: str | Path | None = None, host: str
     predictor = load(checkpoint, device)
     for table in add_classes:
         predictor.add_classes_from_csv(table)
-    explorer = Explorer(predictor, run, max_pixels, trained_epochs(checkpoint))
+    explorer = Explorer(predictor, run, max_pixels)
     try:
         return ExplorerServer(explorer, host, port, max_upload, max_busy)
     except OSError as err:
