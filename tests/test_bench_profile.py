@@ -233,10 +233,13 @@ def test_throughput_main_rates_use_each_schedules_counted_flops(throughput, caps
         assert not r["infer_cuda_graphs"] and r["infer_capture_ms"] is None
         assert r["train_tflops"] == pytest.approx(
             r["train_images_per_s"] * r["train_gflop_per_image"] / 1e3, rel=1e-3, abs=1e-4)
+        # TFLOP/s are printed to 4 decimals (off by up to 5e-5, 1e-4 once divided by the peak of
+        # 0.5) and fractions to 5: slow rates (a loaded machine) leave only these roundings
+        rounding = 0.5e-4 / 0.5 + 0.5e-5
         assert r["train_peak_fraction"] == pytest.approx(r["train_tflops"] / 0.5, rel=1e-3,
-                                                         abs=1e-4)
+                                                         abs=rounding * 1.01)
         assert r["infer_peak_fraction"] == pytest.approx(r["infer_tflops"] / 0.5, rel=1e-3,
-                                                         abs=1e-4)
+                                                         abs=rounding * 1.01)
 
 
 def test_throughput_count_only_prints_the_counts_without_timing(throughput, capsys, monkeypatch):
