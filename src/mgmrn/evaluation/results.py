@@ -10,7 +10,7 @@ percent; ``to_json`` gives the fields in the file's order, leaving out the parts
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -130,8 +130,7 @@ class ZSLFigures:
 
     def to_json(self) -> dict[str, Any]:
         """Plain data in the order of results.json; parts not set are left out."""
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)
-                if getattr(self, f.name) is not None}
+        return {name: value for name, value in asdict(self).items() if value is not None}
 
 
 @dataclass
@@ -188,7 +187,8 @@ class ZSLResults(ZSLFigures):
         the fixed-gamma and gamma-0 accuracies."""
         names = ("czsl_acc", "gzsl_seen", "gzsl_unseen", "gzsl_h", "gamma", "ausuc",
                  "fixed_gamma", "gzsl_uncalibrated")
-        return {n: _plain(getattr(self, n)) for n in names}
+        plain = asdict(self)
+        return {n: plain[n] for n in names}
 
     def write(self, path: str | Path) -> None:
         """Write results.json atomically (temporary file, then rename)."""
@@ -257,11 +257,3 @@ def _part(kind: type, value: Any, where: str) -> Any:
         raise ResultsError(f"{where}: expected the fields {', '.join(names)}, got {got}")
     return kind(**{n: value[n] for n in names})
 
-
-def _plain(value: Any) -> Any:
-    """Dataclasses (also inside lists) as dicts in field order; everything else as it is."""
-    if hasattr(value, "__dataclass_fields__"):
-        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
