@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader
 
 from ..evaluation import named_confused_pairs
 from ..evaluation.results import ZSLResults, read_results
@@ -128,17 +129,16 @@ class RunView:
             paths, labels = records.paths["test_unseen"], records.labels["test_unseen"]
             if list(records.class_names) != p.class_names[:len(records.class_names)]:
                 raise ValueError("the run's data has other classes than the checkpoint")
-            images = ImageDataset(paths, labels, p.inference.transform)
-            unseen, predictions = p.unseen_classes, []
-            batch = p.config.data.test_batch_size
-            for start in range(0, len(paths), batch):
-                self._set_status(f"computing from the checkpoint: {start}/{len(paths)} unseen "
+            batches = DataLoader(ImageDataset(paths, labels, p.inference.transform),
+                                 batch_size=p.config.data.test_batch_size)
+            unseen, predictions, done = p.unseen_classes, [], 0
+            for images, _ in batches:
+                self._set_status(f"computing from the checkpoint: {done}/{len(paths)} unseen "
                                  f"test images")
-                stack = torch.stack([images[i][0] for i in range(start, min(start + batch,
-                                                                            len(paths)))])
                 with self.model_lock:  # between batches the page's requests get their turn
-                    logits = p.inference(stack, unseen).logits.cpu()
+                    logits = p.inference(images, unseen).logits.cpu()
                 predictions.append(unseen[logits.argmax(dim=1)])
+                done += len(images)
             pairs = named_confused_pairs(torch.cat(predictions), labels, p.class_names, paths)
             self._publish(pairs, f"computed from the checkpoint on {len(paths)} unseen test "
                                  f"images")
