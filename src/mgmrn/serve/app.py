@@ -130,10 +130,9 @@ class Explorer:
                 raise ApiError(400, str(err)) from err
         ranked = everything["classes"]
         added = [c for c in ranked if c["group"] == "added"]
-        calibration = everything["calibration"]
         return {"id": key, "image": name, "classes": ranked[:top_k], "added": added,
                 "searched": len(ranked), "attributes": everything["attributes"],
-                "calibration": calibration}
+                "calibration": everything["calibration"]}
 
     def attention(self, key: str, attribute: int) -> bytes:
         """PNG: the image and the attention of one attribute at each level over it."""
