@@ -45,10 +45,10 @@ from mgmrn.data.datasets import ImageDataset, decode_rgb, load_rgb
 from mgmrn.data.loaders import available_cores, resolve_num_workers
 from mgmrn.data.transforms import normalize_images, test_transform, train_transform
 from mgmrn.distributed import DistEnv
-from mgmrn.engine import GraphedStep, train_one_epoch
-from mgmrn.losses import ZSLCriterion
 from mgmrn.models import build_model
 from mgmrn.precision import resolve_cuda_graphs, resolve_precision
+from mgmrn.training.engine import GraphedStep, train_one_epoch
+from mgmrn.training.losses import ZSLCriterion
 
 PATHS = {  # name -> (decoder, normalise in the worker)
     "pil_float": (load_rgb, True),

@@ -30,9 +30,9 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 from mgmrn.config import ModelConfig
-from mgmrn.engine import GraphedStep, Precision, train_one_epoch
-from mgmrn.losses import ZSLCriterion
 from mgmrn.models import build_model, compile_heads
+from mgmrn.training.engine import GraphedStep, Precision, train_one_epoch
+from mgmrn.training.losses import ZSLCriterion
 
 PROFILED_STEPS = 3
 UNATTRIBUTED = "unattributed"

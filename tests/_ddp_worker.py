@@ -8,8 +8,8 @@ import sys
 
 import torch
 
-from mgmrn import runner
 from mgmrn.config import load_config
+from mgmrn.training import runner
 
 out, overrides = sys.argv[1], sys.argv[2:]
 original = runner.evaluate_model

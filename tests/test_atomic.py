@@ -10,8 +10,8 @@ import stat
 import pytest
 import torch
 
-from mgmrn.atomic import DiskWriteError, free_space, remove_stale_temporaries, write_atomic
-from mgmrn.report import write_json
+from mgmrn.evaluation.report import write_json
+from mgmrn.io.atomic import DiskWriteError, free_space, remove_stale_temporaries, write_atomic
 
 
 def test_bytes_text_and_writer_functions(tmp_path):

@@ -13,8 +13,6 @@ from mgmrn.checkpoint import checkpoint_inputs, load_weights
 from mgmrn.config import ConfigError, load_config
 from mgmrn.data import transforms
 from mgmrn.data.transforms import IMAGENET_INPUTS, normalize_images
-from mgmrn.engine import train_one_epoch
-from mgmrn.losses import ZSLCriterion
 from mgmrn.models import (
     Backbone,
     BackboneError,
@@ -24,6 +22,8 @@ from mgmrn.models import (
     input_config,
 )
 from mgmrn.precision import Precision
+from mgmrn.training.engine import train_one_epoch
+from mgmrn.training.losses import ZSLCriterion
 from mgmrn.viz import level_attention_maps
 
 TINY_SWIN = dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1), window_size=2)
@@ -239,7 +239,7 @@ def test_checkpoint_predicts_on_its_own_with_its_input_statistics_and_explains(f
     from PIL import Image
 
     from mgmrn.config import Config
-    from mgmrn.predict import load, run_predict
+    from mgmrn.inference.predictor import load, run_predict
 
     _, name, args, size, _ = FAMILIES[IDS.index(family)]
     cfg = Config()

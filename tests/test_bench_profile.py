@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from mgmrn.engine import Precision
+from mgmrn.training.engine import Precision
 
 from .helpers import load_script, tiny_net
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from mgmrn.data import DataError
-from mgmrn.data.class_table import parse_class_table, read_class_table
-from mgmrn.data.custom import read_classes_csv
-from mgmrn.new_classes import read_class_table as read_new_classes
-from mgmrn.predict import load
+from mgmrn.data.readers.class_table import parse_class_table, read_class_table
+from mgmrn.data.readers.custom import read_classes_csv
+from mgmrn.inference.classes import read_class_table as read_new_classes
+from mgmrn.inference.predictor import load
 from mgmrn.serve.app import ApiError, Explorer
 
 from .helpers import ATTRIBUTE_NAMES, write_checkpoint

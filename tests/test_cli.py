@@ -10,20 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from mgmrn import cli, runner
-from mgmrn.atomic import DiskWriteError
+from mgmrn import cli
 from mgmrn.checkpoint import CheckpointError
 from mgmrn.config import ConfigError
-from mgmrn.data.archives import ArchiveError
-from mgmrn.data.download import DownloadError
+from mgmrn.data.download.archives import ArchiveError
+from mgmrn.data.download.fetch import DownloadError
 from mgmrn.data.errors import DataError
-from mgmrn.engine import NonFiniteLossError
 from mgmrn.errors import MgmrnError, UsageError
-from mgmrn.locks import FolderBusyError
+from mgmrn.io.atomic import DiskWriteError
+from mgmrn.io.locks import FolderBusyError
 from mgmrn.models.backbone import PretrainedWeightsError
 from mgmrn.models.backbone_spec import BackboneError
 from mgmrn.models.release import ReleaseWeightsError
-from mgmrn.runner import RunFolderError
+from mgmrn.training import runner
+from mgmrn.training.engine import NonFiniteLossError
+from mgmrn.training.runner import RunFolderError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,7 +85,7 @@ def test_verbose_raises_every_error(error, monkeypatch):
 
 
 def test_the_data_commands_name_their_subcommand(monkeypatch, capsys):
-    from mgmrn.data import commands
+    from mgmrn.commands import data as commands
 
     def check_command(args):
         raise DataError("images/1.jpg: not an image")
@@ -111,8 +112,8 @@ def test_user_fixable_errors_of_the_library_are_mgmrns_own(tmp_path, monkeypatch
 
     from mgmrn import distributed
     from mgmrn.data.samplers import EpisodicBatchSampler
-    from mgmrn.new_classes import parse_class_sets, read_class_table
-    from mgmrn.predict_inputs import read_image
+    from mgmrn.inference.classes import parse_class_sets, read_class_table
+    from mgmrn.inference.inputs import read_image
 
     with pytest.raises(UsageError, match="--classes must be 'all' or a comma-separated"):
         parse_class_sets("neither")

@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 
 from mgmrn.cli import main
-from mgmrn.compare import _part_masks, _RunModel, load_run
+from mgmrn.commands.compare import _part_masks, _RunModel, load_run
 from mgmrn.config import DataConfig, PartsConfig
 from mgmrn.data import transforms
-from mgmrn.data.demo_draw import COLORS
-from mgmrn.data.parts import ensure_parts, parts_classes, redraw_parts_image
+from mgmrn.data.synthetic.demo_draw import COLORS
+from mgmrn.data.synthetic.parts import ensure_parts, parts_classes, redraw_parts_image
 
 SMALL = PartsConfig(image_size=64, num_body_colors=3, num_wing_colors=3, num_beak_colors=3,
                     num_unseen=5, images_per_class=3)

@@ -15,10 +15,10 @@ import torch
 
 from mgmrn.cli import main
 from mgmrn.config import ModelConfig
-from mgmrn.engine import GraphedStep, Precision, predict_logits, train_one_epoch
-from mgmrn.inference import GraphedInference
-from mgmrn.losses import ZSLCriterion
+from mgmrn.inference.scoring import GraphedInference
 from mgmrn.models import build_model, compile_heads
+from mgmrn.training.engine import GraphedStep, Precision, predict_logits, train_one_epoch
+from mgmrn.training.losses import ZSLCriterion
 
 from .helpers import affine_group_norm, tiny
 

@@ -10,7 +10,7 @@ import scipy.io
 
 from mgmrn.cli import main
 from mgmrn.config import DataConfig
-from mgmrn.data.inspect import PUBLISHED, check_data, format_report
+from mgmrn.data.audit import PUBLISHED, check_data, format_report
 
 from ._tiny_benchmark import COUNTS, write_tree
 from .helpers import make_full, write_custom

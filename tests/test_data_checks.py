@@ -11,8 +11,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from mgmrn.data import DataError, ImageDataset
-from mgmrn.data.checks import check_files_exist, find_bad_images, verify_images
 from mgmrn.data.transforms import test_transform as eval_transform
+from mgmrn.data.verify import check_files_exist, find_bad_images, verify_images
 
 
 @pytest.fixture

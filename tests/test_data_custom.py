@@ -11,7 +11,7 @@ import torch
 
 from mgmrn.config import DataConfig
 from mgmrn.data import DataError, build_data, build_train_loader, check_sampler_fits
-from mgmrn.data.custom import read_custom
+from mgmrn.data.readers.custom import read_custom
 
 from .helpers import CUSTOM_ATTRIBUTES as ATTRS
 from .helpers import CUSTOM_CLASSES as CLASSES

@@ -9,8 +9,8 @@ import pytest
 
 from mgmrn.config import DataConfig, DemoConfig
 from mgmrn.data import DataError, build_data
-from mgmrn.data.demo import MIN_SEEN_CLASSES, demo_classes, ensure_demo
-from mgmrn.data.demo_draw import COLORS, PATTERNS, SHAPES, draw_image, pattern_mask
+from mgmrn.data.synthetic.demo import MIN_SEEN_CLASSES, demo_classes, ensure_demo
+from mgmrn.data.synthetic.demo_draw import COLORS, PATTERNS, SHAPES, draw_image, pattern_mask
 
 from .helpers import folder_bytes
 
@@ -110,7 +110,7 @@ def test_patterns_cover_distinct_shares():
 
 
 def test_withheld_classes_are_left_out_of_the_run_and_written_for_adding(tmp_path):
-    from mgmrn.new_classes import read_class_table
+    from mgmrn.inference.classes import read_class_table
 
     cfg = DemoConfig(image_size=32, images_per_class=3, num_withheld=3)
     classes = demo_classes(cfg)

@@ -21,10 +21,10 @@ import pytest
 
 from mgmrn.cli import main
 from mgmrn.config import DataConfig
-from mgmrn.data import download as dl
-from mgmrn.data.archives import MARKER, ArchiveError, extract_folder
-from mgmrn.data.inspect import check_data
-from mgmrn.locks import DOWNLOAD_LOCK
+from mgmrn.data.audit import check_data
+from mgmrn.data.download import fetch as dl
+from mgmrn.data.download.archives import MARKER, ArchiveError, extract_folder
+from mgmrn.io.locks import DOWNLOAD_LOCK
 
 from ._tiny_benchmark import COUNTS, write_archives, write_tree
 from .helpers import first_to_exit
@@ -496,7 +496,7 @@ def test_log_lines_go_through_tqdm_while_downloading(tmp_path, monkeypatch, caps
 
     def prepare(source, root, *args):
         seen.append([type(h) for h in root_logger.handlers])
-        logging.getLogger("mgmrn.data.download").warning("inside %s", source.name)
+        logging.getLogger("mgmrn.data.download.fetch").warning("inside %s", source.name)
         return "already there"
 
     monkeypatch.setattr(dl, "prepare", prepare)

@@ -10,9 +10,9 @@ import yaml
 
 from mgmrn.config import CONFIG_DIR, DataConfig, PartsConfig, load_config
 from mgmrn.data import DataError, build_data
-from mgmrn.data.demo_draw import COLORS
-from mgmrn.data.parts import MIN_SEEN_CLASSES, ensure_parts, parts_classes
-from mgmrn.data.parts_draw import PARTS, draw_creature, part_masks
+from mgmrn.data.synthetic.demo_draw import COLORS
+from mgmrn.data.synthetic.parts import MIN_SEEN_CLASSES, ensure_parts, parts_classes
+from mgmrn.data.synthetic.parts_draw import PARTS, draw_creature, part_masks
 
 from .helpers import folder_bytes
 

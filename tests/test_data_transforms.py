@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 from mgmrn.data import transforms
-from mgmrn.data.checks import image_error
 from mgmrn.data.datasets import decode_rgb, load_rgb, to_rgb
 from mgmrn.data.transforms import IMAGENET_MEAN, denormalize, resize_size, train_transform
+from mgmrn.data.verify import image_error
 
 
 def halves(width: int = 200, height: int = 100) -> Image.Image:

@@ -12,8 +12,8 @@ import torch
 
 from mgmrn.config import DataConfig
 from mgmrn.data import DataError, build_data
-from mgmrn.data.records import load_attribute_vectors
-from mgmrn.data.xlsa17 import (
+from mgmrn.data.readers.records import load_attribute_vectors
+from mgmrn.data.readers.xlsa17 import (
     PACKAGED_VECTORS,
     find_prefix_length,
     read_attribute_names,

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mgmrn.checkpoint import CheckpointError, load_checkpoint, save_atomic
-from mgmrn.engine import EpochProgress, NonFiniteLossError, predict_logits, train_one_epoch
-from mgmrn.losses import ZSLCriterion, level_loss
+from mgmrn.training.engine import EpochProgress, NonFiniteLossError, predict_logits, train_one_epoch
+from mgmrn.training.losses import ZSLCriterion, level_loss
 
 from .helpers import tiny_net
 

@@ -10,6 +10,7 @@ import torch
 
 from mgmrn.evaluation import evaluate_zsl
 from mgmrn.evaluation.protocols import zsl_figures
+from mgmrn.evaluation.report import format_results
 from mgmrn.evaluation.results import (
     ChosenOnValidation,
     ConfusedPair,
@@ -21,7 +22,6 @@ from mgmrn.evaluation.results import (
     results_from_json,
 )
 from mgmrn.evaluation.selection import protocol_report, update_selection
-from mgmrn.report import format_results
 
 # results.json files as mgmrn train (trainval, and val with eval.gamma) and mgmrn eval wrote
 # them before the results became a dataclass (tiny shapes runs; folders renamed /runs/shapes)

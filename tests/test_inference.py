@@ -16,13 +16,13 @@ from mgmrn.checkpoint import checkpoint_inputs, data_meta
 from mgmrn.config import Config
 from mgmrn.data import build_data, build_test_loader
 from mgmrn.data.transforms import normalize_images
-from mgmrn.engine import predict_logits
 from mgmrn.evaluation import named_confused_pairs
-from mgmrn.inference import Inference, place_model, prediction_precision
+from mgmrn.inference.predictor import load
+from mgmrn.inference.scoring import Inference, place_model, prediction_precision
 from mgmrn.models import build_model
 from mgmrn.precision import Precision, resolve_precision
-from mgmrn.predict import load
 from mgmrn.serve.run_view import RunView
+from mgmrn.training.engine import predict_logits
 
 CLASSES = {"red_circle": "seen", "red_square": "seen", "blue_circle": "seen",
            "blue_square": "unseen", "green_circle": "unseen", "green_square": "unseen"}

@@ -9,13 +9,13 @@ import sys
 
 import pytest
 
-from mgmrn.locks import TRAIN_LOCK, FolderBusyError, folder_lock
+from mgmrn.io.locks import TRAIN_LOCK, FolderBusyError, folder_lock
 
 from .helpers import first_to_exit, tiny
 
 HOLDER = """
 import sys
-from mgmrn.locks import folder_lock
+from mgmrn.io.locks import folder_lock
 with folder_lock(sys.argv[1], ".x.lock", "mgmrn train"):
     print("held", flush=True)
     sys.stdin.read()  # until the test closes it

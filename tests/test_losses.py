@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from mgmrn.losses import attribute_regression, level_loss, semantic_cross_entropy
+from mgmrn.training.losses import attribute_regression, level_loss, semantic_cross_entropy
 
 
 def test_cross_entropy_by_hand():

@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from mgmrn.atomic import DiskWriteError
-from mgmrn.metrics_log import MetricsLog, read_metrics
+from mgmrn.io.atomic import DiskWriteError
+from mgmrn.training.metrics_log import MetricsLog, read_metrics
 
 
 def lines(path):

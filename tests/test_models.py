@@ -271,7 +271,7 @@ def test_baseline_shares_the_classifier():
 
 def test_tiny_network_overfits_eight_images():
     """All pieces learn together: 8 images of 4 classes reach 100% training accuracy."""
-    from mgmrn.losses import level_loss
+    from mgmrn.training.losses import level_loss
 
     net = tiny_net(num_attributes=6)
     torch.manual_seed(1)

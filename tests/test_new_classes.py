@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from mgmrn.evaluation import calibrated_stacking
-from mgmrn.new_classes import check_new_classes, parse_class_sets, read_class_table
-from mgmrn.predict import load, run_predict
+from mgmrn.inference.classes import check_new_classes, parse_class_sets, read_class_table
+from mgmrn.inference.predictor import load, run_predict
 
 from .helpers import ATTRIBUTE_NAMES, CLASS_NAMES, SEEN, UNSEEN, write_checkpoint
 

@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 import torch
 
-from mgmrn import runner
 from mgmrn.config import load_config
-from mgmrn.engine import train_one_epoch
 from mgmrn.evaluation import evaluate_zsl, gamma_sweep
-from mgmrn.losses import ZSLCriterion
 from mgmrn.models import compile_heads
 from mgmrn.models.release import RELEASE_SWITCHES
+from mgmrn.training import runner
+from mgmrn.training.engine import train_one_epoch
+from mgmrn.training.losses import ZSLCriterion
 
 from ._release import (
     ATOL,

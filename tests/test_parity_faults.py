@@ -15,10 +15,10 @@ import pytest
 import torch
 from torch import nn
 
+import mgmrn.commands.convert
 import mgmrn.config
-import mgmrn.convert
-from mgmrn import runner
 from mgmrn.models import decoder, granularity, refinement
+from mgmrn.training import runner
 
 from . import test_convert_release as convert_tests
 from . import test_parity as parity
@@ -162,7 +162,7 @@ def test_fault_published_value_changed_in_sun_or_awa2_yaml(monkeypatch, tmp_path
 
 
 def test_fault_module_prefix_kept_by_convert_release(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(mgmrn.convert, "strip_data_parallel", lambda state: state)
+    monkeypatch.setattr(mgmrn.commands.convert, "strip_data_parallel", lambda state: state)
     message = fails(convert_tests.test_parity_convert_release_reproduces_the_published_scores,
                     tmp_path, monkeypatch, "d32", "module-prefixed", capsys)
     assert "unexpected: module." in message

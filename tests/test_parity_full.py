@@ -18,9 +18,8 @@ import pytest
 import torch
 from torch import nn
 
-from mgmrn import runner
+from mgmrn.commands.convert import read_release_checkpoint
 from mgmrn.config import load_config
-from mgmrn.convert import read_release_checkpoint
 from mgmrn.models import build_model
 from mgmrn.models.release import (
     RELEASE_SWITCHES,
@@ -28,6 +27,7 @@ from mgmrn.models.release import (
     published_names,
     release_key,
 )
+from mgmrn.training import runner
 
 from ._release import assert_close, float64_default, load_fixture, resnet_weights
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from mgmrn.checkpoint import CheckpointError
 from mgmrn.errors import UsageError
-from mgmrn.predict import expand_inputs, load, predict_command, run_predict
+from mgmrn.inference.predictor import expand_inputs, load, predict_command, run_predict
 
 from .helpers import (
     ATTRIBUTE_NAMES,
@@ -220,9 +220,9 @@ def test_cuda_without_a_gpu_is_a_clear_error(checkpoint):
 
 def test_mgmrn_load_is_the_predictor_loader():
     import mgmrn
-    import mgmrn.predict
+    import mgmrn.inference.predictor
 
-    assert mgmrn.load is mgmrn.predict.load
+    assert mgmrn.load is mgmrn.inference.predictor.load
 
 
 def test_cli_predict_prints_json_and_names_missing_files(checkpoint, image_folder, capsys):

@@ -12,11 +12,12 @@ import time
 import pytest
 import torch
 
-from mgmrn import runner
 from mgmrn.checkpoint import load_checkpoint
 from mgmrn.cli import main
-from mgmrn.data import checks, samplers
-from mgmrn.preemption import REQUEUE_EXIT, StopOnSignal
+from mgmrn.data import samplers
+from mgmrn.data import verify as checks
+from mgmrn.training import runner
+from mgmrn.training.preemption import REQUEUE_EXIT, StopOnSignal
 from mgmrn.viz.curves import CURVE_FILE, PER_CLASS_FILE
 
 from .helpers import tiny
@@ -162,7 +163,7 @@ def test_signal_while_the_run_finishes_lets_it_finish(straight, capsys, caplog, 
 
     monkeypatch.setattr(runner, "write_eval_figures", figures_then_signal)
     run = straight / "finishing"
-    with caplog.at_level("WARNING", logger="mgmrn.runner"):
+    with caplog.at_level("WARNING", logger="mgmrn.training.runner"):
         assert main(["train", *tiny(straight, "finishing", *ARGS)]) == 0
     assert json.loads((run / "results.json").read_text())["epochs"] == 2
     assert (run / CURVE_FILE).is_file() and (run / PER_CLASS_FILE).is_file()

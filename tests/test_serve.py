@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mgmrn.predict import load
+from mgmrn.inference.predictor import load
 from mgmrn.serve import ApiError, Explorer, make_server
 from mgmrn.serve.server import json_bytes
 

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mgmrn.data.demo_draw import COLORS, SHAPES, draw_image
-from mgmrn.predict import load
+from mgmrn.data.synthetic.demo_draw import COLORS, SHAPES, draw_image
+from mgmrn.inference.predictor import load
 from mgmrn.serve import make_server
 
 from .helpers import checkpoint_with_data, make_run

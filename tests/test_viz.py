@@ -171,8 +171,8 @@ def corner_shares(tmp_path_factory) -> dict:
         {"colors": names, "shares": (colours, corners, levels) array, "levels": level names}.
     """
     from mgmrn.config import load_config
-    from mgmrn.predict import load
-    from mgmrn.runner import train
+    from mgmrn.inference.predictor import load
+    from mgmrn.training.runner import train
 
     folder = tmp_path_factory.mktemp("demo")
     train(load_config("demo", [f"output_dir={folder / 'run'}", f"data.root={folder / 'data'}",
@@ -195,7 +195,7 @@ def corner_image(color: str, corner: tuple[int, int], size: int = 96) -> Image.I
     The circle (diameter 0.45 of the side, 2 px from the edges) stays inside its quadrant after
     the test transform's resize to 8/7 and centre crop.
     """
-    from mgmrn.data.demo_draw import COLORS, shape_mask
+    from mgmrn.data.synthetic.demo_draw import COLORS, shape_mask
 
     radius, margin = 0.225 * size, 2
     cy, cx = ((margin + radius) if c == 0 else (size - margin - radius) for c in corner)

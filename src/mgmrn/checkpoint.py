@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .atomic import write_atomic
-from .data.transforms import IMAGENET_INPUTS
-from .errors import MgmrnError
+from mgmrn.data.transforms import IMAGENET_INPUTS
+from mgmrn.errors import MgmrnError
+from mgmrn.io.atomic import write_atomic
 
 
 class CheckpointError(MgmrnError, ValueError):
@@ -291,8 +291,8 @@ def model_from_checkpoint(saved: dict, path: str | Path,
     Returns:
         (model, config); the model is on the CPU, in eval mode.
     """
-    from .config import ConfigError
-    from .models import build_model
+    from mgmrn.config import ConfigError
+    from mgmrn.models import build_model
 
     config = checkpoint_config(saved, overrides)
     meta = saved.get("data") or {}
@@ -323,7 +323,7 @@ def checkpoint_inputs(saved: dict) -> dict:
 
 def checkpoint_config(saved: dict, overrides: dict | None = None):
     """The config a loaded checkpoint was made with, ``overrides`` applied; weights from the file."""
-    from .config import from_dict
+    from mgmrn.config import from_dict
 
     values = _merge(saved["config"], overrides or {})
     values["model"] = {**values.get("model", {}), "pretrained": False}

@@ -10,8 +10,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from .errors import MgmrnError  # light: no torch
-from .preemption import REQUEUE_EXIT, Preempted, stop_while_starting  # light: no torch
+from mgmrn.errors import MgmrnError  # light: no torch
+from mgmrn.training.preemption import REQUEUE_EXIT, Preempted, stop_while_starting  # light: no torch
 
 DESCRIPTION = """\
 Mg-MRN: Multi-Granularity Mutual Refinement Network for zero-shot image classification.
@@ -207,7 +207,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         _setup_logging(args.verbose)
         # heavy imports after parsing, so that --help answers at once
-        from .config import load_config, parse_overrides
+        from mgmrn.config import load_config, parse_overrides
 
         if args.command == "train":
             cfg = load_config(args.config, args.overrides)
@@ -215,44 +215,44 @@ def _run(args: argparse.Namespace) -> int:
             if args.resume and saved.is_file():
                 # a resumed run keeps its own config; command-line overrides still apply
                 cfg = load_config(saved, args.overrides)
-            from .locks import run_folder_lock
+            from mgmrn.io.locks import run_folder_lock
 
             # the lock first: a second run on the folder stops before the slow imports
             with run_folder_lock(cfg.output_dir):
-                from .runner import train  # torch and the models: after a bad config is refused
+                from mgmrn.training.runner import train  # torch and the models: after a bad config is refused
 
                 train(cfg, resume=args.resume)
         elif args.command == "eval":
-            from .runner import evaluate_checkpoint
+            from mgmrn.training.runner import evaluate_checkpoint
 
             evaluate_checkpoint(args.checkpoint, parse_overrides(args.overrides), args.out)
         elif args.command == "predict":
-            from .predict import predict_command
+            from mgmrn.inference.predictor import predict_command
 
             return predict_command(args)
         elif args.command == "convert-release":
-            from .convert import convert_release
+            from mgmrn.commands.convert import convert_release
 
             out = convert_release(args.checkpoint, load_config(args.config, args.overrides),
                                   args.out)
             print(f"wrote {out}; evaluate it with: mgmrn eval --checkpoint {out}")
         elif args.command == "data" and args.data_command == "download":
-            from .locks import download_lock
+            from mgmrn.io.locks import download_lock
 
             with download_lock(args.root):  # a second download stops before the slow imports
-                from .data.commands import download_command
+                from mgmrn.commands.data import download_command
 
                 return download_command(args)
         elif args.command == "data":
-            from .data.commands import check_command
+            from mgmrn.commands.data import check_command
 
             return check_command(args)
         elif args.command == "compare":
-            from .compare import compare_command
+            from mgmrn.commands.compare import compare_command
 
             return compare_command(args)
         elif args.command == "serve":
-            from .serve import serve_command
+            from mgmrn.serve import serve_command
 
             return serve_command(args)
     except Preempted as stopped:

@@ -19,8 +19,7 @@ from typing import Any
 
 import yaml
 
-from .atomic import write_atomic
-from .choices import (
+from mgmrn.choices import (
     Amp,
     AusucOrder,
     AutoWorkers,
@@ -40,7 +39,8 @@ from .choices import (
     TestResize,
     choice_fields,
 )
-from .errors import MgmrnError
+from mgmrn.errors import MgmrnError
+from mgmrn.io.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -395,7 +395,7 @@ def _check_trainable(cfg: Config) -> None:
 def _check_backbone(cfg: Config) -> None:
     """The backbone exists, gives three levels, and takes ``data.image_size``: checked on the meta
     device (no weights, no data), so a backbone that cannot work stops here, not mid-run."""
-    from .models.backbone_spec import BackboneError, describe_backbone
+    from mgmrn.models.backbone_spec import BackboneError, describe_backbone
 
     try:
         describe_backbone(cfg.model.backbone, cfg.model.backbone_args, cfg.data.image_size)

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.constants import default_pg_timeout
 
-from .config import ConfigError
+from mgmrn.config import ConfigError
 
 
 @dataclass

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import Config, ConfigError
-from .data.transforms import normalize_images
-from .distributed import DistEnv
+from mgmrn.config import Config, ConfigError
+from mgmrn.data.transforms import normalize_images
+from mgmrn.distributed import DistEnv
 
 
 @dataclass

@@ -14,19 +14,19 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..config import DataConfig
-from .checks import check_files_exist, verify_images
-from .custom import read_custom
-from .datasets import ImageDataset
-from .demo import demo_params, ensure_demo
-from .errors import DataError
-from .loaders import build_test_loader, build_train_loader
-from .parts import ensure_parts, parts_params
-from .procedural import is_drawn
-from .records import ZSLRecords
-from .samplers import check_episodes_fit, check_random_batch_fits
-from .transforms import test_transform, train_transform
-from .xlsa17 import FOLDERS, read_xlsa17
+from mgmrn.config import DataConfig
+from mgmrn.data.datasets import ImageDataset
+from mgmrn.data.errors import DataError
+from mgmrn.data.loaders import build_test_loader, build_train_loader
+from mgmrn.data.readers.custom import read_custom
+from mgmrn.data.readers.records import ZSLRecords
+from mgmrn.data.readers.xlsa17 import FOLDERS, read_xlsa17
+from mgmrn.data.samplers import check_episodes_fit, check_random_batch_fits
+from mgmrn.data.synthetic.demo import demo_params, ensure_demo
+from mgmrn.data.synthetic.parts import ensure_parts, parts_params
+from mgmrn.data.synthetic.procedural import is_drawn
+from mgmrn.data.transforms import test_transform, train_transform
+from mgmrn.data.verify import check_files_exist, verify_images
 
 __all__ = [
     "DataError",

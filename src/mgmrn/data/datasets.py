@@ -13,7 +13,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from .errors import DataError
+from mgmrn.data.errors import DataError
 
 try:  # deprecated in torchvision 0.29 in favour of TorchCodec; PIL decodes where it is gone
     from torchvision.io import ImageReadMode, decode_jpeg

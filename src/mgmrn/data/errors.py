@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import MgmrnError
+from mgmrn.errors import MgmrnError
 
 
 class DataError(MgmrnError, ValueError):

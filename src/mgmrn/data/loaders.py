@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..choices import Sampler, check_choice
-from ..config import DataConfig
-from .samplers import EpisodicBatchSampler, RandomBatchSampler, ShardSampler
+from mgmrn.choices import Sampler, check_choice
+from mgmrn.config import DataConfig
+from mgmrn.data.samplers import EpisodicBatchSampler, RandomBatchSampler, ShardSampler
 
 
 def seed_worker(worker_id: int) -> None:

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from ..config import ConfigError
-from .errors import DataError
+from mgmrn.config import ConfigError
+from mgmrn.data.errors import DataError
 
 
 def check_episodes_fit(counts: np.ndarray, ways: int, shots: int,

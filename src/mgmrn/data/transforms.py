@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torchvision.transforms import v2
 
-from ..choices import TestResize, check_choice
+from mgmrn.choices import TestResize, check_choice
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import as_labels, to_numpy
+from mgmrn.evaluation._arrays import as_labels, to_numpy
 
 
 def one_hot_groups(attribute_names: Sequence[str], class_attributes: Any,

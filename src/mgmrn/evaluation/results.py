@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from mgmrn.atomic import write_atomic
 from mgmrn.errors import MgmrnError
+from mgmrn.io.atomic import write_atomic
 
 HEADLINE = ("czsl_acc", "gzsl_seen", "gzsl_unseen", "gzsl_h", "ausuc", "gamma")
 

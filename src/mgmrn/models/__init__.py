@@ -8,7 +8,7 @@ import inspect
 import torch
 from torch import nn
 
-from .backbone import (
+from mgmrn.models.backbone import (
     IMAGENET_INPUTS,
     Backbone,
     BackboneError,
@@ -16,11 +16,11 @@ from .backbone import (
     describe_backbone,
     input_config,
 )
-from .baseline import GlobalBaseline
-from .decoder import AttributeDecoder
-from .granularity import GranularityModule
-from .mgmrn import LEVELS, MgMRN, TokenLayout, ZSLOutput, spatial_attention
-from .refinement import SpatialChannelAttention
+from mgmrn.models.baseline import GlobalBaseline
+from mgmrn.models.decoder import AttributeDecoder
+from mgmrn.models.granularity import GranularityModule
+from mgmrn.models.mgmrn import LEVELS, MgMRN, TokenLayout, ZSLOutput, spatial_attention
+from mgmrn.models.refinement import SpatialChannelAttention
 
 __all__ = ["Backbone", "BackboneError", "GlobalBaseline", "IMAGENET_INPUTS", "LEVELS", "MgMRN",
            "PretrainedWeightsError", "TokenLayout", "ZSLOutput", "build_model", "compile_heads",

@@ -22,15 +22,15 @@ import timm
 import torch
 from torch import nn
 
-from ..errors import MgmrnError
-from .backbone_spec import (
+from mgmrn.errors import MgmrnError
+from mgmrn.models.backbone_spec import (
     IMAGENET_INPUTS,
     BackboneError,
     BackboneSpec,
     creation_args,
     describe_backbone,
 )
-from .pyramid import SimpleFeaturePyramid
+from mgmrn.models.pyramid import SimpleFeaturePyramid
 
 log = logging.getLogger(__name__)
 

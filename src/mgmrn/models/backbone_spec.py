@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import timm
 import torch
 
-from ..errors import MgmrnError
+from mgmrn.errors import MgmrnError
 
 STRIDES = (8, 16, 32)
 # torchvision's ImageNet-1k weights (IMAGENET1K_V1) carry this tag in timm.

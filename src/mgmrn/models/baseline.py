@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbone import Backbone
-from .classifier import cosine_class_scores
-from .mgmrn import ZSLOutput
+from mgmrn.models.backbone import Backbone
+from mgmrn.models.classifier import cosine_class_scores
+from mgmrn.models.mgmrn import ZSLOutput
 
 
 class GlobalBaseline(nn.Module):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..choices import PrototypeInit, check_choice
+from mgmrn.choices import PrototypeInit, check_choice
 
 
 class AttributeDecoder(nn.Module):

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..choices import Grouping, Halving, Norm, check_choice
+from mgmrn.choices import Grouping, Halving, Norm, check_choice
 
 
 class RegionGrouping(nn.Module):

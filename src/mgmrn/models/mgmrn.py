@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..choices import Grouping, Halving, Norm, PrototypeInit
-from .classifier import cosine_class_scores
-from .decoder import AttributeDecoder
-from .granularity import GranularityModule
-from .refinement import MutualRefinement, tokens
+from mgmrn.choices import Grouping, Halving, Norm, PrototypeInit
+from mgmrn.models.classifier import cosine_class_scores
+from mgmrn.models.decoder import AttributeDecoder
+from mgmrn.models.granularity import GranularityModule
+from mgmrn.models.refinement import MutualRefinement, tokens
 
 LEVELS = ("fine", "middle", "coarse")
 

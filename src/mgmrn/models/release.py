@@ -15,7 +15,7 @@ import re
 import torch
 from torch import nn
 
-from ..errors import MgmrnError
+from mgmrn.errors import MgmrnError
 
 # published stage name -> level index (fine, middle, coarse)
 _STAGES = {"s3": 0, "s4": 1, "s5": 2}

@@ -20,11 +20,11 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..data.class_table import parse_class_table
-from ..data.datasets import to_rgb
-from ..engine import network_levels
-from ..predict import Predictor
-from .run_view import RunView
+from mgmrn.data.datasets import to_rgb
+from mgmrn.data.readers.class_table import parse_class_table
+from mgmrn.inference.predictor import Predictor
+from mgmrn.serve.run_view import RunView
+from mgmrn.training.engine import network_levels
 
 MAX_PIXELS = 40_000_000  # decoded size refused beyond this (a 1 MB PNG can decode to gigabytes)
 CACHED_IMAGES = 32  # uploads kept for re-ranking and attention maps
@@ -141,7 +141,7 @@ class Explorer:
             raise ApiError(400, f"attribute must lie in 0..{len(p.attribute_names) - 1}")
         if not self.has_attention:
             raise ApiError(400, f"the {p.config.model.name} network has no attention maps")
-        from ..viz import level_attention_maps, plot_attention
+        from mgmrn.viz import level_attention_maps, plot_attention
 
         tensor, name = self._image(key)
         batch = tensor.unsqueeze(0)

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from ..evaluation import named_confused_pairs
-from ..evaluation.results import ZSLResults, read_results
-from ..viz import plot_per_class_accuracy, plot_seen_unseen_curve, plot_training_curves, read_metrics
+from mgmrn.evaluation import named_confused_pairs
+from mgmrn.evaluation.results import ZSLResults, read_results
+from mgmrn.viz import plot_per_class_accuracy, plot_seen_unseen_curve, plot_training_curves, read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,8 @@ class RunView:
 
     def _compute(self) -> None:
         """CZSL predictions of the checkpoint on the run's unseen test images, then the pairs."""
-        from ..data import read_records
-        from ..data.datasets import ImageDataset
+        from mgmrn.data import read_records
+        from mgmrn.data.datasets import ImageDataset
 
         try:
             p = self.predictor

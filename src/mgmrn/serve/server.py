@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ..errors import UsageError
-from .app import MAX_PIXELS, ApiError, Explorer
+from mgmrn.errors import UsageError
+from mgmrn.serve.app import MAX_PIXELS, ApiError, Explorer
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +310,7 @@ def make_server(checkpoint: str | Path, run: str | Path | None = None, host: str
                 max_pixels: int = MAX_PIXELS, max_busy: int = MAX_BUSY,
                 add_classes: tuple[str | Path, ...] = ()) -> ExplorerServer:
     """Load the checkpoint and bind the server (port 0: any free port); not yet serving."""
-    from ..predict import load
+    from mgmrn.inference.predictor import load
 
     predictor = load(checkpoint, device)
     for table in add_classes:

@@ -4,14 +4,14 @@ Figures are drawn with matplotlib's object-oriented API on an Agg canvas: no pyp
 display are involved, so plotting is safe in headless runs, worker processes and tests.
 """
 
-from .attention import level_attention_maps, plot_attention, plot_explanations
-from .curves import (
+from mgmrn.viz.attention import level_attention_maps, plot_attention, plot_explanations
+from mgmrn.viz.curves import (
     plot_embedding,
     plot_per_class_accuracy,
     plot_seen_unseen_curve,
     write_eval_figures,
 )
-from .training import plot_training_curves, read_metrics
+from mgmrn.viz.training import plot_training_curves, read_metrics
 
 __all__ = [
     "level_attention_maps",

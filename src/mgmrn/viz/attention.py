@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import UsageError
-from ..models.mgmrn import ZSLOutput, resize_keeping_mass, spatial_attention
-from ._figure import new_figure, save_png
+from mgmrn.errors import UsageError
+from mgmrn.models.mgmrn import ZSLOutput, resize_keeping_mass, spatial_attention
+from mgmrn.viz._figure import new_figure, save_png
 
 PANEL = 170  # pixels per panel side
 TITLE = 40  # pixels above the panels for the figure title

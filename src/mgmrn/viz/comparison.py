@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ._figure import new_figure, save_png
+from mgmrn.viz._figure import new_figure, save_png
 
 COMPARISON_SIZE = (1200, 500)  # pixels
 COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")

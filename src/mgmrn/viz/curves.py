@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ._figure import new_figure, save_png
+from mgmrn.viz._figure import new_figure, save_png
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from matplotlib.ticker import MaxNLocator
 
-from ..data.errors import DataError
-from ._figure import new_figure, save_png
+from mgmrn.data.errors import DataError
+from mgmrn.viz._figure import new_figure, save_png
 
 TRAINING_SIZE = (900, 360)  # pixels
 ACCURACIES = (("czsl_acc", "CZSL"), ("gzsl_seen", "GZSL S"), ("gzsl_unseen", "GZSL U"),

@@ -1,0 +1,89 @@
+"""``mgmrn convert-release``: a checkpoint of the published code -> an mgmrn checkpoint.
+
+The published ``train.py`` saves ``{"model": state_dict}`` with the ResNet's torchvision names
+under ``backbone.``. The weights are renamed for a network built from a ``*-release`` recipe (see
+:mod:`mgmrn.models.release`), checked entry by entry, and saved with the recipe's config and the
+dataset description, so that ``mgmrn eval``, ``mgmrn predict`` and ``--explain`` accept the file.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from mgmrn.checkpoint import (
+    CheckpointError,
+    data_meta,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_atomic,
+)
+from mgmrn.config import Config, ConfigError
+from mgmrn.data import assemble as assemble_data
+from mgmrn.data import read_records
+from mgmrn.models import build_model
+from mgmrn.models.release import ReleaseWeightsError, convert_release_state_dict, differing_switches
+
+log = logging.getLogger(__name__)
+
+
+def read_release_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict of a checkpoint saved by the published ``train.py``.
+
+    Accepts ``{"model": state_dict}`` (as published) or a bare state dict; a ``module.`` prefix
+    left by ``DataParallel`` is removed. Loaded with ``weights_only``: no code in it runs.
+    """
+    saved = load_checkpoint(path, keys=())  # any dict: the published layout is checked below
+    state = saved.get("model", saved)
+    if not isinstance(state, dict) or not state or not all(
+            isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"release checkpoint '{path}' holds no state dict: expected "
+                              f"{{'model': state_dict}} as the published train.py saves it")
+    return strip_data_parallel(state)
+
+
+def strip_data_parallel(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``module.QueryW1.weight`` (as ``DataParallel`` saves it) -> ``QueryW1.weight``."""
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def convert_release(checkpoint: str | Path, cfg: Config, out: str | Path) -> Path:
+    """Convert a published checkpoint for ``cfg`` (a ``*-release`` recipe) and save it to ``out``.
+
+    Args:
+        checkpoint: the published checkpoint.
+        cfg: the run config; its data section names the dataset the model was trained on
+            (read for class names, attributes and word vectors, without the images).
+        out: the mgmrn checkpoint to write; an existing file is never overwritten.
+
+    Returns:
+        ``out``. Problems raise with one-line messages: missing, unexpected or mis-shaped
+        entries are named.
+    """
+    out = Path(out)
+    if out.exists():
+        raise ConfigError(f"--out '{out}' already exists; choose another file name")
+    differing = differing_switches(cfg)
+    if cfg.model.name != "mgmrn" or differing:
+        what = "model.name must be mgmrn" if cfg.model.name != "mgmrn" else (
+            f"switches not at the published value: {', '.join(differing)}")
+        raise ConfigError(f"convert with a *-release recipe (e.g. --config cub-release), whose "
+                          f"switches are all the published code's; {what}")
+    release = read_release_checkpoint(checkpoint)
+    data = assemble_data(read_records(cfg.data, seed=cfg.seed), cfg.data)
+    cfg.model.pretrained = False  # every weight comes from the checkpoint
+    model = build_model(cfg.model, data.attribute_vectors, image_size=cfg.data.image_size)
+    try:
+        state = convert_release_state_dict(release, model)
+    except ReleaseWeightsError as err:
+        raise CheckpointError(f"release checkpoint '{checkpoint}' does not fit the network of "
+                              f"this config: {err}") from err
+    model.load_state_dict(state)
+    saved = {"model": model.state_dict(), "config": cfg.to_dict(), "data": data_meta(data),
+             "epoch": None, "converted_from": str(checkpoint)}
+    save_atomic(saved, out)
+    model_from_checkpoint(load_checkpoint(out), out)  # it loads the way eval and predict load it
+    log.info("converted %s (%d entries) to %s", checkpoint, len(release), out)
+    return out
