@@ -31,7 +31,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from mgmrn.config import ModelConfig
 from mgmrn.models import build_model, compile_heads
-from mgmrn.training.engine import GraphedStep, Precision, train_one_epoch
+from mgmrn.precision import Precision
+from mgmrn.training.engine import GraphedStep, train_one_epoch
 from mgmrn.training.losses import ZSLCriterion
 
 PROFILED_STEPS = 3

@@ -68,8 +68,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mgmrn.config import ModelConfig
+from mgmrn.inference.scoring import predict_logits
 from mgmrn.models import build_model, compile_heads
-from mgmrn.training.engine import GraphedStep, Precision, predict_logits, train_one_epoch
+from mgmrn.precision import Precision
+from mgmrn.training.engine import GraphedStep, train_one_epoch
 from mgmrn.training.losses import ZSLCriterion
 
 CUB_EPOCHS, CUB_BATCHES, CUB_BATCH, CUB_TEST_IMAGES = 30, 300, 16, 4731

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mgmrn.inference.predictor import expand_inputs, load
+from mgmrn.inference.inputs import expand_inputs
+from mgmrn.inference.predictor import load
 
 # (classes searched, gamma): None takes the checkpoint's gamma; "all" also uncalibrated
 SEARCHES = (("added", None), ("added,unseen", None), ("all", None), ("all", 0.0))

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import stat
 
 import pytest
 import torch
 
-from mgmrn.evaluation.report import write_json
 from mgmrn.io.atomic import DiskWriteError, free_space, remove_stale_temporaries, write_atomic
 
 
@@ -21,8 +19,6 @@ def test_bytes_text_and_writer_functions(tmp_path):
     assert (tmp_path / "a.bin").read_bytes() == b"\x00\x01"
     assert (tmp_path / "sub" / "b.txt").read_text(encoding="utf-8") == "héllo\n"
     assert torch.equal(torch.load(tmp_path / "c.pt", weights_only=True)["w"], torch.arange(3))
-    write_json({"x": 1}, tmp_path / "r.json")
-    assert json.loads((tmp_path / "r.json").read_text()) == {"x": 1}
 
 
 @pytest.mark.parametrize("code, hint", [(errno.ENOSPC, "free some space"),

@@ -238,8 +238,9 @@ def test_checkpoint_predicts_on_its_own_with_its_input_statistics_and_explains(f
     one attention figure per image."""
     from PIL import Image
 
+    from mgmrn.commands.predict import run_predict
     from mgmrn.config import Config
-    from mgmrn.inference.predictor import load, run_predict
+    from mgmrn.inference.predictor import load
 
     _, name, args, size, _ = FAMILIES[IDS.index(family)]
     cfg = Config()
@@ -257,12 +258,12 @@ def test_checkpoint_predicts_on_its_own_with_its_input_statistics_and_explains(f
                          "seen_classes": torch.tensor([0, 1]), "unseen_classes": torch.tensor([2])}},
                tmp_path / "net.pt")
     predictor = load(tmp_path / "net.pt")
-    assert predictor.inputs == stats
+    assert predictor.run.inputs == stats
     pixels = torch.randint(0, 256, (3, size, size), dtype=torch.uint8)
     result = predictor.predict(pixels, top_k=3, gamma=0.0)[0]
     by_hand = normalize_images(pixels[None], stats)
     with torch.no_grad():
-        expected = predictor.model(by_hand, predictor.class_attributes).logits[0]
+        expected = predictor.run.model(by_hand, predictor.classes.attributes).logits[0]
     scores = {c["name"]: c["score"] for c in result["classes"]}
     assert [scores[n] for n in names] == pytest.approx(expected.tolist(), abs=1e-4)
     Image.fromarray(pixels.permute(1, 2, 0).numpy()).save(tmp_path / "bird.png")

@@ -12,6 +12,7 @@ import pytest
 
 from mgmrn import cli
 from mgmrn.checkpoint import CheckpointError
+from mgmrn.commands import eval as eval_command
 from mgmrn.config import ConfigError
 from mgmrn.data.download.archives import ArchiveError
 from mgmrn.data.download.fetch import DownloadError
@@ -22,7 +23,6 @@ from mgmrn.io.locks import FolderBusyError
 from mgmrn.models.backbone import PretrainedWeightsError
 from mgmrn.models.backbone_spec import BackboneError
 from mgmrn.models.release import ReleaseWeightsError
-from mgmrn.training import runner
 from mgmrn.training.engine import NonFiniteLossError
 from mgmrn.training.runner import RunFolderError
 
@@ -48,7 +48,7 @@ def failing_eval(error: BaseException):
 @pytest.mark.parametrize("kind, builtin", OWN_ERRORS, ids=lambda k: getattr(k, "__name__", k))
 def test_own_errors_end_in_one_line_with_status_2(kind, builtin, monkeypatch, capsys):
     assert issubclass(kind, MgmrnError) and issubclass(kind, builtin)
-    monkeypatch.setattr(runner, "evaluate_checkpoint", failing_eval(kind("what to change")))
+    monkeypatch.setattr(eval_command, "evaluate_checkpoint", failing_eval(kind("what to change")))
     assert cli.main(["eval", "--checkpoint", "run.pt"]) == 2
     assert capsys.readouterr().err == "mgmrn eval: error: what to change\n"
 
@@ -58,7 +58,7 @@ def test_own_errors_end_in_one_line_with_status_2(kind, builtin, monkeypatch, ca
                                    OSError(28, "No space left on device")],
                          ids=["missing", "permission", "full-disk"])
 def test_os_errors_end_in_one_line_with_status_2(error, monkeypatch, capsys):
-    monkeypatch.setattr(runner, "evaluate_checkpoint", failing_eval(error))
+    monkeypatch.setattr(eval_command, "evaluate_checkpoint", failing_eval(error))
     assert cli.main(["eval", "--checkpoint", "run.pt"]) == 2
     assert capsys.readouterr().err == f"mgmrn eval: error: {error}\n"
 
@@ -67,7 +67,7 @@ def test_os_errors_end_in_one_line_with_status_2(error, monkeypatch, capsys):
                                    TypeError("a bug")], ids=lambda e: type(e).__name__)
 def test_any_other_error_is_a_bug_shown_with_its_traceback_and_status_1(error, monkeypatch,
                                                                          capsys):
-    monkeypatch.setattr(runner, "evaluate_checkpoint", failing_eval(error))
+    monkeypatch.setattr(eval_command, "evaluate_checkpoint", failing_eval(error))
     assert cli.main(["eval", "--checkpoint", "run.pt"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("Traceback (most recent call last):\n")
@@ -79,7 +79,7 @@ def test_any_other_error_is_a_bug_shown_with_its_traceback_and_status_1(error, m
 @pytest.mark.parametrize("error", [ConfigError("bad value"), ValueError("a bug")],
                          ids=["own", "bug"])
 def test_verbose_raises_every_error(error, monkeypatch):
-    monkeypatch.setattr(runner, "evaluate_checkpoint", failing_eval(error))
+    monkeypatch.setattr(eval_command, "evaluate_checkpoint", failing_eval(error))
     with pytest.raises(type(error), match=str(error)):
         cli.main(["--verbose", "eval", "--checkpoint", "run.pt"])
 

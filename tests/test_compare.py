@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 
 from mgmrn.cli import main
-from mgmrn.commands.compare import _part_masks, _RunModel, load_run
 from mgmrn.config import DataConfig, PartsConfig
 from mgmrn.data import transforms
 from mgmrn.data.synthetic.demo_draw import COLORS
 from mgmrn.data.synthetic.parts import ensure_parts, parts_classes, redraw_parts_image
+from mgmrn.inference.comparison import RunModel, load_run, part_masks
 
 SMALL = PartsConfig(image_size=64, num_body_colors=3, num_wing_colors=3, num_beak_colors=3,
                     num_unseen=5, images_per_class=3)
@@ -58,7 +58,7 @@ def test_masks_follow_the_test_transform_of_the_images(small_parts):
              for c in (3, 11) for i in range(SMALL.images_per_class)]
     for resize in ("ratio", "crop"):
         data.test_resize = resize
-        masks = _part_masks(SimpleNamespace(cfg=SimpleNamespace(data=data)), paths)
+        masks = part_masks(SimpleNamespace(cfg=SimpleNamespace(data=data)), paths)
         transform = transforms.test_transform(64, resize, normalize=False)
         for k, path in enumerate(paths):
             image = transform(torch.from_numpy(np.asarray(Image.open(path)).copy())
@@ -110,7 +110,9 @@ def test_compare_reports_a_trained_mgmrn_and_baseline_side_by_side(tmp_path, sma
     with Image.open(tmp_path / "cmp" / "comparison.png") as png:
         assert png.size == (1200, 500)
     # a run trained on other input statistics is scored with them, not with ImageNet's
-    run = load_run(tmp_path / "mgmrn")
-    run.saved["input"] = {**run.saved["input"], "mean": [0.25, 0.5, 0.75], "std": [0.5, 0.25, 0.2]}
-    loaded = _RunModel(run, torch.device("cpu"))
+    last = tmp_path / "mgmrn" / "checkpoints" / "last.pt"
+    saved = torch.load(last, weights_only=True)
+    saved["input"] = {**saved["input"], "mean": [0.25, 0.5, 0.75], "std": [0.5, 0.25, 0.2]}
+    torch.save(saved, last)
+    loaded = RunModel(load_run(tmp_path / "mgmrn"))
     assert loaded.inference.precision.inputs["mean"] == [0.25, 0.5, 0.75]

@@ -15,9 +15,10 @@ import torch
 
 from mgmrn.cli import main
 from mgmrn.config import ModelConfig
-from mgmrn.inference.scoring import GraphedInference
+from mgmrn.inference.scoring import GraphedInference, predict_logits
 from mgmrn.models import build_model, compile_heads
-from mgmrn.training.engine import GraphedStep, Precision, predict_logits, train_one_epoch
+from mgmrn.precision import Precision
+from mgmrn.training.engine import GraphedStep, train_one_epoch
 from mgmrn.training.losses import ZSLCriterion
 
 from .helpers import affine_group_norm, tiny

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mgmrn.checkpoint import CheckpointError, load_checkpoint, save_atomic
-from mgmrn.training.engine import EpochProgress, NonFiniteLossError, predict_logits, train_one_epoch
+from mgmrn.inference.scoring import predict_logits
+from mgmrn.training.engine import EpochProgress, NonFiniteLossError, train_one_epoch
 from mgmrn.training.losses import ZSLCriterion, level_loss
 
 from .helpers import tiny_net

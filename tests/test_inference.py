@@ -17,12 +17,12 @@ from mgmrn.config import Config
 from mgmrn.data import build_data, build_test_loader
 from mgmrn.data.transforms import normalize_images
 from mgmrn.evaluation import named_confused_pairs
+from mgmrn.inference.loaded import place_model, run_precision
 from mgmrn.inference.predictor import load
-from mgmrn.inference.scoring import Inference, place_model, prediction_precision
+from mgmrn.inference.scoring import Inference, predict_logits
 from mgmrn.models import build_model
 from mgmrn.precision import Precision, resolve_precision
 from mgmrn.serve.run_view import RunView
-from mgmrn.training.engine import predict_logits
 
 CLASSES = {"red_circle": "seen", "red_square": "seen", "blue_circle": "seen",
            "blue_square": "unseen", "green_circle": "unseen", "green_square": "unseen"}
@@ -171,7 +171,7 @@ def test_scores_are_the_network_outputs_with_attributes_averaged_over_levels(net
     predictor, images = network
     got = predictor.inference(images)
     with torch.no_grad():
-        out = predictor.model(normalize_images(images, INPUTS), predictor.class_attributes)
+        out = predictor.run.model(normalize_images(images, INPUTS), predictor.classes.attributes)
     fine, middle, coarse = out.attribute_scores
     torch.testing.assert_close(got.attributes, (fine + middle + coarse) / 3)
     torch.testing.assert_close(got.logits, sum(out.class_scores))
@@ -194,16 +194,18 @@ def test_uint8_and_normalised_float_inputs_give_the_same_scores(network):
 def test_predictions_on_a_gpu_take_the_precision_of_evaluation(tmp_path):
     cfg = tiny_config(tmp_path)
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    on_gpu = prediction_precision(cfg, cuda, INPUTS)  # resolved only: no GPU is touched
+    on_gpu = run_precision(cfg, cuda, INPUTS, "predict")  # resolved only: no GPU is touched
     evaluation = resolve_precision(cfg, cuda, INPUTS)
     assert (on_gpu.dtype, on_gpu.channels_last, on_gpu.inputs) == \
         (evaluation.dtype, evaluation.channels_last, evaluation.inputs) == \
         (torch.bfloat16, True, INPUTS)
     cfg.train.amp, cfg.train.channels_last = "fp16", False
-    fp16 = prediction_precision(cfg, cuda, None)
+    fp16 = run_precision(cfg, cuda, None, "predict")
     assert (fp16.dtype, fp16.channels_last, fp16.scaler) == (torch.float16, False, None)
     cfg.train.amp = "bf16"  # on the CPU predictions stay in fp32, whatever training used
-    assert prediction_precision(cfg, cpu, INPUTS) == Precision(inputs=INPUTS)
+    assert run_precision(cfg, cpu, INPUTS, "predict") == Precision(inputs=INPUTS)
+    # evaluation keeps train.amp on any device, as training evaluates
+    assert run_precision(cfg, cpu, INPUTS, "evaluate").dtype == torch.bfloat16
 
 
 def test_place_model_gives_the_layout_of_the_precision(run):
@@ -270,4 +272,4 @@ def test_explorer_attention_is_that_of_the_inference_object(run, monkeypatch):
     assert drawn["values"] == pytest.approx([next(a["value"] for a in value if a["index"] == 2)],
                                             rel=1e-5)
     assert drawn["names"] == ["color_red"] and drawn["levels"] == ["fine", "middle", "coarse"]
-    torch.testing.assert_close(drawn["picture"], predictor.denormalize(tensor[None])[0])
+    torch.testing.assert_close(drawn["picture"], predictor.inference.pictures(tensor[None])[0])

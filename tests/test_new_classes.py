@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from mgmrn.commands.predict import run_predict
 from mgmrn.evaluation import calibrated_stacking
 from mgmrn.inference.classes import check_new_classes, parse_class_sets, read_class_table
-from mgmrn.inference.predictor import load, run_predict
+from mgmrn.inference.predictor import load
 
 from .helpers import ATTRIBUTE_NAMES, CLASS_NAMES, SEEN, UNSEEN, write_checkpoint
 
@@ -60,20 +61,20 @@ def test_added_classes_are_scored_by_the_same_cosine_classifier(predictor, image
     # and a new row is scored as the network scores any class vector
     predictor.add_classes(["odd"], [[0.3, -0.2, 0.9, 0.1, 0.4]])
     with torch.no_grad():
-        direct = predictor.model(images, torch.tensor([[0.3, -0.2, 0.9, 0.1, 0.4]])).logits[:, 0]
+        direct = predictor.run.model(images, torch.tensor([[0.3, -0.2, 0.9, 0.1, 0.4]])).logits[:, 0]
     assert [s["odd"] for s in all_scores(predictor, images)] == pytest.approx(direct.tolist(),
                                                                               abs=1e-5)
 
 
 def test_class_sets_combine(predictor):
     predictor.add_classes(list(NEW), list(NEW.values()))
-    assert predictor.candidates("added").tolist() == [6, 7]
-    assert predictor.candidates("added,unseen").tolist() == UNSEEN + [6, 7]
-    assert predictor.candidates(["seen", "added"]).tolist() == SEEN + [6, 7]
-    assert predictor.candidates("all").tolist() == list(range(8))
-    assert [predictor.group(i) for i in (0, 4, 7)] == ["seen", "unseen", "added"]
+    assert predictor.classes.candidates("added").tolist() == [6, 7]
+    assert predictor.classes.candidates("added,unseen").tolist() == UNSEEN + [6, 7]
+    assert predictor.classes.candidates(["seen", "added"]).tolist() == SEEN + [6, 7]
+    assert predictor.classes.candidates("all").tolist() == list(range(8))
+    assert [predictor.classes.group(i) for i in (0, 4, 7)] == ["seen", "unseen", "added"]
     with pytest.raises(ValueError, match="novel"):
-        predictor.candidates("unseen,novel")
+        predictor.classes.candidates("unseen,novel")
 
 
 def test_added_before_any_class_is_added_is_a_clear_error(predictor, images):
@@ -86,7 +87,7 @@ def test_removing_added_classes_keeps_the_others(predictor, images):
     predictor.add_classes(list(NEW), list(NEW.values()))
     predictor.remove_added_classes(["purple_circle"])
     assert predictor.class_names == CLASS_NAMES + ["blue_square_2"]
-    assert predictor.added_classes.tolist() == [6]
+    assert predictor.classes.added.tolist() == [6]
     after = all_scores(predictor, images)
     assert all(a[n] == pytest.approx(b[n], abs=1e-5) for a, b in zip(after, before, strict=True)
                for n in CLASS_NAMES)
@@ -181,9 +182,9 @@ def test_default_gamma_comes_from_the_checkpoint(tmp_path, images, record, eval_
         saved["calibration"] = record
     torch.save(saved, path)
     predictor = load(path)
-    assert predictor.gamma == gamma and source in predictor.gamma_source
+    assert predictor.calibration.gamma == gamma and source in predictor.calibration.source
     result = predictor.predict(images[:1], classes="unseen,seen")[0]
-    assert result["calibration"] == {"gamma": gamma, "source": predictor.gamma_source}
+    assert result["calibration"] == {"gamma": gamma, "source": predictor.calibration.source}
 
 
 def test_run_predict_adds_classes_and_logs_the_gamma_source(tmp_path, caplog):

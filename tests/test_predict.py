@@ -13,8 +13,12 @@ import torch
 from PIL import Image
 
 from mgmrn.checkpoint import CheckpointError
+from mgmrn.commands import predict as predict_module
+from mgmrn.commands.predict import run_predict
+from mgmrn.data import transforms
 from mgmrn.errors import UsageError
-from mgmrn.inference.predictor import expand_inputs, load, predict_command, run_predict
+from mgmrn.inference.inputs import expand_inputs
+from mgmrn.inference.predictor import load
 
 from .helpers import (
     ATTRIBUTE_NAMES,
@@ -57,10 +61,10 @@ def image_folder(tmp_path_factory) -> Path:
 
 def test_load_restores_the_checkpoint(predictor, checkpoint):
     saved = torch.load(checkpoint, weights_only=True)
-    for key, value in predictor.model.state_dict().items():
+    for key, value in predictor.run.model.state_dict().items():
         torch.testing.assert_close(value, saved["model"][key])
-    assert predictor.class_names == CLASS_NAMES and predictor.image_size == 64
-    assert not predictor.model.training and predictor.device == torch.device("cpu")
+    assert predictor.class_names == CLASS_NAMES and predictor.run.config.data.image_size == 64
+    assert not predictor.run.model.training and predictor.run.device == torch.device("cpu")
 
 
 @pytest.mark.parametrize("classes", ["all", "seen", "unseen"])
@@ -91,7 +95,8 @@ def test_paths_pil_images_and_tensors_give_the_same_scores(predictor, image_fold
     path = image_folder / "img3.jpg"
     with Image.open(path) as image:
         pil = image.convert("RGB")
-    tensor = predictor.transform(pil)
+    cfg = predictor.run.config.data  # a float tensor is taken as normalised already
+    tensor = transforms.test_transform(cfg.image_size, cfg.test_resize, inputs=predictor.run.inputs)(pil)
     by_path, by_pil, by_tensor = (predictor.predict(x, top_k=6)[0]
                                   for x in (str(path), pil, tensor))
     assert by_path["image"] == str(path) and by_tensor["image"] == "image_0"
@@ -168,8 +173,9 @@ def test_explain_writes_one_figure_per_image(tmp_path, checkpoint, image_folder,
     Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(twin / "img4.png")
     args = argparse.Namespace(checkpoint=str(checkpoint), inputs=[str(image_folder), str(twin)],
                               top_k=2, classes="all", as_json=True,
-                              explain=str(tmp_path / "explain"), device="cpu")
-    assert predict_command(args) == 0
+                              explain=str(tmp_path / "explain"), device="cpu",
+                              add_classes=[], gamma=None)
+    assert predict_module.run(args) == 0
     results = json.loads(capsys.readouterr().out)
     assert len({r["explanation"] for r in results}) == len(results) == 6
     figures = sorted((tmp_path / "explain").glob("*.png"))

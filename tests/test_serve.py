@@ -171,8 +171,8 @@ def test_levels_and_attention_come_from_the_network(setup, tmp_path):
     finally:
         baseline.close()
     predictor = load(setup["checkpoint"])
-    predictor.model.levels = ("small", "large")  # what the network says, not its config's name
-    predictor.model.has_attention = False
+    predictor.run.model.levels = ("small", "large")  # what the network says, not its config's name
+    predictor.run.model.has_attention = False
     explorer = Explorer(predictor)
     try:
         assert explorer.info()["levels"] == ["small", "large"]

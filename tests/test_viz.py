@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from mgmrn.data import transforms
 from mgmrn.evaluation import evaluate_zsl
 from mgmrn.models import Backbone, GlobalBaseline
 from mgmrn.viz import (
@@ -207,9 +208,11 @@ def corner_image(color: str, corner: tuple[int, int], size: int = 96) -> Image.I
 
 def _corner_share(predictor, color: str, corner: tuple[int, int]) -> list[float]:
     """Per level, the share of ``color_<color>``'s overlay mass in the quadrant ``corner``."""
-    image = predictor.transform(corner_image(color, corner))[None]
+    cfg = predictor.run.config.data
+    normalized = transforms.test_transform(cfg.image_size, cfg.test_resize, inputs=predictor.run.inputs)
+    image = normalized(corner_image(color, corner))[None]
     with torch.no_grad():
-        out = predictor.model(image, predictor.class_attributes, return_attention=True)
+        out = predictor.run.model(image, predictor.classes.attributes, return_attention=True)
     attribute = predictor.attribute_names.index(f"color_{color}")
     maps = level_attention_maps(out, tuple(image.shape[-2:]))[0, :, attribute]  # (L, H, W)
     h, w = maps.shape[-2:]

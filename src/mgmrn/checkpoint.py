@@ -8,8 +8,8 @@ A checkpoint is a dict of plain values and tensors (``weights_only`` loading acc
   where it was chosen (None before the first evaluation);
 - ``config``: the run's config, ``data``: the dataset description (names, attributes, splits);
 - ``input``: the normalisation (``mean``, ``std``) and resize ``interpolation`` of the network's
-  inputs, the backbone's pretrained statistics; a checkpoint without it (written before) was
-  trained with ImageNet's, bilinear;
+  inputs, the backbone's pretrained statistics; a checkpoint without it (converted from the
+  published code) was trained with ImageNet's, bilinear;
 - ``random``: Python, NumPy and torch random states;
 - ``mid_epoch``: only in a checkpoint written when training was stopped by a signal: the epoch
   it stopped in, the batches of it done, their summed losses per level, and every rank's random
@@ -274,49 +274,41 @@ def _as_tuple(value: Any) -> Any:
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-def model_from_checkpoint(saved: dict, path: str | Path,
-                          attribute_vectors: torch.Tensor | None = None,
-                          overrides: dict | None = None):
-    """The network of a loaded checkpoint, with its weights, and the config it was made with.
+DESCRIPTION_KEYS = ("class_names", "attribute_names", "class_attributes", "attribute_vectors",
+                    "seen_classes", "unseen_classes")
 
-    The one way a checkpoint becomes a model, for ``eval``, ``predict`` and ``convert-release``.
 
-    Args:
-        saved: what :func:`load_checkpoint` returned.
-        path: the checkpoint's file, named in errors.
-        attribute_vectors: (A, E) word vectors of the data it will run on; default: those saved
-            with it. Another attribute count or width is refused with a message.
-        overrides: config values to change (nested dict), e.g. ``{"data": {"root": ...}}``.
+def checkpoint_description(saved: dict, path: str | Path) -> dict:
+    """The dataset description a checkpoint carries (``data``: names, attributes, splits), which
+    lets it run without its dataset.
 
-    Returns:
-        (model, config); the model is on the CPU, in eval mode.
+    Raises:
+        CheckpointError: the description, or one of its entries, is missing.
     """
-    from mgmrn.config import ConfigError
-    from mgmrn.models import build_model
+    meta = saved.get("data")
+    if not isinstance(meta, dict) or any(key not in meta for key in DESCRIPTION_KEYS):
+        raise CheckpointError(f"checkpoint '{path}' lacks the dataset description ('data' with "
+                              f"{', '.join(DESCRIPTION_KEYS)}) that prediction needs")
+    return meta
 
-    config = checkpoint_config(saved, overrides)
-    meta = saved.get("data") or {}
-    saved_vectors = meta.get("attribute_vectors")
-    if attribute_vectors is None:
-        if saved_vectors is None:
-            raise CheckpointError(f"checkpoint '{path}' holds no attribute word vectors "
-                                  f"('data.attribute_vectors'); it was not written by mgmrn")
-        attribute_vectors = saved_vectors
-    elif saved_vectors is not None and tuple(attribute_vectors.shape) != tuple(saved_vectors.shape):
-        expected = tuple(saved_vectors.shape)
-        raise ConfigError(
-            f"checkpoint '{path}' was made for {expected[0]} attributes with {expected[1]}-d "
-            f"vectors, but the data has {attribute_vectors.shape[0]} attributes with "
-            f"{attribute_vectors.shape[1]}-d vectors; evaluate it on the dataset it was trained on")
-    model: nn.Module = build_model(config.model, attribute_vectors.float(),
-                                   image_size=config.data.image_size)
-    load_weights(model, saved["model"], path)
-    return model.eval(), config
+
+def checkpoint_epochs_trained(saved: dict) -> int | None:
+    """The epochs a checkpoint's network was trained for, counted from 1 as training counts
+    them (``epoch`` is stored from 0); None where the file does not say (a converted one)."""
+    epoch = saved.get("epoch")
+    return int(epoch) + 1 if isinstance(epoch, int) else None
+
+
+def checkpoint_calibration(saved: dict) -> dict | None:
+    """The run's gamma and where it was chosen (see
+    :func:`mgmrn.evaluation.calibration_record`); None before any evaluation."""
+    return saved.get("calibration")
 
 
 def checkpoint_inputs(saved: dict) -> dict:
     """The input normalisation and interpolation a checkpoint's network was trained with;
-    ImageNet's, bilinear, for checkpoints written before they were saved."""
+    ImageNet's, bilinear, where the file has none (a converted checkpoint of the published
+    code, whose ResNet-101 was trained on them)."""
     inputs = saved.get("input")
     return dict(inputs) if isinstance(inputs, dict) else dict(IMAGENET_INPUTS)
 

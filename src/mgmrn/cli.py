@@ -1,15 +1,17 @@
-"""The ``mgmrn`` command: argument parsing and nothing else."""
+"""The ``mgmrn`` command: the parser built from the commands' table (:mod:`mgmrn.commands`),
+and errors mapped to exit statuses."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import logging
 import os
 import sys
 import traceback
-from pathlib import Path
 
+from mgmrn.commands import COMMANDS  # light: each command imports torch when it runs
 from mgmrn.errors import MgmrnError  # light: no torch
 from mgmrn.training.preemption import REQUEUE_EXIT, Preempted, stop_while_starting  # light: no torch
 
@@ -39,135 +41,11 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    train = sub.add_parser("train", help="train a model, evaluating as it goes",
-                           description="Train Mg-MRN (or the baseline) and evaluate it; writes "
-                                       "checkpoints, metrics.jsonl and results.json to output_dir.")
-    train.add_argument("--config", default=None,
-                       help="YAML file or bundled recipe name: parts (default: the part-attribute "
-                            "demo), demo (the shapes set), cub, sun, awa2, *-release")
-    train.add_argument("--resume", action="store_true",
-                       help="continue the run in output_dir from its last checkpoint (a run "
-                            "stopped before its first checkpoint begins again)")
-    train.add_argument("overrides", nargs="*", metavar="key=value",
-                       help="config overrides, e.g. train.epochs=5 data.root=/data/cub")
-
-    ev = sub.add_parser("eval", help="evaluate a checkpoint on its dataset's test splits",
-                        description="Evaluate a checkpoint (CZSL, GZSL with calibrated stacking, "
-                                    "AUSUC); writes results.json next to the checkpoint.")
-    ev.add_argument("--checkpoint", required=True, help="a .pt file written by mgmrn train")
-    ev.add_argument("--out", default=None, help="where to write the results JSON")
-    ev.add_argument("overrides", nargs="*", metavar="key=value",
-                    help="config overrides, e.g. data.root=/data/cub eval.gamma=0.7")
-
-    pr = sub.add_parser("predict", help="classify images with a checkpoint",
-                        description="Top-k classes and strongest attributes of each image; with "
-                                    "--explain, a figure of attention maps per image.")
-    pr.add_argument("--checkpoint", required=True, help="a .pt file written by mgmrn train")
-    pr.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER",
-                    help="image files, or folders of them (jpg, jpeg, png, bmp, webp)")
-    pr.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
-    pr.add_argument("--classes", default="all",
-                    help="the classes to search: all (default), or a comma-separated combination "
-                         "of seen, unseen, added (e.g. added,unseen)")
-    pr.add_argument("--add-classes", action="append", metavar="CSV", default=[],
-                    help="new classes given by attributes: a CSV with a 'class' column and one "
-                         "column per training attribute, by name, any order (repeatable)")
-    pr.add_argument("--gamma", type=float, default=None,
-                    help="calibration: subtracted from seen-class scores when they are searched "
-                         "with others (default: the checkpoint's gamma, whose source is printed)")
-    pr.add_argument("--json", dest="as_json", action="store_true",
-                    help="print the predictions as JSON")
-    pr.add_argument("--explain", metavar="DIR", default=None,
-                    help="also write a figure of attention maps per image into DIR")
-    pr.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1 or auto")
-
-    cv = sub.add_parser("convert-release", help="turn a checkpoint of the published code into an "
-                                                "mgmrn checkpoint",
-                        description="Rename the weights of a checkpoint saved by the published "
-                                    "train.py ({'model': state_dict}) for the network of a "
-                                    "*-release recipe; eval, predict and --explain accept the "
-                                    "result. The recipe's data section names the dataset (its "
-                                    "class list, attributes and word vectors are read; the images "
-                                    "are not needed).")
-    cv.add_argument("checkpoint", help="the published checkpoint (.pth)")
-    cv.add_argument("--config", required=True,
-                    help="cub-release, sun-release, awa2-release, demo-release or a YAML file")
-    cv.add_argument("--out", required=True, help="the mgmrn checkpoint to write (never overwritten)")
-    cv.add_argument("overrides", nargs="*", metavar="key=value",
-                    help="config overrides, e.g. data.root=/data/zsl")
-    cp = sub.add_parser("compare", help="finished runs side by side (figures, attributes, attention)",
-                        description="Print the figures of finished runs side by side, measure how "
-                                    "well each names every one-hot attribute group on the unseen "
-                                    "test images, and draw comparison.png (those accuracies and "
-                                    "the seen-unseen curves). On the parts set, also the share of "
-                                    "each level's attention that falls on the beak, wing and body, "
-                                    "and attention figures of a few test images.")
-    cp.add_argument("runs", nargs="+", metavar="RUN",
-                    help="run folders written by mgmrn train, on the same data")
-    cp.add_argument("--out", default=None, metavar="DIR",
-                    help="where to write comparison.png/.json and the figures (default: the "
-                         "folder holding the first run)")
-    cp.add_argument("--figures", type=int, default=4, help="test images drawn with attention (4)")
-    cp.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1")
-    _data_parser(sub)
-    sv = sub.add_parser("serve", help="a local web page to classify images and browse a run",
-                        description="Serve a page (on 127.0.0.1 unless --host says otherwise) to "
-                                    "classify images with a checkpoint, see attention maps, "
-                                    "define new classes by their attributes and browse a run.")
-    sv.add_argument("--checkpoint", required=True, help="a .pt file written by mgmrn train")
-    sv.add_argument("--run", default=None, metavar="DIR",
-                    help="a run folder to browse (metrics.jsonl, results.json)")
-    sv.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free)")
-    sv.add_argument("--host", default="127.0.0.1",
-                    help="address to listen on (default 127.0.0.1: this machine only)")
-    sv.add_argument("--add-classes", action="append", metavar="CSV", default=[],
-                    help="new classes to offer from the start (as for predict)")
-    sv.add_argument("--max-upload-mb", type=float, default=16.0,
-                    help="largest upload accepted, in MB (default 16)")
-    sv.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1 or auto")
+    for name, module in COMMANDS.items():
+        command = importlib.import_module(module)
+        command.add_arguments(sub.add_parser(name, help=command.HELP,
+                                             description=command.DESCRIPTION))
     return parser
-
-
-def _data_parser(sub) -> None:
-    data = sub.add_parser("data", help="download and check the benchmark datasets",
-                          description="Download CUB, SUN, AWA2 and the xlsa17 splits from their "
-                                      "official pages; check a dataset folder before training.")
-    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    dl = data_sub.add_parser(
-        "download", help="fetch, verify and extract into the layout data.root expects",
-        description="Fetch the archives (resuming interrupted transfers), verify them, extract "
-                    "them into DIR and record their sha256 in DIR/mgmrn-download.json. A second "
-                    "run does nothing. cub, sun and awa2 also fetch the xlsa17 splits.")
-    dl.add_argument("names", nargs="+", choices=("cub", "sun", "awa2", "xlsa17", "all"),
-                    metavar="{cub,sun,awa2,xlsa17,all}", help="what to download")
-    dl.add_argument("--root", required=True, metavar="DIR", help="the folder to fill (data.root)")
-    dl.add_argument("--mirror", metavar="URL", default=None,
-                    help="base address serving every archive under its own file name, instead "
-                         "of the official addresses")
-    dl.add_argument("--timeout", type=float, default=60.0, metavar="S",
-                    help="seconds without data before a transfer counts as stalled (default 60)")
-    dl.add_argument("--retries", type=int, default=3, metavar="N",
-                    help="further tries of a cut or stalled transfer, each resuming (default 3)")
-    dl.add_argument("--keep-archives", action="store_true",
-                    help="keep the archives in DIR/downloads/ after extracting them")
-    dl.add_argument("--from-file", metavar="PATH", default=None,
-                    help="use this archive for the one dataset named instead of downloading it: "
-                         "a copy held here, or a re-packed one (e.g. a refused .rejected file). "
-                         "Its checksum is not compared with the published one (a warning says "
-                         "so); its members are checked while extracting. Extracting the "
-                         "archive's folder into DIR by hand works too")
-    ck = data_sub.add_parser(
-        "check", help="check a dataset folder before training",
-        description="Check the layout, the files, every split size against the published "
-                    "counts, the attribute and word-vector shapes, and decode every image. "
-                    "Prints a table; exit status 1 when a check fails.")
-    ck.add_argument("--config", default=None,
-                    help="YAML file or bundled recipe name: parts (default), demo, cub, sun, awa2")
-    ck.add_argument("--threads", type=int, default=None, help="image-decoding threads")
-    ck.add_argument("--json", dest="as_json", action="store_true", help="print JSON, not a table")
-    ck.add_argument("overrides", nargs="*", metavar="key=value",
-                    help="config overrides, e.g. data.root=/data/zsl data.name=custom")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -206,55 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     try:
         _setup_logging(args.verbose)
-        # heavy imports after parsing, so that --help answers at once
-        from mgmrn.config import load_config, parse_overrides
-
-        if args.command == "train":
-            cfg = load_config(args.config, args.overrides)
-            saved = Path(cfg.output_dir) / "config.yaml"
-            if args.resume and saved.is_file():
-                # a resumed run keeps its own config; command-line overrides still apply
-                cfg = load_config(saved, args.overrides)
-            from mgmrn.io.locks import run_folder_lock
-
-            # the lock first: a second run on the folder stops before the slow imports
-            with run_folder_lock(cfg.output_dir):
-                from mgmrn.training.runner import train  # torch and the models: after a bad config is refused
-
-                train(cfg, resume=args.resume)
-        elif args.command == "eval":
-            from mgmrn.training.runner import evaluate_checkpoint
-
-            evaluate_checkpoint(args.checkpoint, parse_overrides(args.overrides), args.out)
-        elif args.command == "predict":
-            from mgmrn.inference.predictor import predict_command
-
-            return predict_command(args)
-        elif args.command == "convert-release":
-            from mgmrn.commands.convert import convert_release
-
-            out = convert_release(args.checkpoint, load_config(args.config, args.overrides),
-                                  args.out)
-            print(f"wrote {out}; evaluate it with: mgmrn eval --checkpoint {out}")
-        elif args.command == "data" and args.data_command == "download":
-            from mgmrn.io.locks import download_lock
-
-            with download_lock(args.root):  # a second download stops before the slow imports
-                from mgmrn.commands.data import download_command
-
-                return download_command(args)
-        elif args.command == "data":
-            from mgmrn.commands.data import check_command
-
-            return check_command(args)
-        elif args.command == "compare":
-            from mgmrn.commands.compare import compare_command
-
-            return compare_command(args)
-        elif args.command == "serve":
-            from mgmrn.serve import serve_command
-
-            return serve_command(args)
+        return importlib.import_module(COMMANDS[args.command]).run(args)
     except Preempted as stopped:
         if os.environ.get("RANK", "0") in ("", "0"):  # the main process speaks (torchrun: RANK)
             print(f"mgmrn {args.command}: {stopped}", file=sys.stderr)
@@ -276,7 +106,6 @@ def _run(args: argparse.Namespace) -> int:
         print(f"mgmrn {_command_name(args)}: internal error (traceback above); please report it",
               file=sys.stderr)
         return 1
-    return 0
 
 
 def _command_name(args: argparse.Namespace) -> str:

@@ -89,3 +89,25 @@ def resolve_eval_cuda_graphs(cfg: Config, device: torch.device) -> bool:
     """Whether evaluation batches replay as a CUDA graph: ``eval.cuda_graphs``, or where supported."""
     return _graphs_wanted("eval.cuda_graphs", cfg.eval.cuda_graphs,
                           _common_conditions(cfg, device))
+
+
+def run_on_side_stream(fn, device: torch.device):
+    """``fn()`` on a side stream, waited for: the eager warm-up before a CUDA-graph capture
+    (cuDNN picks its algorithms, autograd and the optimizer make their state) must not run on
+    the stream being captured."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        out = fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    return out
+
+
+def capture_graph(fn):
+    """``fn()`` captured as a CUDA graph (not run); returns (the graph, ``fn``'s outputs, which
+    each replay rewrites in place)."""
+    graph = torch.cuda.CUDAGraph()
+    # thread_local: a data loader's pinning thread may use CUDA while the graph is captured
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        out = fn()
+    return graph, out

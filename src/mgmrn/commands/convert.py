@@ -10,23 +10,36 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from mgmrn.config import Config, ConfigError, load_config
 
-from mgmrn.checkpoint import (
-    CheckpointError,
-    data_meta,
-    load_checkpoint,
-    model_from_checkpoint,
-    save_atomic,
-)
-from mgmrn.config import Config, ConfigError
-from mgmrn.data import assemble as assemble_data
-from mgmrn.data import read_records
-from mgmrn.models import build_model
-from mgmrn.models.release import ReleaseWeightsError, convert_release_state_dict, differing_switches
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
+
+HELP = "turn a checkpoint of the published code into an mgmrn checkpoint"
+DESCRIPTION = ("Rename the weights of a checkpoint saved by the published train.py ({'model': "
+               "state_dict}) for the network of a *-release recipe; eval, predict and --explain "
+               "accept the result. The recipe's data section names the dataset (its class list, "
+               "attributes and word vectors are read; the images are not needed).")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("checkpoint", help="the published checkpoint (.pth)")
+    parser.add_argument("--config", required=True,
+                        help="cub-release, sun-release, awa2-release, demo-release or a YAML file")
+    parser.add_argument("--out", required=True,
+                        help="the mgmrn checkpoint to write (never overwritten)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides, e.g. data.root=/data/zsl")
+
+
+def run(args) -> int:
+    out = convert_release(args.checkpoint, load_config(args.config, args.overrides), args.out)
+    print(f"wrote {out}; evaluate it with: mgmrn eval --checkpoint {out}")
+    return 0
 
 
 def read_release_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
@@ -35,6 +48,10 @@ def read_release_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     Accepts ``{"model": state_dict}`` (as published) or a bare state dict; a ``module.`` prefix
     left by ``DataParallel`` is removed. Loaded with ``weights_only``: no code in it runs.
     """
+    import torch
+
+    from mgmrn.checkpoint import CheckpointError, load_checkpoint
+
     saved = load_checkpoint(path, keys=())  # any dict: the published layout is checked below
     state = saved.get("model", saved)
     if not isinstance(state, dict) or not state or not all(
@@ -62,6 +79,17 @@ def convert_release(checkpoint: str | Path, cfg: Config, out: str | Path) -> Pat
         ``out``. Problems raise with one-line messages: missing, unexpected or mis-shaped
         entries are named.
     """
+    from mgmrn.checkpoint import CheckpointError, data_meta, save_atomic
+    from mgmrn.data import assemble as assemble_data
+    from mgmrn.data import read_records
+    from mgmrn.inference.loaded import LoadedRun
+    from mgmrn.models import build_model
+    from mgmrn.models.release import (
+        ReleaseWeightsError,
+        convert_release_state_dict,
+        differing_switches,
+    )
+
     out = Path(out)
     if out.exists():
         raise ConfigError(f"--out '{out}' already exists; choose another file name")
@@ -84,6 +112,6 @@ def convert_release(checkpoint: str | Path, cfg: Config, out: str | Path) -> Pat
     saved = {"model": model.state_dict(), "config": cfg.to_dict(), "data": data_meta(data),
              "epoch": None, "converted_from": str(checkpoint)}
     save_atomic(saved, out)
-    model_from_checkpoint(load_checkpoint(out), out)  # it loads the way eval and predict load it
+    LoadedRun.from_checkpoint(out, "cpu")  # it loads the way eval and predict load it
     log.info("converted %s (%d entries) to %s", checkpoint, len(release), out)
     return out

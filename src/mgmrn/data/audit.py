@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mgmrn.config import DataConfig
+from mgmrn.data.build import read_records
 from mgmrn.data.errors import DataError
 from mgmrn.data.readers.records import ZSLRecords, load_attribute_vectors
 from mgmrn.data.readers.xlsa17 import FOLDERS, PACKAGED_VECTORS, attribute_vector_file, read_xlsa17
@@ -86,8 +87,6 @@ def _xlsa17(cfg: DataConfig, rows: list[Check]) -> ZSLRecords | None:
 
 
 def _reader(cfg: DataConfig, rows: list[Check], seed: int) -> ZSLRecords | None:
-    from mgmrn.data import read_records  # the package imports this module's neighbours first
-
     try:
         records = read_records(cfg, seed, draw=False)  # a check writes nothing
     except DataError as err:

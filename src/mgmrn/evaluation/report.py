@@ -2,16 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from mgmrn.evaluation.results import ReleaseProtocol, ZSLResults
-from mgmrn.io.atomic import write_atomic
-
-
-def write_json(obj: dict, path: str | Path) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    write_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def format_results(results: ZSLResults, title: str = "results") -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from mgmrn.data.errors import DataError
 from mgmrn.data.readers import class_table
@@ -116,3 +117,68 @@ def _row_from_mapping(values: Mapping[str, Any], attribute_names: Sequence[str],
         raise DataError(f"{source}: class '{name}': {'; '.join(parts)}")
     return [parse_number(str(values[a]), f"{source}: class '{name}', field '{a}'")
             for a in attribute_names]
+
+
+class ClassRegistry:
+    """The classes a predictor searches: the checkpoint's, seen and unseen, and those added.
+
+    Added classes follow the C classes of the checkpoint, as the group ``added``; removing one
+    leaves every other class its index.
+
+    Args:
+        names: C class names.
+        attribute_names: A attribute names.
+        attributes: (C, A) class attribute vectors, the classifier's targets; kept on ``device``.
+        seen, unseen: indices of the classes seen in training and of the unseen ones.
+        device: where the attribute vectors live (where the network runs).
+    """
+
+    def __init__(self, names: Sequence[str], attribute_names: Sequence[str], attributes,
+                 seen, unseen, device="cpu"):
+        self.names = list(names)
+        self.attribute_names = list(attribute_names)
+        self.attributes = torch.as_tensor(attributes).float().to(device)
+        self.seen = torch.as_tensor(seen).long().cpu()
+        self.unseen = torch.as_tensor(unseen).long().cpu()
+        self.added = torch.zeros(0, dtype=torch.long)
+
+    def add(self, names: Sequence[str], attributes: Any, source: str | None = None) -> list[int]:
+        """Append checked classes (see :func:`check_new_classes`); their N indices."""
+        rows = check_new_classes(names, attributes, self.attribute_names, self.names,
+                                 **({"source": source} if source else {}))
+        start = len(self.names)
+        self.names.extend(names)
+        self.attributes = torch.cat([self.attributes, torch.as_tensor(rows).to(self.attributes)])
+        new = torch.arange(start, start + len(rows))
+        self.added = torch.cat([self.added, new])
+        return new.tolist()
+
+    def remove_added(self, names: Sequence[str]) -> None:
+        """Forget added classes; a name that is not an added class is refused."""
+        added = {self.names[int(i)] for i in self.added}
+        unknown = [n for n in names if n not in added]
+        if unknown:
+            raise UsageError(f"not added classes: {', '.join(unknown)}")
+        keep = [i for i, name in enumerate(self.names) if name not in set(names)]
+        first_added = len(self.names) - len(self.added)
+        self.names = [self.names[i] for i in keep]
+        self.attributes = self.attributes[torch.tensor(keep, device=self.attributes.device)]
+        self.added = torch.arange(first_added, len(self.names))
+
+    def group(self, index: int) -> str:
+        """``seen``, ``unseen`` or ``added``: the group of class ``index``."""
+        if bool((self.seen == index).any()):
+            return "seen"
+        return "added" if index >= len(self.names) - len(self.added) else "unseen"
+
+    def candidates(self, classes: str | Sequence[str] = "all"):
+        """Sorted indices of the classes to search: ``all`` or a combination of ``seen``,
+        ``unseen``, ``added`` (see :func:`parse_class_sets`); groups holding no class are
+        refused."""
+        groups = parse_class_sets(classes)
+        members = {"seen": self.seen, "unseen": self.unseen, "added": self.added}
+        chosen = torch.cat([members[g] for g in groups])
+        if not len(chosen):
+            raise UsageError(f"no class to search in {','.join(groups)}"
+                             + ("; add classes first" if "added" in groups else ""))
+        return torch.sort(chosen).values

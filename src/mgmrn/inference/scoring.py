@@ -10,15 +10,16 @@ normalised on the device, as in evaluation; a float batch is taken as already no
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
-from mgmrn.config import Config
-from mgmrn.data.transforms import denormalize, test_transform
+from mgmrn.data.transforms import denormalize
+from mgmrn.distributed import all_gather_variable
 from mgmrn.models.mgmrn import ZSLOutput
-from mgmrn.precision import Precision, resolve_precision
+from mgmrn.precision import Precision, capture_graph, run_on_side_stream
 
 
 @dataclass
@@ -80,14 +81,8 @@ class GraphedInference:
     def _capture(self, images: torch.Tensor) -> None:
         static_images = torch.empty(images.shape, dtype=images.dtype, device=self.device)
         static_images.copy_(images)
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            self._forward(static_images, cache=False)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
-            outputs = self._forward(static_images, cache=False)
+        run_on_side_stream(lambda: self._forward(static_images, cache=False), self.device)
+        self.graph, outputs = capture_graph(lambda: self._forward(static_images, cache=False))
         self.static = (static_images, outputs)
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,35 +159,42 @@ class Inference:
         return denormalize(images.float(), self.precision.inputs).cpu()
 
 
-def prediction_precision(cfg: Config, device: torch.device, inputs: dict | None) -> Precision:
-    """The precision predictions run at: on a GPU that of evaluation (``train.amp``,
-    ``train.channels_last``, see :func:`~mgmrn.precision.resolve_precision`), without its
-    gradient scaler; elsewhere fp32 and contiguous. ``inputs``: the checkpoint's statistics."""
-    if device.type != "cuda":
-        return Precision(inputs=inputs)
-    return replace(resolve_precision(cfg, device, inputs), scaler=None)
+def network_levels(model: nn.Module) -> tuple[str, ...]:
+    """The level names of a network, also when wrapped by DistributedDataParallel or compile."""
+    while not hasattr(model, "levels"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return tuple(model.levels)
 
 
-def place_model(model: nn.Module, device: torch.device, precision: Precision) -> nn.Module:
-    """``model`` on ``device`` in the memory layout of ``precision``, as training leaves it."""
-    layout = torch.channels_last if precision.channels_last else torch.preserve_format
-    return model.to(device, memory_format=layout)
-
-
-def checkpoint_inference(model: nn.Module, class_attributes: torch.Tensor, cfg: Config,
-                         device: torch.device, inputs: dict | None) -> Inference:
-    """The :class:`Inference` of a network loaded from a checkpoint, for prediction.
+@torch.no_grad()
+def predict_logits(model: nn.Module, loader, class_attributes: torch.Tensor,
+                   device: torch.device, precision: Precision | None = None,
+                   show_progress: bool = True, desc: str = "eval",
+                   cuda_graphs: bool = False) -> tuple[torch.Tensor, ...]:
+    """Scores of every image in ``loader``, through :class:`Inference`, gathered over processes.
 
     Args:
-        model: the network with its trained weights.
+        model: the network (possibly wrapped by DistributedDataParallel or compiled).
+        loader: batches (images (B, 3, H, W), labels (B,)); uint8 images are normalised on the
+            device by ``precision``.
         class_attributes: (C, A) class attribute vectors.
-        cfg: the checkpoint's config (``data.image_size``, ``data.test_resize``, ``train.amp``,
-            ``train.channels_last``).
-        device: where the network runs.
-        inputs: the checkpoint's input statistics and interpolation (None: ImageNet's).
+        cuda_graphs: replay the forward pass of full batches from a CUDA graph
+            (:class:`GraphedInference`).
+
+    Returns:
+        Class scores (N, C), labels (N,) and level-mean attribute scores (N, A), on the CPU.
     """
-    precision = prediction_precision(cfg, device, inputs)
-    transform = test_transform(cfg.data.image_size, cfg.data.test_resize, normalize=False,
-                               inputs=inputs)
-    return Inference(place_model(model, device, precision), class_attributes.float(), device,
-                     precision, transform)
+    inference = Inference(model, class_attributes, device, precision, cuda_graphs=cuda_graphs)
+    logits, labels, attributes = [], [], []
+    for images, y in tqdm(loader, desc=desc, leave=False, disable=not show_progress,
+                          dynamic_ncols=True):
+        scores = inference(images)
+        logits.append(scores.logits)
+        attributes.append(scores.attributes)
+        labels.append(y.to(device))
+    if not logits:
+        count, width = inference.class_attributes.shape
+        logits, attributes = [torch.zeros(0, count, device=device)], [torch.zeros(0, width,
+                                                                                  device=device)]
+        labels = [torch.zeros(0, dtype=torch.long, device=device)]
+    return tuple(all_gather_variable(torch.cat(t)).cpu() for t in (logits, labels, attributes))

@@ -22,9 +22,10 @@ from PIL import Image
 
 from mgmrn.data.datasets import to_rgb
 from mgmrn.data.readers.class_table import parse_class_table
+from mgmrn.data.transforms import normalize_images
 from mgmrn.inference.predictor import Predictor
+from mgmrn.inference.scoring import network_levels
 from mgmrn.serve.run_view import RunView
-from mgmrn.training.engine import network_levels
 
 MAX_PIXELS = 40_000_000  # decoded size refused beyond this (a 1 MB PNG can decode to gigabytes)
 CACHED_IMAGES = 32  # uploads kept for re-ranking and attention maps
@@ -58,28 +59,29 @@ class Explorer:
         self._scratch = tempfile.TemporaryDirectory(prefix="mgmrn-serve-")
         self.scratch = Path(self._scratch.name)
         self.run = RunView(run, self.scratch, predictor, self.model_lock) if run else None
-        attributes = predictor.class_attributes
-        self.levels = list(network_levels(predictor.model))
-        self.has_attention = bool(getattr(predictor.model, "has_attention", False))
+        attributes = predictor.classes.attributes
+        self.levels = list(network_levels(predictor.run.model))
+        self.has_attention = bool(getattr(predictor.run.model, "has_attention", False))
         self.attribute_range = [min(0.0, float(attributes.min())), float(attributes.max())]
 
     def close(self) -> None:
         self._scratch.cleanup()
 
     def info(self) -> dict[str, Any]:
-        p = self.predictor
+        p, config = self.predictor, self.predictor.run.config
         return {
-            "model": p.config.model.name, "dataset": p.config.data.name,
+            "model": config.model.name, "dataset": config.data.name,
             "classes": self.classes(), "attributes": p.attribute_names,
-            "attribute_range": self.attribute_range, "gamma": p.gamma,
-            "gamma_source": p.gamma_source, "levels": self.levels,
+            "attribute_range": self.attribute_range, "gamma": p.calibration.gamma,
+            "gamma_source": p.calibration.source, "levels": self.levels,
             "attention": self.has_attention, "run": self.run is not None,
-            "epoch": p.epochs_trained, "epochs": p.config.train.epochs,
+            "epoch": p.run.epochs_trained, "epochs": config.train.epochs,
         }
 
     def classes(self) -> list[dict[str, Any]]:
-        p = self.predictor
-        return [{"index": i, "name": n, "group": p.group(i)} for i, n in enumerate(p.class_names)]
+        registry = self.predictor.classes
+        return [{"index": i, "name": n, "group": registry.group(i)}
+                for i, n in enumerate(registry.names)]
 
     def upload(self, data: bytes, name: str) -> str:
         """Decode an uploaded image, keep it, and return its id."""
@@ -95,7 +97,9 @@ class Explorer:
             raise ApiError(413, f"'{name}' is {width} x {height} pixels, more than the "
                                 f"{self.max_pixels / 1e6:.0f} megapixels accepted; resize it")
         try:
-            tensor = self.predictor.transform(to_rgb(image))
+            # normalised: predict() takes a float tensor as the network's input as it is
+            tensor = normalize_images(self.predictor.inference.transform(to_rgb(image))[None],
+                                      self.predictor.run.inputs)[0]
         except Exception as err:  # noqa: BLE001 - a truncated file fails only when decoded
             raise ApiError(400, f"'{name}' cannot be decoded ({type(err).__name__}: {err})") from err
         key = uuid.uuid4().hex[:12]
@@ -140,7 +144,7 @@ class Explorer:
         if not 0 <= attribute < len(p.attribute_names):
             raise ApiError(400, f"attribute must lie in 0..{len(p.attribute_names) - 1}")
         if not self.has_attention:
-            raise ApiError(400, f"the {p.config.model.name} network has no attention maps")
+            raise ApiError(400, f"the {p.run.config.model.name} network has no attention maps")
         from mgmrn.viz import level_attention_maps, plot_attention
 
         tensor, name = self._image(key)
@@ -150,7 +154,7 @@ class Explorer:
             strength = float(scores.attributes[0, attribute])
             maps = level_attention_maps(scores.output, tuple(batch.shape[-2:]), [attribute]).cpu()
         path = self.scratch / f"attention-{key}-{attribute}.png"
-        plot_attention(p.denormalize(batch)[0], maps[0], [p.attribute_names[attribute]],
+        plot_attention(p.inference.pictures(batch)[0], maps[0], [p.attribute_names[attribute]],
                        list(scores.output.levels), path, attribute_values=[strength],
                        title=f"{Path(name).name}: where the model looks for "
                              f"{p.attribute_names[attribute]}")

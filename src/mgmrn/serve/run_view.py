@@ -2,8 +2,9 @@
 
 Figures are drawn from ``metrics.jsonl`` and ``results.json`` by the ``viz`` functions, into a
 private folder, never into the run folder. The confused pairs come from ``results.json`` (written
-there by ``mgmrn train`` and ``mgmrn eval``); for older runs they are computed once from the
-checkpoint on the run's unseen test images, in the background, when those images are at hand.
+there by ``mgmrn train`` and ``mgmrn eval``); for a run without them (one stopped before its
+final evaluation) they are computed once from the checkpoint on the run's unseen test images, in
+the background, when those images are at hand.
 """
 
 from __future__ import annotations
@@ -124,14 +125,14 @@ class RunView:
         from mgmrn.data.datasets import ImageDataset
 
         try:
-            p = self.predictor
-            records = read_records(p.config.data, seed=p.config.seed)
+            p, config = self.predictor, self.predictor.run.config
+            records = read_records(config.data, seed=config.seed)
             paths, labels = records.paths["test_unseen"], records.labels["test_unseen"]
             if list(records.class_names) != p.class_names[:len(records.class_names)]:
                 raise ValueError("the run's data has other classes than the checkpoint")
             batches = DataLoader(ImageDataset(paths, labels, p.inference.transform),
-                                 batch_size=p.config.data.test_batch_size)
-            unseen, predictions, done = p.unseen_classes, [], 0
+                                 batch_size=config.data.test_batch_size)
+            unseen, predictions, done = p.classes.unseen, [], 0
             for images, _ in batches:
                 self._set_status(f"computing from the checkpoint: {done}/{len(paths)} unseen "
                                  f"test images")

@@ -322,24 +322,3 @@ def make_server(checkpoint: str | Path, run: str | Path | None = None, host: str
         explorer.close()
         raise UsageError(f"cannot listen on {host}:{port} ({err.strerror}); choose another "
                          f"--port") from err
-
-
-def serve_command(args) -> int:
-    """``mgmrn serve``: serve until interrupted (Ctrl-C)."""
-    server = make_server(args.checkpoint, args.run, args.host, args.port, args.device,
-                         int(args.max_upload_mb * 2**20), add_classes=tuple(args.add_classes))
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("serving on %s: anyone who can reach this machine can use the page",
-                    args.host)
-    predictor = server.explorer.predictor
-    log.info("calibration: gamma = %.3g (%s); the page can override it", predictor.gamma,
-             predictor.gamma_source)
-    print(f"mgmrn explorer at {server.url} (Ctrl-C stops it)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        server.explorer.close()
-    return 0

@@ -1,4 +1,4 @@
-"""One training epoch and one evaluation pass, as plain functions."""
+"""One training epoch as a plain function, and the CUDA-graph replay of its steps."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from mgmrn.distributed import all_gather_variable
 from mgmrn.errors import MgmrnError
-from mgmrn.inference.scoring import Inference
-from mgmrn.precision import Precision
+from mgmrn.inference.scoring import network_levels
+from mgmrn.precision import Precision, capture_graph, run_on_side_stream
 from mgmrn.training.losses import ZSLCriterion
 
 
@@ -26,13 +25,6 @@ def _losses(model: nn.Module, images, labels, criterion: ZSLCriterion, precision
             cache: bool = True) -> list[torch.Tensor]:
     with precision.autocast(device, cache):
         return criterion(model(images, criterion.class_attributes), labels)
-
-
-def network_levels(model: nn.Module) -> tuple[str, ...]:
-    """The level names of a network, also when wrapped by DistributedDataParallel or compile."""
-    while not hasattr(model, "levels"):
-        model = getattr(model, "module", None) or model._orig_mod
-    return tuple(model.levels)
 
 
 def _step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, precision: Precision) -> None:
@@ -162,22 +154,18 @@ class GraphedStep:
             return self._forward_backward(images, labels)
         if self.eager_steps < self.warmup:
             self.eager_steps += 1
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
+
+            def eager():
                 self.model.zero_grad(set_to_none=True)
                 # as captured: compiled regions then see the same autocast state and are not
                 # compiled again during the capture
-                losses = self._forward_backward(images, labels, cache=False)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            return losses.clone()
+                return self._forward_backward(images, labels, cache=False)
+            return run_on_side_stream(eager, self.device).clone()
         static_images = images.clone()
         static_labels = labels.clone()
         self.model.zero_grad(set_to_none=True)  # the graph allocates the gradients
-        self.graph = torch.cuda.CUDAGraph()
-        # thread_local: a data loader's pinning thread may use CUDA while the step is captured
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
-            static_losses = self._forward_backward(static_images, static_labels, cache=False)
+        self.graph, static_losses = capture_graph(
+            lambda: self._forward_backward(static_images, static_labels, cache=False))
         self.static = (static_images, static_labels, static_losses)
         self.graph.replay()
         return static_losses
@@ -258,38 +246,3 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
     result["loss"] = (sums.sum() / n).item()
     result["train_images_per_s"] = seen / (time.perf_counter() - start)
     return result
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, loader, class_attributes: torch.Tensor,
-                   device: torch.device, precision: Precision | None = None,
-                   show_progress: bool = True, desc: str = "eval",
-                   cuda_graphs: bool = False) -> tuple[torch.Tensor, ...]:
-    """Scores of every image in ``loader``, through :class:`~mgmrn.inference.scoring.Inference`,
-    gathered over processes.
-
-    Args:
-        model: the network (possibly wrapped by DistributedDataParallel or compiled).
-        loader: batches (images (B, 3, H, W), labels (B,)); uint8 images are normalised on the
-            device by ``precision``.
-        class_attributes: (C, A) class attribute vectors.
-        cuda_graphs: replay the forward pass of full batches from a CUDA graph
-            (:class:`~mgmrn.inference.scoring.GraphedInference`).
-
-    Returns:
-        Class scores (N, C), labels (N,) and level-mean attribute scores (N, A), on the CPU.
-    """
-    inference = Inference(model, class_attributes, device, precision, cuda_graphs=cuda_graphs)
-    logits, labels, attributes = [], [], []
-    for images, y in tqdm(loader, desc=desc, leave=False, disable=not show_progress,
-                          dynamic_ncols=True):
-        scores = inference(images)
-        logits.append(scores.logits)
-        attributes.append(scores.attributes)
-        labels.append(y.to(device))
-    if not logits:
-        count, width = inference.class_attributes.shape
-        logits, attributes = [torch.zeros(0, count, device=device)], [torch.zeros(0, width,
-                                                                                  device=device)]
-        labels = [torch.zeros(0, dtype=torch.long, device=device)]
-    return tuple(all_gather_variable(torch.cat(t)).cpu() for t in (logits, labels, attributes))

@@ -15,7 +15,7 @@ from torch import nn
 
 from mgmrn import checkpoint as ckpt_io
 from mgmrn.config import Config, save_config
-from mgmrn.data import build_data, build_test_loader, build_train_loader, check_sampler_fits
+from mgmrn.data import build_data_once, build_train_loader, check_sampler_fits
 from mgmrn.distributed import (
     DistEnv,
     barrier,
@@ -26,16 +26,16 @@ from mgmrn.distributed import (
     under_torchrun,
 )
 from mgmrn.errors import MgmrnError
-from mgmrn.evaluation import calibration_record, class_accuracies, named_confused_pairs, zsl_figures
+from mgmrn.evaluation import calibration_record
 from mgmrn.evaluation.report import format_results
-from mgmrn.evaluation.results import ChosenOnValidation, ConfusedPair, DataSummary, ZSLResults
+from mgmrn.evaluation.results import ChosenOnValidation, ZSLResults
 from mgmrn.evaluation.selection import protocol_report, update_selection
-from mgmrn.inference.scoring import place_model
+from mgmrn.inference.evaluate import evaluate_model
 from mgmrn.io.atomic import DiskWriteError, remove_stale_temporaries
 from mgmrn.io.locks import run_folder_lock
 from mgmrn.models import build_model, compile_heads, model_input_config
-from mgmrn.precision import Precision, resolve_cuda_graphs, resolve_eval_cuda_graphs, resolve_precision
-from mgmrn.training.engine import EpochProgress, GraphedStep, predict_logits, train_one_epoch
+from mgmrn.precision import resolve_cuda_graphs, resolve_eval_cuda_graphs, resolve_precision
+from mgmrn.training.engine import EpochProgress, GraphedStep, train_one_epoch
 from mgmrn.training.losses import ZSLCriterion
 from mgmrn.training.metrics_log import MetricsLog
 from mgmrn.training.preemption import REQUEUE_EXIT, Preempted, StopOnSignal
@@ -91,34 +91,6 @@ def prepare_run_folder(folder: Path, resume: bool, auto_resume: bool = False) ->
             f"run folder '{folder}' already holds a run ({', '.join(used)}); resume it with "
             f"--resume, or choose a new folder with output_dir=<new folder>")
     return None
-
-
-def evaluate_model(model: nn.Module, data, cfg: Config, device: torch.device,
-                   precision: Precision, env: DistEnv) -> ZSLResults:
-    """Every ZSL figure of ``model`` on the data's test splits, accuracies in percent."""
-    outputs = {}
-    graphs = resolve_eval_cuda_graphs(cfg, device)
-    for split in ("test_seen", "test_unseen"):
-        loader = build_test_loader(getattr(data, split), cfg.data, env.rank, env.world_size)
-        outputs[split] = predict_logits(model, loader, data.class_attributes, device, precision,
-                                        show_progress=env.is_main, desc=split, cuda_graphs=graphs)
-    (seen_logits, seen_labels, _), (unseen_logits, unseen_labels, _) = outputs.values()
-    figures = zsl_figures(seen_logits, seen_labels, unseen_logits, unseen_labels,
-                          data.seen_classes, data.unseen_classes, fixed_gamma=cfg.eval.gamma,
-                          step=cfg.eval.gamma_step, ausuc_order=cfg.eval.ausuc_order)
-    unseen = data.unseen_classes
-    czsl_predictions = unseen[unseen_logits[:, unseen].argmax(dim=1)]
-    accuracies = class_accuracies(czsl_predictions, unseen_labels, unseen)
-    confusions = named_confused_pairs(czsl_predictions, unseen_labels, data.class_names,
-                                      getattr(data.test_unseen, "paths", None))
-    return ZSLResults.from_figures(
-        figures,
-        czsl_per_class={data.class_names[c]: 100.0 * float(a)
-                        for c, a in zip(unseen.tolist(), accuracies, strict=True)},
-        calibration=("gamma chosen on the validation split" if cfg.data.split == "val"
-                     else "gamma chosen on the test set (oracle)"),
-        unseen_confusions=[ConfusedPair(**pair) for pair in confusions],
-        split=cfg.data.split, model=cfg.model.name, data=DataSummary(**data.summary()))
 
 
 def build_optimizer(model: nn.Module, cfg: Config, device: torch.device):
@@ -180,7 +152,7 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> ZSLResults:
     device = resolve_device(cfg.device, env)
     seed_everything(cfg.seed)
     inputs = model_input_config(cfg.model)  # the pretrained weights' statistics and resizing
-    data = _build_data_once(cfg, env, inputs)
+    data = build_data_once(cfg, env, inputs)
     check_sampler_fits(data, cfg.data)
     model = build_model(cfg.model, data.attribute_vectors, image_size=cfg.data.image_size).to(device)
     precision = resolve_precision(cfg, device, inputs)
@@ -329,17 +301,6 @@ def _preempted(stopper: StopOnSignal, last: Path, epoch: int, batches: int | Non
                      f"scheduler to requeue)", last)
 
 
-def _build_data_once(cfg: Config, env: DistEnv, inputs: dict | None = None):
-    """Build the data on the main process first (it may draw the demo set or check every image),
-    then on the others, which find the work done. ``inputs``: the backbone's input config."""
-    if not env.is_main:
-        barrier()
-    data = build_data(cfg.data, seed=cfg.seed, inputs=inputs)
-    if env.is_main:
-        barrier()
-    return data
-
-
 def scheduler_epoch_start(scheduler, cfg: Config, resumed: bool = False) -> None:
     """Before an epoch's first batch: with ``train.lr_step_at=start``, the published order, the
     scheduler steps here, so the learning rate decays one epoch early (epoch e, from 0, runs at
@@ -367,30 +328,3 @@ def _summary_line(record: dict, epochs: int) -> str:
         line += (f"  | CZSL {record['czsl_acc']:.1f}  S {record['gzsl_seen']:.1f}  "
                  f"U {record['gzsl_unseen']:.1f}  H {record['gzsl_h']:.1f}")
     return line
-
-
-def evaluate_checkpoint(path: str | Path, overrides: dict | None = None,
-                        out: str | Path | None = None) -> ZSLResults:
-    """Evaluate a saved checkpoint on its dataset's test splits; writes results.json."""
-    env = init_distributed()
-    try:
-        saved = ckpt_io.load_checkpoint(path)
-        cfg = ckpt_io.checkpoint_config(saved, overrides)
-        device = resolve_device(cfg.device, env)
-        inputs = ckpt_io.checkpoint_inputs(saved)
-        data = _build_data_once(cfg, env, inputs)
-        model, _ = ckpt_io.model_from_checkpoint(saved, path, data.attribute_vectors, overrides)
-        precision = resolve_precision(cfg, device, inputs)
-        model = place_model(model, device, precision)  # the layout training evaluates in
-        results = evaluate_model(model, data, cfg, device, precision, env)
-        results.checkpoint = str(path)
-        results.epoch = saved.get("epoch")
-        out_path = Path(out) if out else Path(path).parent / "results.json"
-        if env.is_main:
-            results.write(out_path)
-            write_eval_figures(results.to_json(), out_path.parent, per_class=results.czsl_per_class)
-            print(format_results(results, title=f"{cfg.model.name} checkpoint {path}"))
-            log.info("results written to %s", out_path)
-        return results
-    finally:
-        cleanup()

@@ -4,7 +4,12 @@ Figures are drawn with matplotlib's object-oriented API on an Agg canvas: no pyp
 display are involved, so plotting is safe in headless runs, worker processes and tests.
 """
 
-from mgmrn.viz.attention import level_attention_maps, plot_attention, plot_explanations
+from mgmrn.viz.attention import (
+    level_attention_maps,
+    plot_attention,
+    plot_explanations,
+    write_explanations,
+)
 from mgmrn.viz.curves import (
     plot_embedding,
     plot_per_class_accuracy,
@@ -23,4 +28,5 @@ __all__ = [
     "plot_training_curves",
     "read_metrics",
     "write_eval_figures",
+    "write_explanations",
 ]

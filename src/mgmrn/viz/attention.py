@@ -153,3 +153,22 @@ def unique_stem(name: str, used: set[str]) -> str:
         candidate, n = f"{stem}-{n}", n + 1
     used.add(candidate)
     return candidate
+
+
+def write_explanations(pictures: torch.Tensor, scores, found: list[dict], attribute_names:
+                       Sequence[str], folder: Path, n_attributes: int = 3,
+                       used_stems: set[str] | None = None) -> None:
+    """The figures of :func:`plot_explanations` for a batch of predictions, each named in its
+    result under ``explanation``.
+
+    Args:
+        pictures: (B, 3, H, W) the images in [0, 1].
+        scores: the batch's :class:`~mgmrn.inference.scoring.Scores`, with attention.
+        found: B prediction results (their top class captions the figure); updated.
+    """
+    captions = [f"{r['classes'][0]['name']} ({r['classes'][0]['score']:.1f})" for r in found]
+    paths = plot_explanations(pictures, scores.output, scores.attributes,
+                              [r["image"] for r in found], captions, attribute_names, folder,
+                              n_attributes, used_stems)
+    for result, path in zip(found, paths, strict=True):
+        result["explanation"] = str(path)

@@ -1,0 +1,44 @@
+"""The calibration of a prediction: which gamma is taken off the seen classes, and why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from mgmrn.evaluation import calibrated_stacking
+
+GIVEN_GAMMA = "given (--gamma)"  # the source of a gamma passed to predict()
+
+
+@dataclass
+class Calibration:
+    """A predictor's default gamma (calibrated stacking) and where it comes from.
+
+    Calibration applies only when seen and other classes are searched together.
+    """
+
+    gamma: float = 0.0
+    source: str = "not given: 0, uncalibrated"
+
+    def over(self, candidates: torch.Tensor, seen: torch.Tensor, gamma: float | None = None,
+             given: str = GIVEN_GAMMA) -> dict[str, Any]:
+        """{``gamma``, ``source``} to apply when searching ``candidates`` (C',) with ``seen``
+        the seen classes' indices; a ``gamma`` given replaces the default, labelled ``given``."""
+        is_seen = torch.isin(candidates, seen)
+        if bool(is_seen.all()) or not bool(is_seen.any()):
+            return {"gamma": 0.0, "source": "not applied: the seen classes are not searched "
+                                            "together with others"}
+        if gamma is None:
+            return {"gamma": self.gamma, "source": self.source}
+        return {"gamma": float(gamma), "source": given}
+
+
+def calibrate(scores: torch.Tensor, candidates: torch.Tensor, seen: torch.Tensor,
+              gamma: float) -> torch.Tensor:
+    """(B, C') scores over ``candidates`` with ``gamma`` taken off the seen-class columns."""
+    is_seen = torch.isin(candidates, seen)
+    if not gamma or not bool(is_seen.any()):
+        return scores
+    return calibrated_stacking(scores, is_seen.nonzero().flatten(), gamma)
