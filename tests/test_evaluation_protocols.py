@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mgmrn.evaluation import czsl_accuracy, evaluate_zsl, gzsl_accuracy
+from mgmrn.evaluation import czsl_accuracy, gzsl_accuracy, zsl_figures
 
 # The hand example of test_evaluation_calibration.py: classes 0, 1 seen; 2, 3 unseen.
 SEEN_CLASSES, UNSEEN_CLASSES = [0, 1], [2, 3]
@@ -77,8 +77,8 @@ def test_gzsl_accuracy_gamma_moves_predictions_to_the_unseen_side():
     assert (s, u, h) == pytest.approx((0.75, 0.0, 0.0))
 
 
-def test_evaluate_zsl_reports_percent_at_the_oracle_gamma():
-    result = evaluate_zsl(*GZSL_DATA, UNSEEN_CLASSES, step=0.5)
+def test_zsl_figures_report_percent_at_the_oracle_gamma():
+    result = zsl_figures(*GZSL_DATA, UNSEEN_CLASSES, step=0.5).to_json()
     assert set(result) == {"czsl_acc", "gzsl_seen", "gzsl_unseen", "gzsl_h", "gamma", "ausuc",
                            "gzsl_uncalibrated", "curve"}
     assert result["czsl_acc"] == pytest.approx(75.0)
@@ -98,11 +98,11 @@ def test_evaluate_zsl_reports_percent_at_the_oracle_gamma():
     json.dumps(result)  # plain Python numbers, ready for the results file
 
 
-def test_evaluate_zsl_reports_a_fixed_gamma():
+def test_zsl_figures_report_a_fixed_gamma():
     # gamma .75 (off the sweep's grid): seen images stay right while gamma <= their margins
     # 1 and .75 -> S = (1 + 1/2) / 2 = .75; unseen images with margins .5, .5, -1 move over
     # -> U = (2/2 + 1/2) / 2 = .75; H = .75: better than the oracle grid's .6
-    result = evaluate_zsl(*GZSL_DATA, UNSEEN_CLASSES, fixed_gamma=0.75, step=0.5)
+    result = zsl_figures(*GZSL_DATA, UNSEEN_CLASSES, fixed_gamma=0.75, step=0.5).to_json()
     assert result["fixed_gamma"] == pytest.approx({"gamma": 0.75, "seen": 75.0,
                                                    "unseen": 75.0, "h": 75.0})
     assert result["gzsl_h"] == pytest.approx(60.0)

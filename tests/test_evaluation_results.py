@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from mgmrn.evaluation import evaluate_zsl
 from mgmrn.evaluation.protocols import zsl_figures
 from mgmrn.evaluation.report import format_results
 from mgmrn.evaluation.results import (
@@ -82,7 +81,7 @@ def test_the_typed_results_hold_the_files_values():
 def test_results_from_fixed_scores_are_written_as_before(tmp_path):
     """The dict the runner assembled before, against the dataclass and its writer."""
     scores = fixed_scores()
-    figures = evaluate_zsl(*scores, SEEN, UNSEEN, step=0.25)
+    figures = zsl_figures(*scores, SEEN, UNSEEN, step=0.25).to_json()
     per_class = {"d": 50.0, "e": 100.0, "f": 0.0}
     pairs = [{"true": "f", "predicted": "d", "count": 2, "share": 2 / 3, "examples": ["a.png"]}]
     counts = {"n_seen_classes": 4, "n_unseen_classes": 3, "n_train": 30, "n_test_seen": 12,
@@ -103,16 +102,6 @@ def test_results_from_fixed_scores_are_written_as_before(tmp_path):
     # and the structure of a file that mgmrn train wrote
     assert key_structure(json.loads((tmp_path / "results.json").read_text())) == key_structure(
         json.loads((TODAY / "train.json").read_text()))
-
-
-def test_evaluate_zsl_is_the_plain_form_of_the_figures():
-    scores = fixed_scores()
-    figures = zsl_figures(*scores, SEEN, UNSEEN, fixed_gamma=0.3, step=0.25)
-    assert evaluate_zsl(*scores, SEEN, UNSEEN, fixed_gamma=0.3, step=0.25) == figures.to_json()
-    assert figures.fixed_gamma.gamma == 0.3
-    assert figures.curve.gamma == sorted(figures.curve.gamma)
-    assert figures.headline() == {k: getattr(figures, k) for k in (
-        "czsl_acc", "gzsl_seen", "gzsl_unseen", "gzsl_h", "ausuc", "gamma")}
 
 
 def test_an_evaluated_checkpoint_without_an_epoch_still_records_it():

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from mgmrn.training.losses import attribute_regression, level_loss, semantic_cross_entropy
+from mgmrn.training.losses import attribute_regression, semantic_cross_entropy
 
 
 def test_cross_entropy_by_hand():
@@ -23,13 +23,3 @@ def test_attribute_regression_is_mse_of_normalised_vectors():
     labels = torch.tensor([0, 1])
     # row 0: (0.6, 0.8) vs (0, 1): 0.36 + 0.04; row 1: identical: 0; mean over 4 entries
     assert math.isclose(attribute_regression(s, z, labels).item(), 0.4 / 4, rel_tol=1e-6)
-
-
-def test_level_loss_weights_the_regression():
-    s = torch.tensor([[3.0, 4.0]])
-    z = torch.tensor([[0.0, 2.0], [1.0, 0.0]])
-    scores = torch.tensor([[1.0, 0.0]])
-    labels = torch.tensor([0])
-    ce = semantic_cross_entropy(scores, labels).item()
-    total = level_loss(scores, s, z, labels, lam=0.5).item()
-    assert math.isclose(total, ce + 0.5 * 0.4 / 2, rel_tol=1e-6)

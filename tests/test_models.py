@@ -271,7 +271,7 @@ def test_baseline_shares_the_classifier():
 
 def test_tiny_network_overfits_eight_images():
     """All pieces learn together: 8 images of 4 classes reach 100% training accuracy."""
-    from mgmrn.training.losses import level_loss
+    from mgmrn.training.losses import ZSLCriterion
 
     net = tiny_net(num_attributes=6)
     torch.manual_seed(1)
@@ -282,8 +282,7 @@ def test_tiny_network_overfits_eight_images():
     net.train()
     for step in range(300):
         out = net(images, attrs)
-        loss = sum(level_loss(c, a, attrs, labels, lam=0.1)
-                   for c, a in zip(out.class_scores, out.attribute_scores))
+        loss = sum(ZSLCriterion(attrs, 0.1)(out, labels))
         opt.zero_grad()
         loss.backward()
         opt.step()

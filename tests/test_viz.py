@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import struct
 from pathlib import Path
 
@@ -12,12 +11,11 @@ import torch
 from PIL import Image
 
 from mgmrn.data import transforms
-from mgmrn.evaluation import evaluate_zsl
+from mgmrn.evaluation import zsl_figures
 from mgmrn.models import Backbone, GlobalBaseline
 from mgmrn.viz import (
     level_attention_maps,
     plot_attention,
-    plot_embedding,
     plot_per_class_accuracy,
     plot_seen_unseen_curve,
     plot_training_curves,
@@ -29,7 +27,6 @@ from mgmrn.viz.curves import per_class_figure_size
 from .helpers import tiny_net
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-HAS_SKLEARN = importlib.util.find_spec("sklearn") is not None
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -42,7 +39,7 @@ def png_size(path: Path) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def results() -> dict:
-    """evaluate_zsl on random scores: 4 seen and 3 unseen classes."""
+    """zsl_figures on random scores: 4 seen and 3 unseen classes."""
     g = torch.Generator().manual_seed(0)
     seen_labels = torch.arange(40) % 4
     unseen_labels = 4 + torch.arange(30) % 3
@@ -50,8 +47,8 @@ def results() -> dict:
     unseen_scores = torch.randn(30, 7, generator=g)
     seen_scores[torch.arange(40), seen_labels] += 1.5
     unseen_scores[torch.arange(30), unseen_labels] += 1.0
-    return evaluate_zsl(seen_scores, seen_labels, unseen_scores, unseen_labels,
-                        [0, 1, 2, 3], [4, 5, 6], step=0.05)
+    return zsl_figures(seen_scores, seen_labels, unseen_scores, unseen_labels,
+                        [0, 1, 2, 3], [4, 5, 6], step=0.05).to_json()
 
 
 # --- attention maps -------------------------------------------------------------------------
@@ -124,24 +121,10 @@ def test_per_class_accuracy_refuses_an_empty_dict(tmp_path):
         plot_per_class_accuracy({}, tmp_path / "x.png")
 
 
-def test_embedding_is_drawn_only_with_scikit_learn(tmp_path):
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(3), 10)
-    scores = rng.normal(size=(30, 6)) + labels[:, None]
-    path = plot_embedding(scores, labels, ["a", "b", "c"], tmp_path / "emb.png")
-    if HAS_SKLEARN:
-        assert png_size(path) == (720, 600)
-    else:
-        assert path is None and not (tmp_path / "emb.png").exists()
-
-
 def test_write_eval_figures_writes_what_the_inputs_allow(tmp_path, results):
     per_class = {"red_solid_circle": 80.0, "blue_dots_star": 35.5, "green_stripes_ring": 60.0}
-    embedding = (np.random.default_rng(0).normal(size=(30, 4)), np.arange(30) % 3, list("abc"))
-    written = write_eval_figures(results, tmp_path, per_class=per_class, embedding=embedding)
-    names = {p.name for p in written}
-    expected = {"seen_unseen_curve.png", "per_class_accuracy.png"}
-    assert names == (expected | {"attribute_embedding.png"} if HAS_SKLEARN else expected)
+    written = write_eval_figures(results, tmp_path, per_class=per_class)
+    assert {p.name for p in written} == {"seen_unseen_curve.png", "per_class_accuracy.png"}
     for path in written:
         png_size(path)
     assert write_eval_figures(results, tmp_path / "curve_only") == [

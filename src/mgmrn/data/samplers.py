@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from mgmrn.config import ConfigError
 from mgmrn.data.errors import DataError
 
 
@@ -79,47 +78,22 @@ class _SeededBatchSampler(Sampler[list[int]]):
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
-        self._position = 0  # batches of the current pass yielded so far, counting skipped ones
-        self._resume: tuple[int, int] | None = None
         self.generator = generator
         self.set_epoch(0)
 
-    def set_epoch(self, epoch: int, start_batch: int | None = None) -> None:
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Select the epoch of the next pass.
 
         Args:
             epoch: epoch number.
-            start_batch: batches of this epoch to skip; default 0, or the position restored by
-                :meth:`load_state_dict` when ``epoch`` is the restored epoch.
+            start_batch: batches of this epoch to skip (an epoch resumed part way).
         """
-        if start_batch is None:
-            start_batch = self._resume[1] if self._resume and self._resume[0] == epoch else 0
         if not 0 <= start_batch <= self.batches_per_epoch:
             raise ValueError(f"start_batch {start_batch} is not in 0..{self.batches_per_epoch}")
         self.epoch, self.start_batch = epoch, start_batch
-        self._position = start_batch
         if self.generator is not None:
             seed = np.random.default_rng([self.seed, epoch, self.rank, 1]).integers(2**62)
             self.generator.manual_seed(int(seed))
-
-    def state_dict(self, batches_done: int | None = None) -> dict:
-        """Resume point: the epoch and the batches of it done.
-
-        Args:
-            batches_done: batches of the current epoch your loop has consumed. Give it: by default
-                the count of batches this sampler has yielded is used, and a DataLoader's workers
-                prefetch ahead of the loop.
-        """
-        done = self._position if batches_done is None else batches_done
-        return {"seed": self.seed, "epoch": self.epoch, "start_batch": int(done)}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore a :meth:`state_dict`: the next ``set_epoch(state["epoch"])`` resumes there."""
-        if state.get("seed", self.seed) != self.seed:
-            raise ConfigError(f"sampler state was saved with seed {state['seed']}, this sampler "
-                              f"has seed {self.seed}; resuming would not reproduce the run")
-        self._resume = (int(state["epoch"]), int(state.get("start_batch", 0)))
-        self.set_epoch(*self._resume)
 
     def batch(self, epoch: int, index: int) -> SeededBatch:
         """Batch ``index`` (0-based, of this rank) of ``epoch``: dataset indices and their seed."""
@@ -133,10 +107,7 @@ class _SeededBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         epoch, start = self.epoch, self.start_batch
-        self._resume = None  # a restored position applies to one pass only
-        self._position = start
         for index in range(start, self.batches_per_epoch):
-            self._position = index + 1
             yield self.batch(epoch, index)
 
     def __len__(self) -> int:

@@ -18,7 +18,7 @@ from mgmrn.evaluation.metrics import (
     named_confused_pairs,
     per_class_accuracy,
 )
-from mgmrn.evaluation.protocols import czsl_accuracy, evaluate_zsl, gzsl_accuracy, zsl_figures
+from mgmrn.evaluation.protocols import czsl_accuracy, gzsl_accuracy, zsl_figures
 
 __all__ = [
     "ausuc",
@@ -28,7 +28,6 @@ __all__ = [
     "confused_pairs",
     "czsl_accuracy",
     "default_gamma",
-    "evaluate_zsl",
     "gamma_sweep",
     "gzsl_accuracy",
     "harmonic_mean",

@@ -71,23 +71,6 @@ def gzsl_accuracy(scores_seen_imgs: Any, labels_seen: Any, scores_unseen_imgs: A
     return s, u, harmonic_mean(s, u)
 
 
-def evaluate_zsl(scores_seen_imgs: Any, labels_seen: Any, scores_unseen_imgs: Any,
-                 labels_unseen: Any, seen_classes: Any, unseen_classes: Any,
-                 fixed_gamma: float | None = None, step: float = 0.01,
-                 ausuc_order: str = "gamma") -> dict[str, Any]:
-    """:func:`zsl_figures` as plain data, ready for JSON (the keys of results.json).
-
-    Returns:
-        ``czsl_acc``; ``gzsl_seen``, ``gzsl_unseen``, ``gzsl_h`` at the oracle gamma;
-        ``gamma`` (the oracle gamma); ``ausuc`` (area x 100); ``gzsl_uncalibrated``
-        {``seen``, ``unseen``, ``h``} at gamma 0; ``fixed_gamma`` {``gamma``, ``seen``,
-        ``unseen``, ``h``}, present only when ``fixed_gamma`` is given; ``curve``
-        {``gamma``, ``seen``, ``unseen``, ``h``}: lists over the sweep, sorted by gamma.
-    """
-    return zsl_figures(scores_seen_imgs, labels_seen, scores_unseen_imgs, labels_unseen,
-                       seen_classes, unseen_classes, fixed_gamma, step, ausuc_order).to_json()
-
-
 def zsl_figures(scores_seen_imgs: Any, labels_seen: Any, scores_unseen_imgs: Any,
                 labels_unseen: Any, seen_classes: Any, unseen_classes: Any,
                 fixed_gamma: float | None = None, step: float = 0.01,

@@ -26,13 +26,6 @@ def attribute_regression(attribute_scores: torch.Tensor, class_attributes: torch
     return F.mse_loss(l2_normalize(attribute_scores), target)
 
 
-def level_loss(class_scores: torch.Tensor, attribute_scores: torch.Tensor,
-               class_attributes: torch.Tensor, labels: torch.Tensor, lam: float) -> torch.Tensor:
-    """Cross-entropy plus ``lam`` times the attribute regression, for one level."""
-    return (semantic_cross_entropy(class_scores, labels)
-            + lam * attribute_regression(attribute_scores, class_attributes, labels))
-
-
 class ZSLCriterion:
     """The training loss of every level of a network, for one set of training classes.
 

@@ -11,7 +11,6 @@ from mgmrn.viz.attention import (
     write_explanations,
 )
 from mgmrn.viz.curves import (
-    plot_embedding,
     plot_per_class_accuracy,
     plot_seen_unseen_curve,
     write_eval_figures,
@@ -21,7 +20,6 @@ from mgmrn.viz.training import plot_training_curves, read_metrics
 __all__ = [
     "level_attention_maps",
     "plot_attention",
-    "plot_embedding",
     "plot_explanations",
     "plot_per_class_accuracy",
     "plot_seen_unseen_curve",

@@ -1,9 +1,8 @@
-"""Figures of an evaluation: the seen-unseen curve, per-class accuracy, an attribute embedding."""
+"""Figures of an evaluation: the seen-unseen curve and per-class accuracy."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,21 +13,19 @@ from mgmrn.viz._figure import new_figure, save_png
 log = logging.getLogger(__name__)
 
 CURVE_SIZE = (640, 520)  # pixels
-EMBEDDING_SIZE = (720, 600)
 BAR_WIDTH = 720
 BAR_ROW = 18  # pixels per class in the per-class chart
 BAR_MARGIN = 110  # pixels of the per-class chart outside its bars
 
 CURVE_FILE = "seen_unseen_curve.png"
 PER_CLASS_FILE = "per_class_accuracy.png"
-EMBEDDING_FILE = "attribute_embedding.png"
 
 
 def plot_seen_unseen_curve(results: dict[str, Any], path: str | Path) -> Path:
     """The calibrated-stacking sweep as seen accuracy against unseen accuracy.
 
     Args:
-        results: what ``evaluate_zsl`` returns (percent): ``curve`` {gamma, seen, unseen},
+        results: ``ZSLFigures.to_json()`` (percent): ``curve`` {gamma, seen, unseen},
             ``gamma``, ``gzsl_seen``, ``gzsl_unseen``, ``gzsl_h``, ``ausuc``; optionally
             ``gzsl_uncalibrated``, ``fixed_gamma`` and ``calibration``.
         path: the PNG to write.
@@ -117,52 +114,6 @@ def plot_per_class_accuracy(per_class: dict[str, float], path: str | Path,
     return save_png(fig, path)
 
 
-def plot_embedding(attribute_scores: Any, labels: Any, names: Sequence[str], path: str | Path,
-                   max_points: int = 2000, seed: int = 0) -> Path | None:
-    """A 2-D t-SNE of predicted attribute vectors, coloured by true class.
-
-    Needs scikit-learn, which mgmrn does not depend on: without it nothing is drawn.
-
-    Args:
-        attribute_scores: (N, A) predicted attribute scores.
-        labels: (N,) class indices into ``names``.
-        names: class names, indexed by label.
-        path: the PNG to write.
-        max_points: a random subset of at most this many points is embedded (t-SNE is O(N^2)).
-        seed: seed of the subset and of t-SNE.
-
-    Returns:
-        ``path`` (720 x 600 pixels), or None when scikit-learn is not installed.
-    """
-    try:
-        from sklearn.manifold import TSNE
-    except ImportError:
-        log.debug("scikit-learn is not installed: no attribute embedding figure")
-        return None
-    scores = np.asarray(attribute_scores, dtype=np.float32)
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    if len(scores) > max_points:
-        keep = np.sort(rng.choice(len(scores), max_points, replace=False))
-        scores, labels = scores[keep], labels[keep]
-    perplexity = float(min(30.0, max(2.0, (len(scores) - 1) / 3)))
-    points = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(scores)
-    fig = new_figure(*EMBEDDING_SIZE)
-    ax = fig.add_subplot()
-    classes = np.unique(labels)
-    colours = _colours(len(classes))
-    for colour, c in zip(colours, classes, strict=True):
-        at = labels == c
-        ax.scatter(points[at, 0], points[at, 1], s=8, color=colour, label=names[int(c)])
-    if len(classes) <= 20:  # beyond that a legend hides the plot
-        ax.legend(fontsize=6, markerscale=1.5, loc="best")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(f"t-SNE of predicted attributes ({len(scores)} images, {len(classes)} classes)")
-    fig.tight_layout()
-    return save_png(fig, path)
-
-
 def _colours(n: int) -> list:
     from matplotlib import colormaps
 
@@ -172,19 +123,16 @@ def _colours(n: int) -> list:
 
 
 def write_eval_figures(results: dict[str, Any], folder: str | Path,
-                       per_class: dict[str, float] | None = None,
-                       embedding: tuple[Any, Any, Sequence[str]] | None = None) -> list[Path]:
+                       per_class: dict[str, float] | None = None) -> list[Path]:
     """Every evaluation figure that the inputs allow, written into ``folder``.
 
     A figure that fails is logged and skipped: the results are already written, and a plotting
     problem must not turn a finished run into a failed one.
 
     Args:
-        results: what ``evaluate_zsl`` returns (see :func:`plot_seen_unseen_curve`).
+        results: ``ZSLFigures.to_json()`` (see :func:`plot_seen_unseen_curve`).
         folder: where to write (next to results.json).
         per_class: unseen class name -> accuracy in percent, for ``per_class_accuracy.png``.
-        embedding: (attribute_scores (N, A), labels (N,), class names), for
-            ``attribute_embedding.png`` (only with scikit-learn).
 
     Returns:
         The figures written.
@@ -195,8 +143,6 @@ def write_eval_figures(results: dict[str, Any], folder: str | Path,
         jobs.append((CURVE_FILE, lambda p: plot_seen_unseen_curve(results, p)))
     if per_class:
         jobs.append((PER_CLASS_FILE, lambda p: plot_per_class_accuracy(per_class, p)))
-    if embedding is not None:
-        jobs.append((EMBEDDING_FILE, lambda p: plot_embedding(*embedding, p)))
     written = []
     for name, draw in jobs:
         try:
