@@ -20,9 +20,7 @@ import mgmrn.config
 from mgmrn.models import decoder, granularity, refinement
 from mgmrn.training import runner
 
-from . import test_convert_release as convert_tests
-from . import test_parity as parity
-from . import test_parity_full as full_parity
+from . import _parity_checks as checks
 from ._release import load_fixture
 
 
@@ -39,11 +37,11 @@ def fails(check, *args, **kwargs) -> str:
 
 
 def forward(size: str) -> None:
-    parity.test_parity_forward_stage_maps_level_maps_scam_and_scores(load_fixture(size), "eval")
+    checks.check_forward(load_fixture(size), "eval")
 
 
 def alternating(size: str = "d32") -> None:
-    parity.test_parity_alternating_schedule_two_iterations(load_fixture(size))
+    checks.check_alternating(load_fixture(size))
 
 
 def patch_sgd(monkeypatch, **fault) -> None:
@@ -62,7 +60,7 @@ def patch_sgd(monkeypatch, **fault) -> None:
 def test_fault_sgd_settings_of_the_runner(monkeypatch, full, fault):
     patch_sgd(monkeypatch, **fault)
     key = next(iter(fault))
-    assert f"{key} " in fails(full_parity.check_optimizer, full, "CUB")
+    assert f"{key} " in fails(checks.check_optimizer, full, "CUB")
     fails(alternating)
 
 
@@ -82,7 +80,7 @@ def test_fault_groupnorm_epsilon(monkeypatch):
 def test_fault_scam_projection_initialisation(monkeypatch, full):
     monkeypatch.setattr(refinement, "c2_xavier_fill",
                         lambda conv: nn.init.xavier_uniform_(conv.weight))
-    message = fails(full_parity.check_initial_weights, full, "CUB")
+    message = fails(checks.check_initial_weights, full, "CUB")
     # the fine level's 4096 -> 2048 projection; for the middle level's square 2048 -> 2048 one,
     # xavier_uniform and kaiming_uniform(a=1) draw from the same uniform distribution
     assert "lateral_conv1.conv.weight" in message and "lateral_conv2" not in message
@@ -95,7 +93,7 @@ def test_fault_part_centres_drawn_as_absolute_values(monkeypatch, full):
         init(self, channels, num_parts, published_init=False)
 
     monkeypatch.setattr(granularity.RegionGrouping, "__init__", absolute)
-    assert "s5.group.weight" in fails(full_parity.check_initial_weights, full, "AWA2")
+    assert "s5.group.weight" in fails(checks.check_initial_weights, full, "AWA2")
 
 
 def test_fault_attention_scaled(monkeypatch):
@@ -118,7 +116,7 @@ def test_fault_learning_rate_stepped_at_the_end_of_each_epoch(monkeypatch, full)
     monkeypatch.setattr(runner, "scheduler_epoch_start", lambda scheduler, cfg, resumed=False: None)
     monkeypatch.setattr(runner, "scheduler_epoch_end", lambda scheduler, cfg: scheduler.step())
     for dataset in ("CUB", "SUN", "AWA2"):
-        assert "epoch 9" in fails(full_parity.check_schedule, full, dataset)
+        assert "epoch 9" in fails(checks.check_schedule, full, dataset)
 
 
 def patch_recipe(monkeypatch, tmp_path, name: str, old: str, new: str) -> None:
@@ -134,21 +132,20 @@ def patch_recipe(monkeypatch, tmp_path, name: str, old: str, new: str) -> None:
 
 def test_fault_learning_rate_step_moved_in_the_recipe(monkeypatch, tmp_path, full):
     patch_recipe(monkeypatch, tmp_path, "cub", "lr_step: 10", "lr_step: 9")
-    assert "epoch 8" in fails(full_parity.check_schedule, full, "CUB")
-    assert "lr_step" in fails(full_parity.check_recipes, full)
+    assert "epoch 8" in fails(checks.check_schedule, full, "CUB")
+    assert "lr_step" in fails(checks.check_recipes, full)
 
 
 def test_fault_tau_changed_in_cub_yaml(monkeypatch, tmp_path, full):
     patch_recipe(monkeypatch, tmp_path, "cub", "tau: 20", "tau: 25")
-    assert "scale" in fails(full_parity.check_recipes, full)
+    assert "scale" in fails(checks.check_recipes, full)
     assert "score1" in fails(forward, "d32")  # the small fixtures were made at CUB's scale
 
 
 def test_fault_lambda_changed_in_cub_yaml(monkeypatch, tmp_path, full):
     patch_recipe(monkeypatch, tmp_path, "cub", "lam: 0.1", "lam: 0.2")
-    assert "lambda_reg" in fails(full_parity.check_recipes, full)
-    assert "loss1" in fails(parity.test_parity_losses_and_gradients_of_the_summed_losses,
-                            load_fixture("d32"), False)
+    assert "lambda_reg" in fails(checks.check_recipes, full)
+    assert "loss1" in fails(checks.check_losses_and_gradients, load_fixture("d32"))
 
 
 @pytest.mark.parametrize("recipe, old, new", [("sun", "tau: 25", "tau: 20"),
@@ -158,11 +155,11 @@ def test_fault_lambda_changed_in_cub_yaml(monkeypatch, tmp_path, full):
 def test_fault_published_value_changed_in_sun_or_awa2_yaml(monkeypatch, tmp_path, full, recipe,
                                                            old, new):
     patch_recipe(monkeypatch, tmp_path, recipe, old, new)
-    assert f"{recipe}-release" in fails(full_parity.check_recipes, full)
+    assert f"{recipe}-release" in fails(checks.check_recipes, full)
 
 
 def test_fault_module_prefix_kept_by_convert_release(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(mgmrn.commands.convert, "strip_data_parallel", lambda state: state)
-    message = fails(convert_tests.test_parity_convert_release_reproduces_the_published_scores,
-                    tmp_path, monkeypatch, "d32", "module-prefixed", capsys)
+    message = fails(checks.check_convert_release_scores, tmp_path, monkeypatch, "d32",
+                    "module-prefixed", capsys)
     assert "unexpected: module." in message
