@@ -275,8 +275,9 @@ def test_fault_default_weights_tag(monkeypatch):
 
 def test_fault_mapped_but_absent_entries_dropped_by_convert_release(monkeypatch, tmp_path, capsys):
     edited = edit_source(monkeypatch, release, "convert_release_state_dict",
-                         ("        if key not in target:\n            unexpected.append(name)\n",
-                          "        if key not in target:\n"))
+                         ("            unexpected.append(name)\n            continue\n"
+                          "        if value.numel()",
+                          "            continue\n        if value.numel()"))
     monkeypatch.setattr(mgmrn.commands.convert, "convert_release_state_dict", edited)
     small = load_fixture("d32")
     checks.write_dataset(tmp_path / "data", small)
