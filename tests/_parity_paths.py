@@ -182,6 +182,7 @@ def published_evaluation_data(metrics: dict) -> tuple[ZSLData, torch.Tensor]:
     in_class_order = torch.empty_like(scores)
     in_class_order[:, m_in["train_test_id"]] = scores
     n_seen, n_unseen = len(m_in["ts_labels"]), len(m_in["tu_labels"])
+    assert n_seen + n_unseen <= 256, "a row number must fit in a uint8 pixel"
     classes = scores.shape[1]
     data = ZSLData(
         name="published", class_names=[f"class{c}" for c in range(classes)],
@@ -227,7 +228,8 @@ def check_evaluation(release: dict, recipe: str) -> None:
     published = sorted(map(tuple, want["ausuc_points"].tolist()))
     assert len(points) == len(published), f"{len(points)} sweep points, published {len(published)}"
     np.testing.assert_allclose(points, published, atol=1e-12, err_msg="sweep points")
-    assert not net.training and torch.equal(net.norm.running_mean, torch.zeros(3))
+    assert not net.training and torch.equal(net.norm.running_mean, torch.zeros(3)), (
+        "the network was evaluated in train mode")
 
 
 # ---------------------------------------------------------------------------------------------
