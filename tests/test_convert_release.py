@@ -13,70 +13,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-import timm
 import torch
-from PIL import Image
 
 import mgmrn
-import mgmrn.models
 from mgmrn.cli import main
 
-from ._release import StubBackbone, assert_close, load_fixture
+from ._parity_checks import (
+    check_convert_release_scores,
+    release_checkpoint,
+    write_dataset,
+    write_recipe,
+)
+from ._release import load_fixture
 
 
 @pytest.fixture(scope="module")
 def release():
     return load_fixture("d32")
-
-
-def write_dataset(root: Path, release) -> None:
-    """A custom-format set with the fixture's 12 attributes, 16-d word vectors, 6 + 4 classes."""
-    att = torch.rand(10, 12, generator=torch.Generator().manual_seed(0))
-    header = "class,split," + ",".join(f"a{i}" for i in range(12))
-    rows = [f"c{c},{'seen' if c < 6 else 'unseen'}," + ",".join(f"{v:.3f}" for v in att[c].tolist())
-            for c in range(10)]
-    root.mkdir()
-    (root / "classes.csv").write_text("\n".join([header, *rows]) + "\n")
-    np.save(root / "attribute_vectors.npy", release["inputs"]["w2v"].float().numpy())
-    rng = np.random.default_rng(0)
-    for c in range(10):
-        folder = root / "images" / f"c{c}"
-        folder.mkdir(parents=True)
-        for i in range(3):
-            pixels = rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(folder / f"{i}.png")
-
-
-def write_recipe(path: Path, root: Path) -> None:
-    path.write_text(f"""base: demo-release
-model:
-  backbone: resnet18
-  backbone_args: {{layers: [1, 1, 1, 1], channels: [8, 16, 24, 32]}}
-  dim: 32
-  attn_dim: 16
-  num_parts: 5
-data:
-  name: custom
-  root: {root}
-  image_size: 64
-  test_batch_size: 8
-""")
-
-
-def release_checkpoint(path: Path, release, drop=(), extra=None, reshape=None) -> dict:
-    torch.manual_seed(1)
-    resnet = timm.create_model("resnet18", layers=[1, 1, 1, 1], channels=(8, 16, 24, 32))
-    state = {k: v.float() for k, v in release["state_dict"].items() if not k.startswith("backbone.")}
-    state.update({f"backbone.{k}": v for k, v in resnet.state_dict().items()})
-    for key in drop:
-        del state[key]
-    state.update(extra or {})
-    for key, shape in (reshape or {}).items():
-        state[key] = torch.zeros(shape)
-    torch.save({"model": state}, path)
-    return state
 
 
 @pytest.fixture()
@@ -145,19 +99,6 @@ def test_convert_release_refuses_other_files_and_our_recipes(setup, release, cap
     assert (setup / "a.pt").read_text() == "mine"
 
 
-def write_stub_recipe(path: Path, root: Path, config: dict) -> None:
-    path.write_text(f"""base: demo-release
-model:
-  dim: {config["D"]}
-  attn_dim: {config["M"]}
-  num_parts: {config["K"]}
-  tau: {config["scale"]}
-data:
-  name: custom
-  root: {root}
-""")
-
-
 @pytest.mark.parametrize("layout", ["published", "module-prefixed", "bare"])
 @pytest.mark.parametrize("size", ["d32", "d64"])
 def test_parity_convert_release_reproduces_the_published_scores(tmp_path, monkeypatch, size,
@@ -166,29 +107,7 @@ def test_parity_convert_release_reproduces_the_published_scores(tmp_path, monkey
     ``backbone.``, as the published train.py saves a model) -> a checkpoint that `mgmrn.load`
     reads and that computes the published scores to 1e-9 in float64. Also from what
     ``DataParallel`` saves (``module.`` before every name) and from a bare state dict."""
-    release = load_fixture(size)
-    config = release["config"]
-    # the network of the recipe gets the fixture's stub backbone in place of timm's
-    monkeypatch.setattr(mgmrn.models, "Backbone",
-                        lambda *args, **kwargs: StubBackbone(config["stage_channels"]))
-    write_dataset(tmp_path / "data", release)
-    write_stub_recipe(tmp_path / "recipe.yaml", tmp_path / "data", config)
-    state = {k: v.float() for k, v in release["state_dict"].items()}  # float32, as saved
-    if layout == "module-prefixed":
-        state = {f"module.{k}": v for k, v in state.items()}
-    torch.save(state if layout == "bare" else {"model": state}, tmp_path / "release.pth")
-    out = tmp_path / "converted.pt"
-    assert main(["convert-release", str(tmp_path / "release.pth"), "--config",
-                 str(tmp_path / "recipe.yaml"), "--out", str(out)]) == 0, capsys.readouterr().err
-    # the fixture's weights are float32 values: float32 storage loses nothing
-    net = mgmrn.load(out).model.double()
-    net.train(False)
-    inputs, forward = release["inputs"], release["forward"]
-    with torch.no_grad():
-        scores = net(inputs["x"], inputs["seen_att"])
-    for level in range(3):
-        assert_close(scores.class_scores[level], forward[f"score{level + 1}"], f"score{level + 1}")
-    assert_close(scores.logits, forward["score"], "summed score")
+    check_convert_release_scores(tmp_path, monkeypatch, size, layout, capsys)
 
 
 def test_convert_release_refuses_switches_not_published_and_names_them(setup, release, capsys):

@@ -20,41 +20,24 @@ import torch
 
 from mgmrn.config import load_config
 from mgmrn.evaluation import evaluate_zsl, gamma_sweep
-from mgmrn.models import compile_heads
 from mgmrn.models.release import RELEASE_SWITCHES
-from mgmrn.training import runner
-from mgmrn.training.engine import train_one_epoch
 from mgmrn.training.losses import ZSLCriterion
 
-from ._release import (
-    ATOL,
-    assert_close,
-    load_fixture,
-    release_lambda,
-    release_net,
-    to_release_names,
+from ._parity_checks import (
+    assert_state,
+    check_alternating,
+    check_forward,
+    check_losses_and_gradients,
+    run_two_iterations,
 )
+from ._release import assert_close, load_fixture, release_lambda, release_net
 from .conftest import needs_cxx
-
-# gradients that are pure rounding noise in the published code (constant under the softmax, or
-# of the identity grouping unit): compared with an absolute tolerance only
-NOISE = ("group.", "KeyW")
 
 
 @pytest.fixture(scope="module", params=["d32", "d64"])
 def release(request):
     """Each small fixture in turn: D=32 (in the repository), D=64 (from ../shared/parity)."""
     return load_fixture(request.param)
-
-
-def forward_with_intermediates(net, x, seen_att):
-    captured = {}
-    net.backbone.register_forward_hook(lambda m, i, o: captured.update(stages=o))
-    for level, module in enumerate(net.granularity):
-        module.register_forward_hook(lambda m, i, o, level=level: captured.update({level: o[0]}))
-    net.refinement.register_forward_hook(lambda m, i, o: captured.update(borrowed=o))
-    out = net(x, seen_att)
-    return out, captured
 
 
 def test_parity_recipes_set_every_switch_to_the_published_value():
@@ -68,22 +51,7 @@ def test_parity_recipes_set_every_switch_to_the_published_value():
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_parity_forward_stage_maps_level_maps_scam_and_scores(release, mode):
-    net = release_net(release)
-    net.train(mode == "train")
-    inputs, inter, fwd = release["inputs"], release["intermediates"], release["forward"]
-    with torch.no_grad():
-        out, got = forward_with_intermediates(net, inputs["x"], inputs["seen_att"])
-    for name, tensor in zip(("c3", "c4", "c5"), got["stages"]):
-        assert_close(tensor, inter[name], f"backbone stage {name}")
-    for level, name in enumerate(("s3", "s4", "s5")):
-        assert_close(got[level], inter[name], f"level map {name}")
-    assert_close(got["borrowed"][0], inter["lateral1"], "SCAM of the fine level")
-    assert_close(got["borrowed"][1], inter["lateral2"], "SCAM of the middle level")
-    assert got["borrowed"][2] is None
-    for level in range(3):
-        assert_close(out.attribute_scores[level], fwd[f"v2s{level + 1}"], f"v2s{level + 1}")
-        assert_close(out.class_scores[level], fwd[f"score{level + 1}"], f"score{level + 1}")
-    assert_close(out.logits, fwd["score"], "summed score")
+    check_forward(release, mode)
 
 
 @pytest.mark.parametrize("compiled", [
@@ -94,70 +62,11 @@ def test_parity_losses_and_gradients_of_the_summed_losses(release, compiled):
     """Also with train.compile=regions: the generated kernels keep the published numbers."""
     if compiled and release["config"]["D"] != 32:
         pytest.skip("compiled heads are checked on the D=32 fixture only (compiling takes ~30 s)")
-    net = release_net(release)
-    if compiled:
-        assert compile_heads(net) == 8
-    inputs = release["inputs"]
-    criterion = ZSLCriterion(inputs["seen_att"], release_lambda())
-    losses = criterion(net(inputs["x"], inputs["seen_att"]), inputs["labels"])
-    for level, loss in enumerate(losses):
-        assert_close(loss, release["fused_losses"][f"loss{level + 1}"], f"loss{level + 1}")
-    sum(losses).backward()
-    names = to_release_names(release["fused_grads"])
-    for key, param in net.named_parameters():
-        want = release["fused_grads"][names[key]]
-        assert param.grad is not None, key
-        atol = 1e-12 if any(n in names[key] for n in NOISE) else ATOL
-        assert_close(param.grad, want, f"gradient of {names[key]}", atol)
-
-
-def runner_optimizer(net, lr: float) -> torch.optim.Optimizer:
-    """The optimizer ``mgmrn train --config cub-release`` builds, at the fixture's learning rate
-    (0.05: larger than the recipe's, so that two iterations move the weights visibly)."""
-    cfg = load_config("cub-release")
-    cfg.train.lr = lr
-    optimizer, _ = runner.build_optimizer(net, cfg, torch.device("cpu"))
-    return optimizer
-
-
-def run_two_iterations(release, schedule: str, finetune: bool = True):
-    """train_one_epoch over the fixture's two batches, one batch per call: per-batch results."""
-    cfg, inputs = release["config"], release["inputs"]
-    net = release_net(release)
-    net.backbone.requires_grad_(finetune)
-    optimizer = runner_optimizer(net, cfg["lr"])
-    assert (optimizer.defaults["momentum"], optimizer.defaults["weight_decay"]) == (
-        cfg["momentum"], cfg["weight_decay"])
-    names = to_release_names(release["state_dict"])
-    stepped = []
-    optimizer.register_step_post_hook(lambda opt, *_: stepped.append(sorted(
-        names[k] for k, p in net.named_parameters() if p.grad is not None)))
-    criterion = ZSLCriterion(inputs["seen_att"], release_lambda())
-    losses, states = [], []
-    for i, (x, y) in enumerate([(inputs["x"], inputs["labels"]), (inputs["x2"], inputs["labels2"])]):
-        stats = train_one_epoch(net, [(x, y)], optimizer, criterion, torch.device("cpu"), i,
-                                schedule, show_progress=False)
-        losses.append([stats[f"loss_{level}"] for level in net.levels])
-        states.append({names[k]: v.detach().clone() for k, v in net.named_parameters()})
-    return torch.tensor(losses, dtype=torch.float64), states, stepped
-
-
-def assert_state(got: dict, want: dict, what: str, atol: float = ATOL) -> None:
-    assert got.keys() == want.keys()
-    for name in want:
-        assert_close(got[name], want[name], f"{what}: {name}", atol)
+    check_losses_and_gradients(release, compiled)
 
 
 def test_parity_alternating_schedule_two_iterations(release):
-    alt = release["alternating"]
-    losses, states, stepped = run_two_iterations(release, "alternating")
-    assert_close(losses, alt["losses"], "alternating losses [iteration, round]")
-    torch.testing.assert_close(alt["Lcls"] + 0.1 * alt["Lreg"], alt["losses"], rtol=0, atol=1e-12)
-    assert_state(states[0], alt["state_dict_iter1"], "after iteration 1")
-    assert_state(states[1], alt["state_dict_iter2"], "after iteration 2")
-    # every round steps exactly the parameters the published round steps
-    want = [sorted(names) for iteration in alt["updated_params"] for names in iteration]
-    assert stepped == want
+    check_alternating(release)
 
 
 def test_parity_fused_schedule_matches_fused_iterations_not_alternating(release):

@@ -12,8 +12,6 @@ runner builds, the recipes as loaded, the backbone loaded as a user loads it. Sk
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from torch import nn
@@ -21,20 +19,16 @@ from torch import nn
 from mgmrn.commands.convert import read_release_checkpoint
 from mgmrn.config import load_config
 from mgmrn.models import build_model
-from mgmrn.models.release import (
-    RELEASE_SWITCHES,
-    convert_release_state_dict,
-    published_names,
-    release_key,
+from mgmrn.models.release import convert_release_state_dict, published_names, release_key
+
+from ._parity_checks import (
+    PRESETS,
+    check_initial_weights,
+    check_optimizer,
+    check_recipes,
+    check_schedule,
 )
-from mgmrn.training import runner
-
 from ._release import assert_close, float64_default, load_fixture, resnet_weights
-
-PRESETS = {"CUB": ("cub-release", 312), "SUN": ("sun-release", 102), "AWA2": ("awa2-release", 85)}
-PLAIN = {"CUB": "cub", "SUN": "sun", "AWA2": "awa2"}
-WORD_DIM = 300  # the published word vectors
-SIGMAS = 5  # tolerance, in standard errors
 
 
 @pytest.fixture(scope="module")
@@ -42,66 +36,8 @@ def full():
     return load_fixture("full")
 
 
-class StageStub(nn.Module):
-    """Stands in for ResNet-101 when only the heads are built: its stage channels, no weights."""
-
-    channels = [512, 1024, 2048]
-
-    def forward(self, x):  # pragma: no cover - never run
-        raise NotImplementedError
-
-
-def preset_config(dataset: str):
-    cfg = load_config(PRESETS[dataset][0])
-    cfg.model.pretrained = False  # no download: the heads are what is compared
-    return cfg
-
-
 # ---------------------------------------------------------------------------------------------
 # 1. initial weights
-
-
-def check_initial_weights(full: dict, dataset: str) -> None:
-    """Every published head parameter of the preset, built at full size by mgmrn's own
-    ``build_model``: shape, mean and std within 5 standard errors of the published draw, constants
-    exactly, and for uniform initialisations the bounds."""
-    cfg = preset_config(dataset)
-    num_attributes = PRESETS[dataset][1]
-    assert (cfg.model.dim, cfg.model.attn_dim) == (2048, 1024)
-    torch.manual_seed(214)
-    net = build_model(cfg.model, torch.randn(num_attributes, WORD_DIM), backbone=StageStub())
-    params = dict(net.named_parameters())
-    published = full["init"][dataset]
-    assert sorted(published) == sorted(published_names())
-    problems = []
-    for name, stats in published.items():
-        key = release_key(name)
-        value = params.pop(key).detach()
-        numel, std = stats["numel"], stats["std"]
-        if value.numel() != numel or value.reshape(stats["shape"]).shape != tuple(stats["shape"]):
-            problems.append(f"{name} -> {key}: shape {tuple(value.shape)} != {stats['shape']}")
-            continue
-        if std == 0.0:  # constants: GroupNorm's affine weight 1 and bias 0, smoothing 0
-            if not (value == stats["min"]).all():
-                problems.append(f"{name} -> {key}: not the constant {stats['min']}")
-            continue
-        error = std / math.sqrt(2 * numel)
-        got_std, got_mean = (v.item() for v in torch.std_mean(value))
-        if abs(got_std - std) > SIGMAS * error:
-            problems.append(f"{name} -> {key}: std {got_std:.5g} vs published {std:.5g} "
-                            f"({abs(got_std - std) / error:.1f} standard errors)")
-        if abs(got_mean - stats["mean"]) > SIGMAS * std / math.sqrt(numel):
-            problems.append(f"{name} -> {key}: mean {got_mean:.3g} vs published {stats['mean']:.3g}")
-        bound = max(-stats["min"], stats["max"])
-        if abs(bound / (std * math.sqrt(3)) - 1) < 0.02:  # uniform: its sample max is its bound
-            slack = 10 / numel  # the gap of a uniform sample's max below its bound is ~1/numel
-            low, high = value.aminmax()
-            got = max(-low.item(), high.item())
-            if not bound * (1 - slack) <= got <= bound * (1 + slack):
-                problems.append(f"{name} -> {key}: uniform bound {got:.5g} vs published {bound:.5g}")
-    assert not problems, "\n".join(problems)
-    # and the mapping covers every head parameter
-    assert sorted(params) == [], f"head parameters the published model does not have: {params}"
 
 
 @pytest.mark.parametrize("dataset", PRESETS)
@@ -177,58 +113,9 @@ def test_parity_resnet101_through_convert_release(full, tmp_path):
 # 3. optimizer and schedule
 
 
-HYPER = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")
-
-
-def check_optimizer(full: dict, dataset: str) -> None:
-    """The optimizer `mgmrn train` builds for the preset: the published type, settings and
-    parameters (every head parameter, through the name mapping, and the whole backbone)."""
-    cfg = preset_config(dataset)
-    with torch.device("meta"):  # names and shapes are enough: nothing is computed
-        net = build_model(cfg.model, torch.zeros(PRESETS[dataset][1], WORD_DIM))
-    optimizer, _ = runner.build_optimizer(net, cfg, torch.device("cpu"))
-    published = full["optimizer"]
-    assert type(optimizer).__name__ == published["type"] == "SGD"
-    assert len(optimizer.param_groups) == len(published["groups"]) == 1
-    group, want = optimizer.param_groups[0], published["groups"][0]["hyper"]
-    want = {**want, "lr": full["recipes"][dataset]["lr"]}  # recorded for CUB; each recipe's own
-    for key in HYPER:
-        assert group[key] == want[key], f"{dataset}: {key} {group[key]} != published {want[key]}"
-    names = {id(p): n for n, p in net.named_parameters()}
-    stepped = [names[id(p)] for p in group["params"]]
-    heads = sorted(release_key(n, "backbone.body.") for n in published["groups"][0]["params"])
-    backbone = sorted(n for n in names.values() if n.startswith("backbone."))
-    assert len(stepped) == len(set(stepped))
-    assert sorted(n for n in stepped if not n.startswith("backbone.")) == heads
-    assert sorted(n for n in stepped if n.startswith("backbone.")) == backbone  # fine-tuned
-    assert full["recipes"][dataset]["finetune_backbone"] and backbone
-
-
 @pytest.mark.parametrize("dataset", PRESETS)
 def test_parity_optimizer_mgmrn_train_builds(full, dataset):
     check_optimizer(full, dataset)
-
-
-def runner_schedule(cfg) -> list[float]:
-    """The learning rate of every epoch, as `mgmrn train`'s loop sets it (one step per epoch)."""
-    weight = nn.Parameter(torch.zeros(1))
-    optimizer, scheduler = runner.build_optimizer(nn.ParameterList([weight]), cfg, torch.device("cpu"))
-    lrs = []
-    for _ in range(cfg.train.epochs):
-        runner.scheduler_epoch_start(scheduler, cfg)
-        lrs.append(optimizer.param_groups[0]["lr"])
-        weight.grad = torch.zeros(1)
-        optimizer.step()
-        runner.scheduler_epoch_end(scheduler, cfg)
-    return lrs
-
-
-def check_schedule(full: dict, dataset: str) -> None:
-    want = full["schedule"][dataset]
-    got = runner_schedule(preset_config(dataset))
-    assert len(got) == len(want) == 30
-    for epoch, (g, w) in enumerate(zip(got, want)):
-        assert g == pytest.approx(w, rel=1e-12), f"{dataset} epoch {epoch}: lr {g} != {w}"
 
 
 @pytest.mark.parametrize("dataset", PRESETS)
@@ -238,37 +125,6 @@ def test_parity_learning_rate_of_every_epoch(full, dataset):
 
 # ---------------------------------------------------------------------------------------------
 # 4. recipes
-
-
-def recipe_values(cfg) -> dict:
-    """The published recipe's keys, read from an mgmrn config."""
-    return dict(seed=cfg.seed, scale=cfg.model.tau, lambda_reg=cfg.train.lam,
-                image_size=cfg.data.image_size, ways=cfg.data.ways, shots=cfg.data.shots,
-                semantic=cfg.data.semantic, batches_per_epoch=cfg.train.batches_per_epoch,
-                epochs=cfg.train.epochs, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
-                momentum=cfg.train.momentum, lr_gamma=cfg.train.lr_gamma,
-                lr_step=cfg.train.lr_step, test_batch=cfg.data.test_batch_size,
-                finetune_backbone=cfg.model.finetune)
-
-
-def check_recipes(full: dict) -> None:
-    """Every published value in the matching ``*-release`` recipe, and in the plain recipe,
-    which claims the published values for all but the switches."""
-    for dataset, (name, _) in PRESETS.items():
-        published = full["recipes"][dataset]
-        # fixed in mgmrn's loss and transforms: CE weight 1, MSE of normalised vectors,
-        # random crop of the resized image in training
-        assert (published["lambda_cls"], published["reg_type"], published["reg_norm"],
-                published["train_aug"]) == (1.0, "MSE", True, "resize_random_crop")
-        for recipe in (name, PLAIN[dataset]):
-            cfg = load_config(recipe)
-            got = recipe_values(cfg)
-            differing = {k: (v, published[k]) for k, v in got.items() if v != published[k]}
-            assert not differing, f"{recipe}: (ours, published) {differing}"
-            assert cfg.train.optimizer == "sgd", recipe
-        release = load_config(name)
-        assert release.data.test_resize == RELEASE_SWITCHES["data.test_resize"] == "crop"
-        assert published["test_aug"] == "resize_crop"
 
 
 def test_parity_recipes_hold_the_published_values(full):

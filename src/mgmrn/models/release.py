@@ -132,7 +132,8 @@ def convert_release_state_dict(release: dict[str, torch.Tensor],
     a plain attribute there) and is kept from ``model``.
 
     Raises:
-        ReleaseWeightsError: names every unexpected, missing and mis-shaped entry.
+        ReleaseWeightsError: names every unexpected, missing and mis-shaped entry, in one line
+            (also the backbone entries of a checkpoint whose backbone is not the network's).
     """
     target = model.state_dict()
     prefix = "backbone.body." if hasattr(model.backbone, "body") else "backbone."
@@ -145,7 +146,7 @@ def convert_release_state_dict(release: dict[str, torch.Tensor],
             continue
         if key is None:
             continue
-        if key not in target:
+        if key not in target:  # a published name, but not of this network (e.g. a deeper ResNet)
             unexpected.append(name)
             continue
         if value.numel() != target[key].numel() or (
@@ -159,6 +160,9 @@ def convert_release_state_dict(release: dict[str, torch.Tensor],
                 f" ({len(items)})" for label, items in (("unexpected", unexpected),
                                                         ("missing", missing),
                                                         ("mis-shaped", misshaped)) if items]
+    if any(name.startswith("backbone.") for name in (*unexpected, *missing)):
+        backbone = getattr(model.backbone, "name", type(model.backbone).__name__)
+        problems.append(f"is the checkpoint's backbone the recipe's model.backbone ({backbone})?")
     if problems:
         raise ReleaseWeightsError("; ".join(problems))
     converted["word_vectors"] = target["word_vectors"]
