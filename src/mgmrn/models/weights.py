@@ -12,8 +12,10 @@ tensor the backbone uses unloaded or bring names it does not have, beyond a clas
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
+import logging
 import os
 import re
 from pathlib import Path
@@ -79,7 +81,7 @@ def create_pretrained(name: str, pretrained_file: str | None, kwargs: dict,
             handle.remove()
 
     try:
-        with mock.patch.object(timm_builder, "load_pretrained", load_pretrained):
+        with mock.patch.object(timm_builder, "load_pretrained", load_pretrained), _quiet_keys():
             body = timm.create_model(name, pretrained=True, **kwargs)
     except PretrainedWeightsError:
         raise
@@ -109,6 +111,21 @@ def create_pretrained(name: str, pretrained_file: str | None, kwargs: dict,
     if "location" in record and Path(record["location"]).is_file():
         record["sha256"] = sha256(record["location"])
     return body, record
+
+
+@contextlib.contextmanager
+def _quiet_keys():
+    """Leave out timm's lines listing every missing or unexpected name (hundreds for a wrong
+    file): the check below says the same in one line, or refuses the weights."""
+    def keep(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("Missing keys", "Unexpected keys"))
+
+    logger = logging.getLogger(timm_builder.__name__)
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 def _check_fit(where: str, name: str, keys, used: set, ignored: tuple) -> None:
