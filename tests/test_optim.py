@@ -145,3 +145,27 @@ def test_warmup_with_the_step_schedule_keeps_its_decay_by_epoch():
 def test_fine_tuning_keys_are_checked_when_the_config_is_read(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config("demo", [override])
+
+
+def test_a_per_batch_schedule_resumes_where_it_stopped():
+    overrides = ["train.lr=1.0", "train.epochs=2", "train.batches_per_epoch=5",
+                 "train.scheduler=cosine", "train.warmup_epochs=0.4", "train.backbone_lr_scale=0.5"]
+    cfg = load_config("demo", overrides)
+    net = network("resnet18", {})
+
+    def run(steps, state=None):
+        optimizer, scheduler = build_optimizer(net, cfg, torch.device("cpu"))
+        if state is not None:
+            optimizer.load_state_dict(state[0])
+            scheduler.load_state_dict(state[1])
+        for _ in range(steps):
+            optimizer.step()
+            scheduler_batch_end(scheduler, cfg)
+        return optimizer, scheduler
+
+    straight, _ = run(7)
+    first, scheduler = run(3)
+    resumed, _ = run(4, (first.state_dict(), scheduler.state_dict()))
+    assert [g["lr"] for g in resumed.param_groups] == [g["lr"] for g in straight.param_groups]
+    assert sorted({g["lr"] for g in straight.param_groups}) == pytest.approx(
+        [s * 0.5 * (1 + math.cos(math.pi * 5 / 8)) for s in (0.5, 1.0)])  # 2 warm-up batches
