@@ -212,16 +212,39 @@ def test_train_logs_its_weights_and_the_overlap_warning_and_records_them(tmp_pat
                      "data.demo.images_per_class=4", "data.ways=3", "data.shots=2",
                      "data.num_workers=0", "data.verify_images=false", "model.backbone=resnet18",
                      f"model.pretrained_file={path}", "model.dim=16", "model.attn_dim=8",
-                     "model.num_parts=2", "train.epochs=1", "train.batches_per_epoch=1",
-                     "train.optimizer=adamw", "train.backbone_lr_scale=0.1"]) == 0
+                     "model.num_parts=2", "train.epochs=1", "train.batches_per_epoch=2",
+                     "train.optimizer=adamw", "train.backbone_lr_scale=0.1",
+                     "train.scheduler=cosine"]) == 0
     digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
     assert f"backbone weights: file {path} (sha256 {digest})" in caplog.text
     assert "overlap resnet18.tv_in1k demo True" in caplog.text
     assert "optimizer: AdamW, 2 groups of 123 tensors, lr 0.0002 to 0.002" in caplog.text
     last = load_checkpoint(run / "checkpoints" / "last.pt")
     assert last["backbone_weights"]["sha256"] == digest
+    assert last["scheduler"]["last_epoch"] == 2  # the cosine schedule moved on every batch
     best = load_checkpoint(run / "checkpoints" / "best.pt")
     assert not {"optimizer", "scheduler", "scaler", "random"} & set(best)
     assert best["backbone_weights"] == last["backbone_weights"]
     assert main(["eval", "--checkpoint", str(run / "checkpoints" / "best.pt"),
                  "--out", str(tmp_path / "eval.json")]) == 0
+
+
+def test_train_warns_in_one_line_about_weights_beyond_imagenet_1k_on_a_benchmark(caplog):
+    from types import SimpleNamespace
+
+    from mgmrn.models import describe_backbone
+    from mgmrn.training.runner import log_backbone
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    for name, warned in (("convnext_tiny.in12k_ft_in1k", True), ("resnet101.tv_in1k", False)):
+        backbone = SimpleNamespace(spec=describe_backbone(name), weights={
+            "source": "hub", "name": name, "location": f"hf-hub:timm/{name}"})
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            log_backbone(SimpleNamespace(backbone=backbone), load_config("cub"), optimizer)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == int(warned)
+        if warned:
+            assert "\n" not in warnings[0] and "ImageNet-12k" in warnings[0]
+            assert "cub's unseen classes out of ImageNet-1k only" in warnings[0]
+        assert f"backbone weights: hub hf-hub:timm/{name}" in caplog.text
