@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from unittest import mock
 
@@ -27,6 +28,8 @@ import torch
 from torch import nn
 
 from mgmrn.errors import MgmrnError
+
+log = logging.getLogger(__name__)
 
 # weights a file may hold that no backbone uses: the pretrained model's classifier
 IGNORED_EXTRA = ("fc.*", "head.*", "head_dist.*", "classifier.*", "last_linear.*", "fc_norm.*")
@@ -38,7 +41,7 @@ class PretrainedWeightsError(MgmrnError, RuntimeError):
 
 
 def create_pretrained(name: str, pretrained_file: str | None, kwargs: dict,
-                      used: callable) -> tuple[nn.Module, dict]:
+                      used: Callable[[nn.Module], set]) -> tuple[nn.Module, dict]:
     """``timm.create_model(name, pretrained=True, **kwargs)``, checked; and where the weights came from.
 
     Args:
@@ -81,36 +84,42 @@ def create_pretrained(name: str, pretrained_file: str | None, kwargs: dict,
             handle.remove()
 
     try:
+        # timm's build_model_with_cfg calls its module's load_pretrained, where the converted state
+        # dict meets the whole model before features_only cuts it: the one place to read the outcome
         with mock.patch.object(timm_builder, "load_pretrained", load_pretrained), _quiet_keys():
             body = timm.create_model(name, pretrained=True, **kwargs)
     except PretrainedWeightsError:
         raise
-    except RuntimeError as err:
-        mismatched = re.findall(r"size mismatch for (\S+): copying a param with shape "
-                                r"torch.Size\(\[([^\]]*)\]\) from checkpoint, the shape in current "
-                                r"model is torch.Size\(\[([^\]]*)\]\)", str(err))
-        if mismatched:
-            shown = "; ".join(f"'{n}' is ({a}) in the file, ({b}) in the backbone"
-                              for n, a, b in mismatched[:SHOWN])
-            raise PretrainedWeightsError(
-                f"{where} does not fit backbone '{name}': {len(mismatched)} tensor(s) of another "
-                f"shape ({shown}); give the weights of this very model") from err
-        if pretrained_file is not None:
-            raise PretrainedWeightsError(f"{where} cannot be loaded into backbone '{name}' "
-                                         f"({type(err).__name__}: {_first_line(err)})") from err
-        raise PretrainedWeightsError(_unreachable(name, err)) from err
-    except Exception as err:  # no network and no cached copy, or a file timm cannot convert
-        if pretrained_file is not None:
-            raise PretrainedWeightsError(f"{where} cannot be loaded into backbone '{name}' "
-                                         f"({type(err).__name__}: {_first_line(err)})") from err
-        raise PretrainedWeightsError(_unreachable(name, err)) from err
-    if results:  # a model with its own loader (custom_load) reports nothing to check
+    except Exception as err:
+        raise _load_error(err, where, name, pretrained_file is not None) from err
+    if results:
         _check_fit(where, name, results[-1], used(body), _ignored_extra(body))
+    else:  # a model with its own loader (timm's custom_load) reports nothing to check
+        log.warning("%s: loaded by the model's own loader; which tensors it filled is not known",
+                    where)
     if record["source"] != "file":
         record.update(_hub_file(record))
     if "location" in record and Path(record["location"]).is_file():
         record["sha256"] = sha256(record["location"])
     return body, record
+
+
+def _load_error(err: Exception, where: str, name: str, from_file: bool) -> PretrainedWeightsError:
+    """One line for what went wrong while timm resolved and loaded the weights: tensors of other
+    shapes, a file it cannot convert, or weights it could not fetch."""
+    mismatched = re.findall(r"size mismatch for (\S+): copying a param with shape "
+                            r"torch.Size\(\[([^\]]*)\]\) from checkpoint, the shape in current "
+                            r"model is torch.Size\(\[([^\]]*)\]\)", str(err))
+    if mismatched:
+        shown = "; ".join(f"'{n}' is ({a}) in the file, ({b}) in the backbone"
+                          for n, a, b in mismatched[:SHOWN])
+        return PretrainedWeightsError(
+            f"{where} does not fit backbone '{name}': {len(mismatched)} tensor(s) of another "
+            f"shape ({shown}); give the weights of this very model")
+    if from_file:
+        return PretrainedWeightsError(f"{where} cannot be loaded into backbone '{name}' "
+                                      f"({type(err).__name__}: {_first_line(err)})")
+    return PretrainedWeightsError(_unreachable(name, err))
 
 
 @contextlib.contextmanager
