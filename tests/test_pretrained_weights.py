@@ -248,3 +248,21 @@ def test_train_warns_in_one_line_about_weights_beyond_imagenet_1k_on_a_benchmark
             assert "\n" not in warnings[0] and "ImageNet-12k" in warnings[0]
             assert "cub's unseen classes out of ImageNet-1k only" in warnings[0]
         assert f"backbone weights: hub hf-hub:timm/{name}" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["swin_tiny_patch4_window7_224.ms_in22k_ft_in1k",
+                                  "convnext_tiny.in12k_ft_in1k",
+                                  "vit_small_patch14_reg4_dinov2.lvd142m"])
+def test_whole_timm_models_weights_load_strictly_at_448_px(name, tmp_path):
+    """The recipes' families in timm's format, classifier head included, built for 224 or
+    518 px: loaded at 448 px (tables and position embeddings resized), nothing refused."""
+    whole = timm.create_model(name, pretrained=False)
+    safetensors.torch.save_file({k: v.contiguous() for k, v in whole.state_dict().items()},
+                                str(tmp_path / "w.safetensors"))
+    backbone = Backbone(name, pretrained_file=str(tmp_path / "w.safetensors"), image_size=448)
+    assert backbone.weights["source"] == "file"
+    first = next(n for n, _ in whole.named_parameters() if "weight" in n and "blocks" in n)
+    body = dict(backbone.body.named_parameters())
+    mine = backbone.timm_names().names
+    loaded = next(p for n, p in body.items() if mine[n] == first)
+    assert torch.equal(loaded, dict(whole.named_parameters())[first])
