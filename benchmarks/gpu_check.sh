@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Every GPU check in one call: the throughput of docs/performance.md's GPU table (with the compiled-heads
-# mode and FLOP rates), the CUDA tests, where a step's time goes (eager, then heads compiled),
-# the input pipeline end to end, and the README's Backbones table (one fused_fast line per
-# backbone family at 448 px with the full heads, last, so that the time left decides). Full logs go to $OUT (or benchmarks/results/gpu-check); the
-# JSON lines and tables are printed.
+# Every GPU check in one call: the throughput of docs/performance.md's GPU table (with the
+# compiled-heads mode and FLOP rates), the CUDA tests, where a step's time goes (eager, then heads
+# compiled), the input pipeline end to end, peak training memory per backbone with and without
+# gradient checkpointing (benchmarks/memory.py), and the README's Backbones table (one fused_fast
+# line per backbone family at 448 px with the full heads, last, so that the time left decides).
+# Full logs go to $OUT (or benchmarks/results/gpu-check); the JSON lines and tables are printed.
 #   bash benchmarks/gpu_check.sh
 # Each step runs under the smaller of its own limit and the time left of GPU_CHECK_SECONDS
 # (default 530), so that the whole check ends within about 9 minutes even when a step hangs.
@@ -52,6 +53,10 @@ where "$out/profile_compile_heads.txt"
 
 step 150 "$out/end_to_end.log" $py benchmarks/end_to_end.py --device cuda --workers 0,1,4,8
 grep '^{' "$out/end_to_end.log" || tail -20 "$out/end_to_end.log"
+# docs/backbones.md's memory table: peak training memory per image at 448 px, with and
+# without gradient checkpointing, five backbones
+step 150 "$out/memory.log" $py benchmarks/memory.py --device cuda
+sed -n '/^| backbone/,$p' "$out/memory.log" | grep . || tail -20 "$out/memory.log"
 # the Backbones table's GPU column: full heads (D=2048, M=1024), 448 px, as mgmrn train runs
 for backbone in resnet101 convnext_tiny swin_tiny_patch4_window7_224 maxvit_tiny_tf_224 \
     vit_small_patch14_dinov2 vit_base_patch14_dinov2; do

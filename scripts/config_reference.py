@@ -79,7 +79,12 @@ MEANINGS = {
 # what follows the comment in the table: conditions and consequences a one-line comment omits
 DETAILS = {
     "model.backbone_args": "(e.g. a ResNet's `layers`, `channels`)",
-    "model.pretrained_file": "(a timm or torchvision state dict)",
+    "model.pretrained_file": "(a timm or torchvision state dict); implies `model.pretrained=true`; "
+                             "weights that leave a backbone tensor unloaded, bring names it lacks "
+                             "(beyond a classifier head) or other shapes are refused",
+    "model.out_indices": "(hierarchical backbones: their stride 8/16/32 stages; refused here)",
+    "train.layer_decay": "(the heads count as the last layer; docs/backbones.md: Fine-tuning)",
+    "train.scheduler": "`step` with `train.warmup_epochs` > 0 is also set every batch",
     "model.resize_before_projection": "(4x cheaper heads; not published)",
     "model.norm": "`batch` serves inputs so small that the level maps have only a few cells",
     "data.root": "(benchmarks: the folder holding `xlsa17/`, `w2v/` and the images)",

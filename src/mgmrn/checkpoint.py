@@ -11,9 +11,15 @@ A checkpoint is a dict of plain values and tensors (``weights_only`` loading acc
   inputs, the backbone's pretrained statistics; a checkpoint without it (converted from the
   published code) was trained with ImageNet's, bilinear;
 - ``random``: Python, NumPy and torch random states;
+- ``backbone_weights``: where the backbone's weights came from before training (``source``:
+  file, hub, url or random; ``name``; ``location`` and ``sha256`` of the file where there is one);
 - ``mid_epoch``: only in a checkpoint written when training was stopped by a signal: the epoch
   it stopped in, the batches of it done, their summed losses per level, and every rank's random
   states. Resuming skips those batches and continues as if never stopped.
+
+``last.pt`` holds all of it, to resume; ``best.pt`` only what evaluation and prediction read
+(:func:`inference_state`: no optimizer, scheduler, scaler or random states), about half the size
+with AdamW.
 """
 
 from __future__ import annotations
@@ -63,7 +69,8 @@ def data_meta(data) -> dict:
 
 def build_state(model: nn.Module, optimizer, scheduler, scaler, config: dict, data: dict,
                 epoch: int, best: dict, mid_epoch: dict | None = None,
-                calibration: dict | None = None, inputs: dict | None = None) -> dict:
+                calibration: dict | None = None, inputs: dict | None = None,
+                backbone_weights: dict | None = None) -> dict:
     """The checkpoint of a run (layout in the module docstring).
 
     Args:
@@ -76,6 +83,7 @@ def build_state(model: nn.Module, optimizer, scheduler, scaler, config: dict, da
         calibration: the run's gamma and where it was chosen, for prediction (see
             :func:`mgmrn.evaluation.calibration_record`), or None before any evaluation.
         inputs: the input normalisation and interpolation (None: ImageNet's, bilinear).
+        backbone_weights: where the backbone's weights came from (``Backbone.weights``).
     """
     state = {
         "input": dict(inputs or IMAGENET_INPUTS),
@@ -89,10 +97,20 @@ def build_state(model: nn.Module, optimizer, scheduler, scaler, config: dict, da
         "config": config,
         "data": data,
         "random": random_states(),
+        "backbone_weights": backbone_weights,
     }
     if mid_epoch is not None:
         state["mid_epoch"] = mid_epoch
     return state
+
+
+# what only resuming reads: left out of a checkpoint kept for evaluation and prediction
+RESUME_ONLY = ("optimizer", "scheduler", "scaler", "random", "mid_epoch")
+
+
+def inference_state(state: dict) -> dict:
+    """``state`` without what only resuming needs (:data:`RESUME_ONLY`): ``best.pt``."""
+    return {key: value for key, value in state.items() if key not in RESUME_ONLY}
 
 
 @dataclass
@@ -127,8 +145,8 @@ def restore_state(saved: dict, model: nn.Module, optimizer, scheduler, scaler,
     missing = [key for key in RESUME_KEYS if key not in saved]
     if missing:
         raise CheckpointError(f"checkpoint '{path}' cannot be resumed: it lacks "
-                              f"{', '.join(repr(k) for k in missing)}; it was not written by "
-                              f"mgmrn train")
+                              f"{', '.join(repr(k) for k in missing)}; resume from a run's "
+                              f"last.pt (best.pt keeps what evaluation and prediction need)")
     load_weights(model, saved["model"], path)
     try:
         optimizer.load_state_dict(saved["optimizer"])
@@ -318,7 +336,8 @@ def checkpoint_config(saved: dict, overrides: dict | None = None):
     from mgmrn.config import from_dict
 
     values = _merge(saved["config"], overrides or {})
-    values["model"] = {**values.get("model", {}), "pretrained": False}
+    # the weights are the checkpoint's: no pretrained ones are loaded, nor a file they came from
+    values["model"] = {**values.get("model", {}), "pretrained": False, "pretrained_file": None}
     return from_dict(values)
 
 

@@ -29,6 +29,7 @@ AutoWorkers = Literal["auto"]  # beside a count of loading processes
 # train
 Optimizer = Literal["sgd", "adamw"]
 LrStepAt = Literal["end", "start"]
+LrSchedule = Literal["step", "cosine"]
 Schedule = Literal["fused", "alternating"]
 Amp = Literal["auto", "bf16", "fp16", "none"]
 CompileHeads = Literal["regions"]  # beside true (the whole network) and false

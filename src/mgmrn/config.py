@@ -27,6 +27,7 @@ from mgmrn.choices import (
     DatasetName,
     Grouping,
     Halving,
+    LrSchedule,
     LrStepAt,
     ModelName,
     Norm,
@@ -60,6 +61,13 @@ class ModelConfig:
     pretrained: bool = True
     pretrained_file: str | None = None  # local weights file; otherwise timm's hub cache / URL
     finetune: bool = True  # False freezes the backbone and its batch-norm statistics
+    # freeze the stem and the first N blocks (plain ViTs) or stages (CNNs, Swin), with their
+    # batch-norm statistics; 0: none (docs/backbones.md: Fine-tuning)
+    freeze: int = 0
+    grad_checkpointing: bool = False  # recompute the backbone's blocks in backward (timm's)
+    # plain ViTs: the three blocks (from 0, fine level first) the levels are read from;
+    # null: the last block of each third of the depth (3, 7, 11 of 12)
+    out_indices: list[int] | None = None
     num_parts: int = 5  # K, region-grouping parts per level
     dim: int = 2048  # D, channel width of the level maps
     attn_dim: int = 1024  # M, attention width of the decoder
@@ -127,6 +135,16 @@ class TrainConfig:
     lr_step: int = 10  # StepLR step, in epochs
     lr_gamma: float = 0.1
     lr_step_at: LrStepAt = "end"  # when StepLR steps in each epoch ("start", published, decays early)
+    # "step": lr * lr_gamma every lr_step epochs; "cosine": to 0 over the run, set every batch
+    scheduler: LrSchedule = "step"
+    warmup_epochs: float = 0.0  # linear warm-up from lr / (its batches), set every batch
+    backbone_lr_scale: float = 1.0  # the pretrained backbone's lr = lr * this; the heads' = lr
+    # layer-wise lr decay: block or stage i of n gets lr * layer_decay^(n - i), as timm groups
+    # them (BEiT); null: off
+    layer_decay: float | None = None
+    # no weight decay for norms, biases, position embeddings, cls/register tokens and the
+    # backbone's no_weight_decay() names (timm's rules); false: every parameter decays
+    decay_exclusions: bool = False
     lam: float = 0.1  # weight of the attribute regression loss
     schedule: Schedule = "fused"  # how the three level losses are optimised per batch
     amp: Amp = "auto"  # mixed precision; auto = bf16 on CUDA, none on CPU
@@ -272,6 +290,7 @@ def resolve_config_path(name: str | Path) -> Path:
 def from_dict(values: dict[str, Any]) -> Config:
     cfg = Config()
     _update(cfg, values)
+    _imply(cfg)
     validate(cfg)
     return cfg
 
@@ -334,8 +353,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except ConfigError as err:
             raise ConfigError(f"{source}: {err}") from err
     _update(cfg, parse_overrides(overrides or []))
+    _imply(cfg)
     validate(cfg)
     return cfg
+
+
+def _imply(cfg: Config) -> None:
+    """A weights file means pretrained weights: ``model.pretrained_file`` sets
+    ``model.pretrained=true`` (recipes that train from scratch, parts and demo, set it false)."""
+    if cfg.model.pretrained_file is not None and not cfg.model.pretrained:
+        log.info("model.pretrained_file is given: the backbone starts from it "
+                 "(model.pretrained=true)")
+        cfg.model.pretrained = True
 
 
 def _get(cfg: Config, key: str) -> Any:
@@ -369,6 +398,12 @@ def validate(cfg: Config) -> None:
                           f"or regions (each head module), got {cfg.train.compile!r}")
     if cfg.train.eval_every < 0:
         raise ConfigError("config key 'train.eval_every' must be 0 or more")
+    if cfg.model.freeze < 0:
+        raise ConfigError(f"config key 'model.freeze': expected 0 (nothing frozen) or a count of "
+                          f"blocks or stages, got {cfg.model.freeze}")
+    if cfg.train.warmup_epochs > cfg.train.epochs:
+        raise ConfigError(f"config key 'train.warmup_epochs': expected at most train.epochs "
+                          f"({cfg.train.epochs}), got {cfg.train.warmup_epochs}")
     _check_trainable(cfg)
 
 
@@ -382,8 +417,13 @@ def _check_trainable(cfg: Config) -> None:
         "train.momentum": (0.0, 1.0, "low", "a momentum in [0, 1)"),
         "train.weight_decay": (0.0, inf, "low", "0 or more"),
         "train.lam": (0.0, inf, "low", "a loss weight of 0 or more"),
+        "train.warmup_epochs": (0.0, inf, "low", "0 or more epochs"),
+        "train.backbone_lr_scale": (0.0, inf, "", "a factor above 0 (model.finetune=false "
+                                    "freezes the backbone)"),
         "eval.gamma_step": (0.0, inf, "", "a calibration step above 0"),
     }
+    if cfg.train.layer_decay is not None:
+        ranges["train.layer_decay"] = (0.0, 1.0, "high", "a factor in (0, 1], or null (off)")
     for key, (low, high, ends, meaning) in ranges.items():
         value = _get(cfg, key)
         inside = (low <= value if "low" in ends else low < value) and \
@@ -397,8 +437,14 @@ def _check_backbone(cfg: Config) -> None:
     device (no weights, no data), so a backbone that cannot work stops here, not mid-run."""
     from mgmrn.models.backbone_spec import BackboneError, describe_backbone
 
+    args = dict(cfg.model.backbone_args)
+    if cfg.model.out_indices is not None:
+        if "out_indices" in args:
+            raise ConfigError("config keys 'model.out_indices' and 'model.backbone_args.out_indices' "
+                              "are both given; keep model.out_indices")
+        args["out_indices"] = cfg.model.out_indices
     try:
-        describe_backbone(cfg.model.backbone, cfg.model.backbone_args, cfg.data.image_size)
+        describe_backbone(cfg.model.backbone, args, cfg.data.image_size)
     except BackboneError as err:
         raise ConfigError(str(err)) from err
 

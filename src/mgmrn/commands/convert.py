@@ -101,7 +101,8 @@ def convert_release(checkpoint: str | Path, cfg: Config, out: str | Path) -> Pat
                           f"switches are all the published code's; {what}")
     release = read_release_checkpoint(checkpoint)
     data = assemble_data(read_records(cfg.data, seed=cfg.seed), cfg.data)
-    cfg.model.pretrained = False  # every weight comes from the checkpoint
+    # every weight comes from the checkpoint: no pretrained ones, nor a file they would come from
+    cfg.model.pretrained, cfg.model.pretrained_file = False, None
     model = build_model(cfg.model, data.attribute_vectors, image_size=cfg.data.image_size)
     try:
         state = convert_release_state_dict(release, model)

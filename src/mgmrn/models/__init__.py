@@ -23,15 +23,25 @@ from mgmrn.models.mgmrn import LEVELS, MgMRN, TokenLayout, ZSLOutput, spatial_at
 from mgmrn.models.refinement import SpatialChannelAttention
 
 __all__ = ["Backbone", "BackboneError", "GlobalBaseline", "IMAGENET_INPUTS", "LEVELS", "MgMRN",
-           "PretrainedWeightsError", "TokenLayout", "ZSLOutput", "build_model", "compile_heads",
-           "describe_backbone", "input_config", "model_input_config", "spatial_attention"]
+           "PretrainedWeightsError", "TokenLayout", "ZSLOutput", "backbone_args", "build_model",
+           "compile_heads", "describe_backbone", "input_config", "model_input_config", "spatial_attention"]
 
 HEAD_MODULES = (GranularityModule, SpatialChannelAttention, AttributeDecoder)
 
 
 # the ModelConfig fields that choose and make the network's backbone; every other field is a
 # keyword of MgMRN's constructor under the same name (and GlobalBaseline takes those it has)
-BUILD_FIELDS = ("name", "backbone", "backbone_args", "pretrained", "pretrained_file", "finetune")
+BUILD_FIELDS = ("name", "backbone", "backbone_args", "pretrained", "pretrained_file", "finetune",
+                "freeze", "grad_checkpointing", "out_indices")
+
+
+def backbone_args(cfg) -> dict:
+    """``timm.create_model`` arguments of a ``ModelConfig``'s backbone: ``backbone_args``, with
+    ``out_indices`` (a plain ViT's three blocks) where given."""
+    args = dict(cfg.backbone_args)
+    if cfg.out_indices is not None:
+        args["out_indices"] = list(cfg.out_indices)
+    return args
 
 
 def build_model(cfg, attribute_vectors: torch.Tensor, backbone: nn.Module | None = None,
@@ -46,7 +56,8 @@ def build_model(cfg, attribute_vectors: torch.Tensor, backbone: nn.Module | None
     if backbone is None:
         backbone = Backbone(cfg.backbone, pretrained=cfg.pretrained,
                             pretrained_file=cfg.pretrained_file, finetune=cfg.finetune,
-                            model_args=cfg.backbone_args, image_size=image_size)
+                            model_args=backbone_args(cfg), image_size=image_size,
+                            freeze=cfg.freeze, grad_checkpointing=cfg.grad_checkpointing)
     if cfg.name == "baseline":
         return GlobalBaseline(backbone, attribute_vectors.shape[0],
                               **network_keywords(cfg, GlobalBaseline))
@@ -71,7 +82,8 @@ def network_keywords(cfg, network: type[nn.Module]) -> dict:
 def model_input_config(cfg) -> dict:
     """The input normalisation and interpolation of the network a ``ModelConfig`` describes:
     those of its pretrained weights, or ImageNet's when it starts from random weights."""
-    return input_config(cfg.backbone, cfg.backbone_args, cfg.pretrained)
+    return input_config(cfg.backbone, backbone_args(cfg),
+                        cfg.pretrained or cfg.pretrained_file is not None)
 
 
 def compile_heads(model: nn.Module) -> int:

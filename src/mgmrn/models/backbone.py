@@ -16,13 +16,12 @@ the run's image size; timm resizes their position embeddings when it loads pretr
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import timm
 import torch
 from torch import nn
 
-from mgmrn.errors import MgmrnError
+from mgmrn.models.backbone_groups import TimmNames, freeze_first, layer_count
 from mgmrn.models.backbone_spec import (
     IMAGENET_INPUTS,
     BackboneError,
@@ -31,15 +30,12 @@ from mgmrn.models.backbone_spec import (
     describe_backbone,
 )
 from mgmrn.models.pyramid import SimpleFeaturePyramid
+from mgmrn.models.weights import PretrainedWeightsError, create_pretrained
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Backbone", "BackboneError", "BackboneSpec", "IMAGENET_INPUTS", "PretrainedWeightsError",
            "describe_backbone", "input_config"]
-
-
-class PretrainedWeightsError(MgmrnError, RuntimeError):
-    """Pretrained weights were asked for but cannot be found or fetched."""
 
 
 class Backbone(nn.Module):
@@ -49,10 +45,16 @@ class Backbone(nn.Module):
         name: a timm model (hierarchical with ``features_only``, or a plain ViT); a bare name takes
             torchvision's ImageNet weights where timm has them (``resnet101`` ->
             ``resnet101.tv_in1k``), otherwise timm's default tag.
-        pretrained: load pretrained weights (hub cache, URL, or ``pretrained_file``).
-        pretrained_file: local weights file (timm or torchvision state dict).
+        pretrained: load pretrained weights (hub cache, URL, or ``pretrained_file``), strictly:
+            weights that do not fit are refused (:mod:`mgmrn.models.weights`).
+        pretrained_file: local weights file (timm or torchvision state dict); implies
+            ``pretrained``.
         finetune: False freezes the timm model and keeps its batch-norm statistics fixed (a
             plain ViT's pyramid adapter, new, still trains).
+        freeze: freeze the stem (patch embedding) and the first ``freeze`` blocks (plain ViTs)
+            or stages (hierarchical models), their batch-norm statistics too; 0: none.
+        grad_checkpointing: recompute the timm model's blocks or stages in the backward pass
+            instead of keeping their activations (timm's ``set_grad_checkpointing``).
         model_args: further arguments of ``timm.create_model`` (e.g. ``layers`` and
             ``channels`` of a ResNet, ``depth`` of a ViT).
         image_size: the side of the input images, for models built for one size; None: timm's
@@ -65,13 +67,20 @@ class Backbone(nn.Module):
 
     def __init__(self, name: str = "resnet101", pretrained: bool = True,
                  pretrained_file: str | None = None, finetune: bool = True,
-                 model_args: dict | None = None, image_size: int | None = None):
+                 model_args: dict | None = None, image_size: int | None = None,
+                 freeze: int = 0, grad_checkpointing: bool = False):
         super().__init__()
         self.spec = describe_backbone(name, model_args, image_size)
         self.name = self.spec.name
         kwargs = creation_args(self.name, model_args or {}, image_size, self.spec)
+        self._kwargs = kwargs
         # hierarchical: all stages are built (the earlier ones are computed anyway); three are kept
-        self.body = _create(self.name, pretrained, pretrained_file, kwargs)
+        self.weights = {"source": "random", "name": self.name}
+        if pretrained or pretrained_file is not None:
+            self.body, self.weights = create_pretrained(
+                self.name, pretrained_file, kwargs, lambda body: self._timm_names(body).used)
+        else:
+            self.body = timm.create_model(self.name, pretrained=False, **kwargs)
         plain = self.spec.kind == "plain"
         # a plain ViT is built to return only its three blocks
         self.indices = [0, 1, 2] if plain else list(self.spec.indices)
@@ -81,11 +90,33 @@ class Backbone(nn.Module):
         self.finetune = finetune
         if not finetune:
             self.body.requires_grad_(False)
+        self.freeze = freeze
+        if freeze:
+            depth = layer_count(self.timm_names())
+            if freeze > depth:
+                raise BackboneError(f"model.freeze={freeze}: backbone '{self.name}' has "
+                                    f"{depth} {'blocks' if plain else 'stages'} to freeze")
+            freeze_first(self.body, self.timm_names(), freeze)
+        if grad_checkpointing:
+            # a plain ViT's blocks run inside its own forward_intermediates: set it there
+            (self.body.model if plain else self.body).set_grad_checkpointing(True)
+
+    def _timm_names(self, body: nn.Module) -> TimmNames:
+        return TimmNames(body, self.name, self._kwargs, self.spec.kind == "plain")
+
+    def timm_names(self) -> TimmNames:
+        """The body's parameters under the whole timm model's names, and timm's grouping rules."""
+        return self._timm_names(self.body)
 
     def train(self, mode: bool = True) -> Backbone:
         super().train(mode)
         if not self.finetune:
             self.body.eval()  # frozen backbone: batch-norm statistics stay as loaded
+        elif mode and self.freeze:
+            for module in self.body.modules():  # frozen stages (model.freeze) keep theirs too
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                        p.requires_grad for p in module.parameters()) and module.affine:
+                    module.eval()
         return self
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -110,39 +141,3 @@ def input_config(name: str, model_args: dict | None = None, pretrained: bool = T
     if not pretrained:
         return dict(IMAGENET_INPUTS)
     return dict(describe_backbone(name, model_args, None).input)
-
-
-def _create(name: str, pretrained: bool, pretrained_file: str | None,
-            kwargs: dict) -> nn.Module:
-    if not pretrained:
-        return timm.create_model(name, pretrained=False, **kwargs)
-    if pretrained_file is not None:
-        path = Path(pretrained_file).expanduser()
-        if not path.is_file():
-            raise PretrainedWeightsError(
-                f"model.pretrained_file '{path}' does not exist; give the path of a weights file "
-                f"for '{name}', or set model.pretrained=false to train from scratch")
-        overlay = dict(file=str(path), url="", hf_hub_id="")
-        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
-    try:
-        return timm.create_model(name, pretrained=True, **kwargs)
-    except Exception as err:  # no network and no cached copy: say what to do instead
-        raise PretrainedWeightsError(
-            f"could not load pretrained weights for '{name}' ({type(err).__name__}: {err}). "
-            f"{_where_to_get(name)}, then set model.pretrained_file=/path/to/that/file, or put "
-            f"it in the Hugging Face hub cache (~/.cache/huggingface/hub, e.g. with "
-            f"`huggingface-cli download` on a machine with network, then copy the folder), or set "
-            f"model.pretrained=false to train from scratch"
-        ) from err
-
-
-def _where_to_get(name: str) -> str:
-    """Where the weights of a tagged timm name are published, in words."""
-    cfg = timm.models.get_pretrained_cfg(name)
-    hub = getattr(cfg, "hf_hub_id", None)
-    if hub:
-        file = getattr(cfg, "hf_hub_filename", None) or "model.safetensors"
-        return (f"Download {file} from the Hugging Face hub repository '{hub}' "
-                f"(https://huggingface.co/{hub}) on a machine with network")
-    url = getattr(cfg, "url", None) or "(see timm's model card)"
-    return f"Download the weights on a machine with network ({url})"

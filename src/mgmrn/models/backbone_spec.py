@@ -93,6 +93,7 @@ def describe_backbone(name: str, model_args: dict | None = None,
 @functools.lru_cache(maxsize=64)
 def _describe(name: str, args_json: str) -> BackboneSpec:
     model_args = json.loads(args_json)
+    chosen = model_args.pop("out_indices", None)  # a plain ViT's blocks, checked below
     tagged = model_name(name)
     if not timm.is_model(tagged.split(".")[0]):
         close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
@@ -116,8 +117,14 @@ def _describe(name: str, args_json: str) -> BackboneSpec:
                                 f"three levels are read from three blocks")
         # the last block of each third: shallow (fine), middle and last (coarse)
         indices = tuple(max(0, depth * k // 3 - 1) for k in (1, 2, 3))
+        if chosen is not None:
+            indices = _chosen_blocks(tagged, chosen, depth)
         return BackboneSpec(tagged, "plain", indices, (info.channels()[0],) * 3,
                             (patch // 2, patch, 2 * patch), nhwc, 2 * patch, stats)
+    if chosen is not None:
+        raise BackboneError(f"model.out_indices={chosen}: backbone '{tagged}' is hierarchical; its "
+                            f"levels are its stages at strides 8, 16 and 32 (out_indices chooses "
+                            f"the blocks of a plain ViT)")
     missing = [s for s in STRIDES if s not in reductions]
     if missing:
         raise BackboneError(
@@ -128,6 +135,17 @@ def _describe(name: str, args_json: str) -> BackboneSpec:
     return BackboneSpec(tagged, "hierarchical", indices,
                         tuple(info.channels()[i] for i in indices), STRIDES, nhwc, STRIDES[-1],
                         stats)
+
+
+def _chosen_blocks(name: str, chosen, depth: int) -> tuple[int, ...]:
+    """``model.out_indices`` of a plain ViT: three blocks, from 0, increasing, within its depth."""
+    if (not isinstance(chosen, (list, tuple)) or len(chosen) != 3
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in chosen)
+            or list(chosen) != sorted(set(chosen)) or not 0 <= chosen[0] <= chosen[-1] < depth):
+        raise BackboneError(f"model.out_indices: expected three increasing block indices from 0 "
+                            f"to {depth - 1} (backbone '{name}' has {depth} blocks), fine level "
+                            f"first, got {chosen!r}")
+    return tuple(chosen)
 
 
 def _meta_model(name: str, kwargs: dict) -> torch.nn.Module:

@@ -176,7 +176,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
                     schedule: str = "fused", precision: Precision | None = None,
                     show_progress: bool = True, graphed: GraphedStep | None = None,
                     stop: Callable[[], bool] | None = None,
-                    progress: EpochProgress | None = None) -> dict:
+                    progress: EpochProgress | None = None,
+                    after_batch: Callable[[], None] | None = None) -> dict:
     """Train for one pass over ``loader``.
 
     ``fused`` runs one forward pass per batch and steps once on the sum of the level losses;
@@ -191,6 +192,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
             epoch there, with its losses read and ``progress.stopped`` set.
         progress: an epoch resumed part way (``loader`` yields only its remaining batches); it
             is updated in place, so that a stopped epoch can be saved and resumed.
+        after_batch: called after each batch's optimizer step(s) (a per-batch lr schedule).
 
     Returns:
         mean loss per level (named by the network's levels), total mean loss (over all batches
@@ -231,6 +233,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
                                              levels[level:level + 1])
                 _step(level_losses[level], optimizer, precision)
             add(level_values + reader.flush())
+        if after_batch is not None:
+            after_batch()
         seen += images.shape[0]
         if show_progress and read:
             rate = seen / (time.perf_counter() - start)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +32,18 @@ from mgmrn.inference.evaluate import evaluate_model
 from mgmrn.io.atomic import DiskWriteError, remove_stale_temporaries
 from mgmrn.io.locks import run_folder_lock
 from mgmrn.models import build_model, compile_heads, model_input_config
+from mgmrn.models.pretraining import overlap_warning
 from mgmrn.precision import resolve_cuda_graphs, resolve_eval_cuda_graphs, resolve_precision
 from mgmrn.training.engine import EpochProgress, GraphedStep, train_one_epoch
 from mgmrn.training.losses import ZSLCriterion
 from mgmrn.training.metrics_log import MetricsLog
+from mgmrn.training.optim import (
+    build_optimizer,
+    describe_groups,
+    scheduler_batch_end,
+    scheduler_epoch_end,
+    scheduler_epoch_start,
+)
 from mgmrn.training.preemption import REQUEUE_EXIT, Preempted, StopOnSignal
 from mgmrn.viz import write_eval_figures
 
@@ -93,28 +99,25 @@ def prepare_run_folder(folder: Path, resume: bool, auto_resume: bool = False) ->
     return None
 
 
-def build_optimizer(model: nn.Module, cfg: Config, device: torch.device):
-    """The optimizer and learning-rate scheduler ``mgmrn train`` uses for ``model``.
-
-    SGD (``train.optimizer=sgd``, as published: momentum, weight decay, no dampening, no
-    Nesterov) or AdamW over every parameter that requires a gradient, and a StepLR of
-    ``train.lr_step`` epochs and factor ``train.lr_gamma``; see :func:`scheduler_epoch_start`
-    and :func:`scheduler_epoch_end` for when it steps.
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    # on CUDA one fused kernel updates every parameter, instead of a pass per term of the update;
-    # not for the alternating schedule, whose steps leave some gradients unset, which the fused
-    # kernels of some torch releases refuse
-    fused = True if device.type == "cuda" and cfg.train.schedule == "fused" else None
-    if cfg.train.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
-                                      fused=fused)
+def log_backbone(model: nn.Module, cfg: Config, optimizer) -> None:
+    """Say what the run starts from: the backbone's levels and weights, the parameter groups,
+    and a warning where the weights' pretraining may have seen the benchmark's unseen classes."""
+    backbone = model.backbone
+    spec, weights = getattr(backbone, "spec", None), getattr(backbone, "weights", None)
+    if spec is None or weights is None:
+        return
+    unit = "blocks" if spec.kind == "plain" else "feature stages"
+    log.info("backbone %s (%s): levels from its %s %s (from 0) at strides %s", spec.name, spec.kind,
+             unit, ", ".join(map(str, spec.indices)), ", ".join(map(str, spec.strides)))
+    if weights["source"] == "random":
+        log.info("backbone weights: random (model.pretrained=false)")
     else:
-        optimizer = torch.optim.SGD(params, lr=cfg.train.lr, momentum=cfg.train.momentum,
-                                    weight_decay=cfg.train.weight_decay, fused=fused)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.train.lr_step,
-                                                gamma=cfg.train.lr_gamma)
-    return optimizer, scheduler
+        log.info("backbone weights: %s %s%s", weights["source"], weights.get("location", ""),
+                 f" (sha256 {weights['sha256']})" if weights.get("sha256") else "")
+    log.info("optimizer: %s", describe_groups(optimizer))
+    warning = overlap_warning(spec.name, cfg.data.name, weights["source"] != "random")
+    if warning:
+        log.warning(warning)
 
 
 def _wrap(model: nn.Module, cfg: Config, env: DistEnv, device: torch.device) -> nn.Module:
@@ -161,6 +164,7 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> ZSLResults:
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer, scheduler = build_optimizer(model, cfg, device)
+    weights = getattr(model.backbone, "weights", None)
     point = _resume_point(resume_from, model, optimizer, scheduler, precision, env)
     _check_batches_done(point, cfg.train.batches_per_epoch, resume_from)
     if env.is_main:
@@ -168,6 +172,7 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> ZSLResults:
         save_config(cfg, folder / "config.yaml")
         log.info("model: %s, %.2fM parameters, device %s", cfg.model.name,
                  sum(p.numel() for p in model.parameters()) / 1e6, device)
+        log_backbone(model, cfg, optimizer)
     wrapped = _wrap(model, cfg, env, device)
     loader = build_train_loader(data, cfg.data, cfg.train.batches_per_epoch, cfg.seed,
                                 env.rank, env.world_size)
@@ -183,7 +188,7 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> ZSLResults:
                                                                       cfg.data.split)
         return ckpt_io.build_state(model, optimizer, scheduler, precision.scaler, cfg.to_dict(),
                                    ckpt_io.data_meta(data), completed, best, mid_epoch,
-                                   calibration, inputs)
+                                   calibration, inputs, weights)
 
     with StopOnSignal(env.enabled) as stopper:
         for epoch in range(point.epoch, cfg.train.epochs):
@@ -191,11 +196,12 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> ZSLResults:
                 raise _preempted(stopper, last, epoch, None, cfg)
             progress = _start_epoch(epoch, point, cfg, env, loader.batch_sampler)
             scheduler_epoch_start(scheduler, cfg, resumed=bool(progress.batches))
-            lr = optimizer.param_groups[0]["lr"]
+            lr = max(group["lr"] for group in optimizer.param_groups)  # the heads'
             start = time.perf_counter()
             stats = train_one_epoch(wrapped, loader, optimizer, criterion, device, epoch,
                                     cfg.train.schedule, precision, show_progress=env.is_main,
-                                    graphed=graphed, stop=stopper.should_stop, progress=progress)
+                                    graphed=graphed, stop=stopper.should_stop, progress=progress,
+                                    after_batch=lambda: scheduler_batch_end(scheduler, cfg))
             if progress.stopped:
                 raise _save_stopped_epoch(epoch, progress, stopper, state, last, env, cfg)
             scheduler_epoch_end(scheduler, cfg)
@@ -210,7 +216,8 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> ZSLResults:
             if env.is_main:
                 metrics.write(record)  # before the checkpoint: a resume redoes and replaces it
                 if best.get("gzsl_epoch") == epoch:
-                    _save_checkpoint(state(epoch), folder / "checkpoints" / "best.pt")
+                    _save_checkpoint(ckpt_io.inference_state(state(epoch)),
+                                     folder / "checkpoints" / "best.pt")
                 _save_checkpoint(state(epoch), last)
                 log.info(_summary_line(record, cfg.train.epochs))
             barrier()
@@ -301,23 +308,6 @@ def _preempted(stopper: StopOnSignal, last: Path, epoch: int, batches: int | Non
                      f"scheduler to requeue)", last)
 
 
-def scheduler_epoch_start(scheduler, cfg: Config, resumed: bool = False) -> None:
-    """Before an epoch's first batch: with ``train.lr_step_at=start``, the published order, the
-    scheduler steps here, so the learning rate decays one epoch early (epoch e, from 0, runs at
-    lr * gamma^floor((e + 1) / step)). An epoch resumed part way has taken its step already."""
-    if cfg.train.lr_step_at != "start" or resumed:
-        return
-    with warnings.catch_warnings():
-        # PyTorch warns when a scheduler steps before the optimizer: that is the point here
-        warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
-        scheduler.step()
-
-
-def scheduler_epoch_end(scheduler, cfg: Config) -> None:
-    """After an epoch's last batch: with ``train.lr_step_at=end`` the scheduler steps here, so
-    epoch e, from 0, runs at lr * gamma^floor(e / step)."""
-    if cfg.train.lr_step_at == "end":
-        scheduler.step()
 
 
 def _summary_line(record: dict, epochs: int) -> str:
