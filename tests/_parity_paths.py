@@ -29,6 +29,7 @@ from mgmrn.config import ModelConfig, load_config
 from mgmrn.data import ZSLData
 from mgmrn.data.transforms import denormalize
 from mgmrn.distributed import DistEnv
+from mgmrn.inference import evaluate
 from mgmrn.models import build_model, model_input_config
 from mgmrn.models.backbone import Backbone
 from mgmrn.models.backbone_spec import describe_backbone
@@ -196,7 +197,7 @@ def published_evaluation_data(metrics: dict) -> tuple[ZSLData, torch.Tensor]:
 
 
 def check_evaluation(release: dict, recipe: str) -> None:
-    """``runner.evaluate_model``, as `mgmrn train` and `mgmrn eval` call it with the recipe's
+    """``evaluate_model``, as `mgmrn train` and `mgmrn eval` call it with the recipe's
     evaluation settings (``eval.gamma_step``, ``eval.ausuc_order``) and ``eval.gamma`` at the
     published best gamma, on a network left in train mode: every published figure."""
     metrics = release["metrics"]
@@ -207,7 +208,7 @@ def check_evaluation(release: dict, recipe: str) -> None:
     precision = resolve_precision(cfg, device, model_input_config(cfg.model))
     data, scores = published_evaluation_data(metrics)
     net = PublishedScores(scores, precision.inputs).train()  # as training leaves it
-    results = runner.evaluate_model(net, data, cfg, device, precision, DistEnv())
+    results = evaluate.evaluate_model(net, data, cfg, device, precision, DistEnv())
     figures = {"CZSL": (results.czsl_acc, want["zsl_acc"]), "S": (results.gzsl_seen, want["S"]),
                "U": (results.gzsl_unseen, want["U"]), "H": (results.gzsl_h, want["H"]),
                "AUSUC": (results.ausuc, want["AUSUC"]),

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from mgmrn.config import load_config
-from mgmrn.evaluation import evaluate_zsl, gamma_sweep
+from mgmrn.evaluation import gamma_sweep, zsl_figures
 from mgmrn.models.release import RELEASE_SWITCHES
 from mgmrn.training.losses import ZSLCriterion
 
@@ -107,8 +107,8 @@ def test_parity_evaluation_figures(release):
     m_in, m_out = release["metrics"]["inputs"], release["metrics"]["outputs"]
     order = m_in["train_test_id"]
     ts, tu = full_scores(m_in["ts_scores"], order), full_scores(m_in["tu_scores"], order)
-    results = evaluate_zsl(ts, m_in["ts_labels"], tu, m_in["tu_labels"], m_in["seen_ids"],
-                           m_in["unseen_ids"], ausuc_order="release")
+    results = zsl_figures(ts, m_in["ts_labels"], tu, m_in["tu_labels"], m_in["seen_ids"],
+                          m_in["unseen_ids"], ausuc_order="release").to_json()
     for key, want in (("czsl_acc", "zsl_acc"), ("gzsl_seen", "S"), ("gzsl_unseen", "U"),
                       ("gzsl_h", "H"), ("ausuc", "AUSUC")):
         assert results[key] == pytest.approx(100 * m_out[want], abs=1e-9), key

@@ -25,7 +25,7 @@ from torch import nn
 import mgmrn.commands.convert
 import mgmrn.config
 from mgmrn.evaluation import protocols
-from mgmrn.inference import scoring
+from mgmrn.inference import evaluate, scoring
 from mgmrn.models import backbone, backbone_spec, decoder, granularity, refinement, release
 from mgmrn.models import mgmrn as network
 from mgmrn.training import runner
@@ -224,7 +224,7 @@ def evaluation() -> None:
 
 
 def test_fault_ausuc_order_not_passed_by_evaluate_model(monkeypatch):
-    edit_source(monkeypatch, runner, "evaluate_model",
+    edit_source(monkeypatch, evaluate, "evaluate_model",
                 (", ausuc_order=cfg.eval.ausuc_order", ""))
     message = fails(evaluation)
     assert "AUSUC" in message and "'H'" not in message
@@ -239,7 +239,7 @@ def test_fault_evaluation_without_eval_mode(monkeypatch):
 def test_fault_fixed_gamma_stacking_sign(monkeypatch):
     edited = edit_source(monkeypatch, protocols, "zsl_figures",
                          ("gamma=fixed_gamma)", "gamma=-fixed_gamma)"))
-    monkeypatch.setattr(runner, "zsl_figures", edited)
+    monkeypatch.setattr(evaluate, "zsl_figures", edited)
     message = fails(evaluation)
     assert "H at the fixed gamma" in message and "'H'" not in message
 
@@ -274,11 +274,10 @@ def test_fault_default_weights_tag(monkeypatch):
 
 
 def test_fault_mapped_but_absent_entries_dropped_by_convert_release(monkeypatch, tmp_path, capsys):
-    edited = edit_source(monkeypatch, release, "convert_release_state_dict",
-                         ("            unexpected.append(name)\n            continue\n"
-                          "        if value.numel()",
-                          "            continue\n        if value.numel()"))
-    monkeypatch.setattr(mgmrn.commands.convert, "convert_release_state_dict", edited)
+    edit_source(monkeypatch, release, "convert_release_state_dict",
+                ("            unexpected.append(name)\n            continue\n"
+                 "        if value.numel()",
+                 "            continue\n        if value.numel()"))
     small = load_fixture("d32")
     checks.write_dataset(tmp_path / "data", small)
     checks.write_recipe(tmp_path / "recipe.yaml", tmp_path / "data")
