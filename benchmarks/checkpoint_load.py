@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from mgmrn.checkpoint import _entry_failing_checksum, load_checkpoint, save_atomic
+from mgmrn.checkpoint import entry_failing_checksum, load_checkpoint, save_atomic
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
         times = {"torch_load_s": [], "checksum_s": [], "load_checkpoint_s": []}
         for _ in range(args.repeats):
             for key, run in (("torch_load_s", lambda: torch.load(path, weights_only=True)),
-                             ("checksum_s", lambda: _entry_failing_checksum(path)),
+                             ("checksum_s", lambda: entry_failing_checksum(path)),
                              ("load_checkpoint_s", lambda: load_checkpoint(path))):
                 start = time.perf_counter()
                 run()

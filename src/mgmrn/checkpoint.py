@@ -205,7 +205,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
         raise CheckpointError(f"checkpoint '{path}' {_diagnose(path, err)}") from err
-    damaged = _entry_failing_checksum(path)
+    damaged = entry_failing_checksum(path)
     if damaged is not None:
         # torch.load does not check the archive's checksums: flipped bits load as wrong weights
         raise CheckpointError(f"checkpoint '{path}' is corrupted: the bytes of '{damaged}' do not "
@@ -238,7 +238,7 @@ def _diagnose(path: Path, err: Exception) -> str:
             f"written by mgmrn")
 
 
-def _entry_failing_checksum(path: Path) -> str | None:
+def entry_failing_checksum(path: Path) -> str | None:
     """The first entry of a zip checkpoint whose CRC-32 does not match its bytes, if any."""
     try:
         with zipfile.ZipFile(path) as archive:

@@ -1,8 +1,10 @@
 """Run configuration: nested dataclasses, loaded from YAML plus ``key=value`` overrides.
 
 Every field below is part of the public interface; docs/configuration.md is generated from
-this file (scripts/config_reference.py). A closed choice is a ``Literal`` type of
-:mod:`mgmrn.choices`, and the accepted values are read from it. Loading validates names and
+this file (scripts/config_reference.py). The defaults of the model and training fields are the
+published model's at full size; a recipe (``configs/*.yaml``) sets what differs, and ``mgmrn
+train`` without ``--config`` runs the ``parts`` recipe, whose set is the data default. A closed
+choice is a ``Literal`` type of :mod:`mgmrn.choices`, and the accepted values are read from it. Loading validates names and
 types, so a typo fails before anything heavy starts, with a message that names the key and says
 what was expected.
 """
@@ -105,8 +107,8 @@ class PartsConfig:
 
 @dataclass
 class DataConfig:
-    name: DatasetName = "demo"
-    root: str = ".cache/mgmrn/demo"
+    name: DatasetName = "parts"  # the default recipe's set (configs/parts.yaml)
+    root: str = ".cache/mgmrn/parts"
     attribute_vectors: str | None = None  # (A, E) .pkl or .npy; default per dataset
     semantic: Semantic = "original"  # class attributes: xlsa17's original_att, or its normalized att
     split: Split = "trainval"  # "trainval": the test splits; "val": the validation classes
@@ -160,8 +162,8 @@ class EvalConfig:
     gamma: float | None = None  # fixed calibration constant, reported beside the oracle
     gamma_step: float = 0.01
     ausuc_order: AusucOrder = "gamma"  # AUSUC points ordered by "gamma" (the curve) or as the "release" does
-    # replay full evaluation batches as a CUDA graph; None = where it works. Off by default: the
-    # CUDA tests of this path (tests/test_cuda.py) have not run on a GPU yet
+    # replay full evaluation batches as a CUDA graph; None = where it works. Off by default: only
+    # tests/test_cuda.py, which needs a GPU, checks the replay against the eager pass
     cuda_graphs: bool | None = False
 
 

@@ -12,7 +12,7 @@ normalisation on the device, with the same operations, so the network's inputs a
 
 The statistics and the resize interpolation are those of the backbone's pretrained weights (an
 ``inputs`` dict: ``mean``, ``std``, ``interpolation``, saved in every checkpoint); without one,
-ImageNet's statistics and bilinear resizing, as before.
+ImageNet's statistics and bilinear resizing, what the published ResNet-101 was trained with.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""The built-in drawn sets: shapes (``demo``) and part-attribute creatures (``parts``)."""
