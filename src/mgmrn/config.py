@@ -4,9 +4,9 @@ Every field below is part of the public interface; docs/configuration.md is gene
 this file (scripts/config_reference.py). The defaults of the model and training fields are the
 published model's at full size; a recipe (``configs/*.yaml``) sets what differs, and ``mgmrn
 train`` without ``--config`` runs the ``parts`` recipe, whose set is the data default. A closed
-choice is a ``Literal`` type of :mod:`mgmrn.choices`, and the accepted values are read from it. Loading validates names and
-types, so a typo fails before anything heavy starts, with a message that names the key and says
-what was expected.
+choice is a ``Literal`` type of :mod:`mgmrn.choices`, and the accepted values are read from it.
+Loading validates names and types, so a typo fails before anything heavy starts, with a message
+that names the key and says what was expected.
 """
 
 from __future__ import annotations
