@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # torch and torchvision are pinned to releases that pip resolves from local wheels where present.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test bench lint browser clean
+.PHONY: install demo test test-fast test-all bench lint browser clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,17 @@ demo: install
 	$(VENV)/bin/mgmrn train --config parts-baseline output_dir=$$run/baseline && \
 	$(VENV)/bin/mgmrn compare $$run/mgmrn $$run/baseline --out $$run
 
+# the unit, integration and parity tiers, without the tests that train for minutes (what CI runs)
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow" tests/unit tests/integration tests/parity
+
+# the unit tier alone, in under a minute
+test-fast: install
+	$(PY) -m pytest -q tests/unit
+
+# every tier: slow tests, the browser tests (make browser installs Chromium) and the CUDA tests
+test-all: install
+	$(PY) -m pytest -q tests
 
 bench: install
 	$(PY) benchmarks/throughput.py

@@ -43,7 +43,7 @@ step 270 "$out/throughput.log" $py benchmarks/throughput.py \
   --modes alternating_fp32,fused_fast,fused_regions
 grep '^{' "$out/throughput.log" || tail -20 "$out/throughput.log"
 
-step 150 "$out/tests.txt" $py -m pytest -q -p no:cacheprovider tests/test_cuda.py
+step 150 "$out/tests.txt" $py -m pytest -q -p no:cacheprovider tests/cuda/test_cuda.py
 tail -3 "$out/tests.txt"
 
 step 120 "$out/profile_eager.txt" $py benchmarks/profile_step.py --rows 30

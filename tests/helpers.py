@@ -25,7 +25,7 @@ from mgmrn.config import Config
 from mgmrn.models import Backbone, MgMRN, build_model
 from mgmrn.models.granularity import GroupNorm
 
-from ._tiny_benchmark import AUTHOR_PREFIX, cell
+from .xlsa17_fixture import AUTHOR_PREFIX, cell
 
 # --- paths and markers ---------------------------------------------------------------------
 

@@ -163,7 +163,7 @@ class EvalConfig:
     gamma_step: float = 0.01
     ausuc_order: AusucOrder = "gamma"  # AUSUC points ordered by "gamma" (the curve) or as the "release" does
     # replay full evaluation batches as a CUDA graph; None = where it works. Off by default: only
-    # tests/test_cuda.py, which needs a GPU, checks the replay against the eager pass
+    # tests/cuda/test_cuda.py, which needs a GPU, checks the replay against the eager pass
     cuda_graphs: bool | None = False
 
 

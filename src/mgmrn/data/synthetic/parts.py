@@ -15,7 +15,7 @@ All parts take their colours from one shared palette, and loose wing-sized feath
 beak-sized seeds in the same colours, whatever the class, litter the background: a colour's
 presence anywhere in the image, at any size, says little about which part wears it, so the wing
 and beak attributes have to be read off that part at its scale (the body colour, the largest area,
-stays easy; ``tests/test_data_parts.py`` checks that a global colour histogram gives the body
+stays easy; ``tests/unit/test_data_parts.py`` checks that a global colour histogram gives the body
 colour but not the beak colour). Position, size, rotation and mirroring vary from image to image.
 
 ``parts.num_unseen`` combinations are unseen, chosen as in the demo set so that every attribute
