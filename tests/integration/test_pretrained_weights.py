@@ -250,6 +250,7 @@ def test_train_warns_in_one_line_about_weights_beyond_imagenet_1k_on_a_benchmark
         assert f"backbone weights: hub hf-hub:timm/{name}" in caplog.text
 
 
+@pytest.mark.slow  # three full-size models at 448 px: about 6 s each
 @pytest.mark.parametrize("name", ["swin_tiny_patch4_window7_224.ms_in22k_ft_in1k",
                                   "convnext_tiny.in12k_ft_in1k",
                                   "vit_small_patch14_reg4_dinov2.lvd142m"])
