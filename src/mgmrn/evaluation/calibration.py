@@ -68,7 +68,8 @@ def default_gamma(record: dict[str, Any] | None,
     oracle, but the run's own); none (0).
 
     Args:
-        record: :func:`calibration_record` of the checkpoint, or None for older checkpoints.
+        record: :func:`calibration_record` of the checkpoint, or None where it holds none
+            (a converted checkpoint, or one saved before its first evaluation).
         eval_gamma: the run's ``eval.gamma``.
 
     Returns:

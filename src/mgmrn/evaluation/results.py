@@ -236,7 +236,7 @@ def results_from_json(obj: Any, source: str = "results") -> ZSLResults:
 
 
 def read_results(path: str | Path) -> ZSLResults:
-    """Read a results.json written by ``mgmrn train`` or ``mgmrn eval`` (older ones too).
+    """Read a results.json written by ``mgmrn train`` or ``mgmrn eval``.
 
     Raises:
         FileNotFoundError: no such file.
