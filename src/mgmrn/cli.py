@@ -48,7 +48,11 @@ def _parser() -> argparse.ArgumentParser:
                             "demo), demo (the shapes set), cub, sun, awa2, *-release")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in output_dir from its last checkpoint (a run "
-                            "stopped before its first checkpoint begins again)")
+                            "stopped before its first checkpoint, or a folder without one, "
+                            "begins again): safe to pass always")
+    train.add_argument("--resume-changes", action="store_true",
+                       help="with --resume: accept overrides that change the run's schedule, "
+                            "data or model (e.g. train.epochs=40 to train a finished run longer)")
     train.add_argument("overrides", nargs="*", metavar="key=value",
                        help="config overrides, e.g. train.epochs=5 data.root=/data/cub")
 
@@ -210,15 +214,18 @@ def _run(args: argparse.Namespace) -> int:
         from mgmrn.config import load_config, parse_overrides
 
         if args.command == "train":
-            cfg = load_config(args.config, args.overrides)
-            saved = Path(cfg.output_dir) / "config.yaml"
-            if args.resume and saved.is_file():
-                # a resumed run keeps its own config; command-line overrides still apply
-                cfg = load_config(saved, args.overrides)
+            from mgmrn.config import load_resumed
             from mgmrn.io.locks import run_folder_lock
 
-            # the lock first: a second run on the folder stops before the slow imports
-            with run_folder_lock(cfg.output_dir):
+            # the lock first: a second run on the folder stops before the backbone check of
+            # the config and the other slow imports (torch, timm)
+            with run_folder_lock(load_config(args.config, args.overrides, check=False).output_dir):
+                cfg = load_config(args.config, args.overrides)
+                saved = Path(cfg.output_dir) / "config.yaml"
+                if args.resume and saved.is_file():
+                    # a resumed run keeps its own config; overrides apply where they change no
+                    # schedule, data or model, unless --resume-changes says so
+                    cfg = load_resumed(saved, args.overrides, args.resume_changes)
                 from mgmrn.training.runner import train  # torch and the models: after a bad config is refused
 
                 train(cfg, resume=args.resume)

@@ -320,11 +320,13 @@ def _read_recipe(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[Path, d
     return _read_recipe(base_path, chain + (path,)) + [(path, values)]
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                check: bool = True) -> Config:
     """Load a config file (default: the parts recipe, the built-in demo) and apply overrides.
 
     A file may build on another with ``base: <recipe name or YAML path>``: the base is loaded
-    first, then the file's own keys override it.
+    first, then the file's own keys override it. ``check=False`` skips :func:`validate`, whose
+    backbone check imports torch and timm: for what is needed before them (``output_dir``).
     """
     path = resolve_config_path(path if path is not None else DEFAULT_RECIPE)
     cfg = Config()
@@ -334,7 +336,47 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except ConfigError as err:
             raise ConfigError(f"{source}: {err}") from err
     _update(cfg, parse_overrides(overrides or []))
-    validate(cfg)
+    if check:
+        validate(cfg)
+    return cfg
+
+
+# what a resumed run may change: where and how fast it runs, never what it trains on or how
+RESUMABLE_CHANGES = ("output_dir", "device", "eval.", "data.root", "data.num_workers",
+                     "data.test_batch_size", "data.verify_images", "data.skip_bad_images",
+                     "train.amp", "train.channels_last", "train.compile", "train.cuda_graphs",
+                     "train.auto_resume", "train.eval_every")
+
+
+def _flat(values: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value and key != "backbone_args":
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def load_resumed(saved: str | Path, overrides: list[str] | None = None,
+                 allow_changes: bool = False) -> Config:
+    """The config of a run continued with ``--resume``: its own ``config.yaml`` plus overrides.
+
+    An override changing the schedule, the data or the model (any key outside
+    :data:`RESUMABLE_CHANGES`) is refused unless ``allow_changes`` (``--resume-changes``): a
+    resumed run that silently trained to another schedule would rewrite its results as if it
+    had been planned so.
+    """
+    cfg = load_config(saved, overrides)
+    if allow_changes:
+        return cfg
+    before, after = _flat(load_config(saved, check=False).to_dict()), _flat(cfg.to_dict())
+    for key, value in after.items():
+        if before.get(key) != value and not key.startswith(RESUMABLE_CHANGES):
+            raise ConfigError(
+                f"--resume: {saved}: {key} is {before.get(key)}, not {value}; a resumed run "
+                f"keeps its schedule, data and model: drop the override, pass --resume-changes "
+                f"to continue the run with it, or start a new run in another output_dir")
     return cfg
 
 

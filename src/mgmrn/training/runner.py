@@ -38,7 +38,7 @@ from mgmrn.precision import Precision, resolve_cuda_graphs, resolve_eval_cuda_gr
 from mgmrn.training.engine import EpochProgress, GraphedStep, predict_logits, train_one_epoch
 from mgmrn.training.losses import ZSLCriterion
 from mgmrn.training.metrics_log import MetricsLog
-from mgmrn.training.preemption import REQUEUE_EXIT, Preempted, StopOnSignal
+from mgmrn.training.preemption import REQUEUE_EXIT, Preempted, StopOnSignal, stopped_while_starting
 from mgmrn.viz import write_eval_figures
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def prepare_run_folder(folder: Path, resume: bool, auto_resume: bool = False) ->
     drops the first attempt's records (see _train). A finished run is never replaced.
 
     Args:
-        resume: ``--resume``: continue from ``last.pt``, or begin again a run stopped before it.
+        resume: ``--resume``: continue from ``last.pt``, or begin the run (again) without one.
         auto_resume: continue from ``last.pt`` when it exists (a restarted job), else start anew.
     """
     last = folder / "checkpoints" / "last.pt"
@@ -74,13 +74,16 @@ def prepare_run_folder(folder: Path, resume: bool, auto_resume: bool = False) ->
         log.info("%s: continuing the run in %s from %s",
                  "--resume" if resume else "train.auto_resume", folder, last)
         return last
-    if (auto_resume and not (folder / "results.json").exists()) or (resume and stranded):
-        log.info("no checkpoint in %s yet (the run stopped before its first one); beginning the "
-                 "run again", folder)
+    if (resume or auto_resume) and not (folder / "results.json").exists():
+        # a requeue script passes --resume every time: to the first try too, and to a run
+        # killed before its first checkpoint
+        log.info("no checkpoint in %s yet (a new run, or one stopped before its first "
+                 "checkpoint); beginning the run", folder)
         return None
     if resume:
-        raise RunFolderError(f"--resume: no checkpoint at '{last}'; start a new run without "
-                             f"--resume, or point output_dir at the run to resume")
+        raise RunFolderError(f"--resume: '{folder}' holds a finished run (results.json) but no "
+                             f"checkpoint at '{last}' to continue from; choose a new folder with "
+                             f"output_dir=<new folder>")
     if stranded:
         raise RunFolderError(
             f"run folder '{folder}' holds a run stopped before its first checkpoint was complete "
@@ -321,6 +324,8 @@ def _save_checkpoint(state: dict, path: Path) -> None:
 
 def _preempted(stopper: StopOnSignal, last: Path, epoch: int, batches: int | None,
                cfg: Config) -> Preempted:
+    if not last.is_file():  # stopped before the first checkpoint: nothing to continue from
+        return stopped_while_starting(stopper.describe())
     where = (f"before epoch {epoch + 1}/{cfg.train.epochs}" if batches is None else
              f"in epoch {epoch + 1}/{cfg.train.epochs} after batch "
              f"{batches}/{cfg.train.batches_per_epoch}")
