@@ -314,6 +314,34 @@ def model_from_checkpoint(saved: dict, path: str | Path,
     return model.eval(), config
 
 
+def check_attribute_names(saved: dict, path: str | Path, names, where: str) -> None:
+    """Refuse data whose attributes are not the checkpoint's, by name and order.
+
+    Two sets with the same attribute count (the parts and the shapes sets have 13 each) load
+    the same weights; only the names tell that the scores would mean other things.
+
+    Args:
+        saved: what :func:`load_checkpoint` returned.
+        path: the checkpoint's file, named in the error.
+        names: the data's attribute names, in its column order.
+        where: the data, for the message (e.g. ``"demo data at .cache/mgmrn/demo"``).
+    """
+    from mgmrn.config import ConfigError
+
+    trained = (saved.get("data") or {}).get("attribute_names")
+    if trained is None:  # written before names were kept: nothing to compare
+        return
+    trained, names = list(trained), list(names)
+    for i in range(max(len(trained), len(names))):
+        mine = trained[i] if i < len(trained) else None
+        theirs = names[i] if i < len(names) else None
+        if mine != theirs:
+            raise ConfigError(
+                f"checkpoint '{path}' was trained on other attributes than the {where}: "
+                f"attribute {i + 1} is {mine!r} in the checkpoint but {theirs!r} in the data; "
+                f"use it on the dataset it was trained on")
+
+
 def checkpoint_inputs(saved: dict) -> dict:
     """The input normalisation and interpolation a checkpoint's network was trained with;
     ImageNet's, bilinear, for checkpoints written before they were saved."""

@@ -108,6 +108,8 @@ class _RunModel:
         inputs = ckpt_io.checkpoint_inputs(saved)  # the input statistics the run trained with
         self.data = build_data(cfg.data, seed=cfg.seed, inputs=inputs)
         model, _ = ckpt_io.model_from_checkpoint(saved, run.checkpoint, self.data.attribute_vectors)
+        ckpt_io.check_attribute_names(saved, run.checkpoint, self.data.attribute_names,
+                                      f"{cfg.data.name} data at {cfg.data.root}")
         self.model = model.to(device)
         self.inference = Inference(self.model, self.data.class_attributes, device,
                                    precision=Precision(inputs=inputs))

@@ -377,6 +377,8 @@ def _summary_line(record: dict, epochs: int) -> str:
 def evaluate_checkpoint(path: str | Path, overrides: dict | None = None,
                         out: str | Path | None = None) -> ZSLResults:
     """Evaluate a saved checkpoint on its dataset's test splits; writes results.json."""
+    out_path = Path(out) if out else Path(path).parent / "results.json"
+    _check_eval_out(out_path)
     env = init_distributed()
     try:
         saved = ckpt_io.load_checkpoint(path)
@@ -385,12 +387,13 @@ def evaluate_checkpoint(path: str | Path, overrides: dict | None = None,
         inputs = ckpt_io.checkpoint_inputs(saved)
         data = _build_data_once(cfg, env, inputs)
         model, _ = ckpt_io.model_from_checkpoint(saved, path, data.attribute_vectors, overrides)
+        ckpt_io.check_attribute_names(saved, path, data.attribute_names,
+                                      f"{cfg.data.name} data at {cfg.data.root}")
         precision = resolve_precision(cfg, device, inputs)
         model = place_model(model, device, precision)  # the layout training evaluates in
         results = evaluate_model(model, data, cfg, device, precision, env)
         results.checkpoint = str(path)
         results.epoch = saved.get("epoch")
-        out_path = Path(out) if out else Path(path).parent / "results.json"
         if env.is_main:
             results.write(out_path)
             write_eval_figures(results.to_json(), out_path.parent, per_class=results.czsl_per_class)
@@ -399,3 +402,14 @@ def evaluate_checkpoint(path: str | Path, overrides: dict | None = None,
         return results
     finally:
         cleanup()
+
+
+def _check_eval_out(out_path: Path) -> None:
+    """Refuse to write an evaluation into a training run's folder: its figures have the names
+    of the run's own (and ``--out <run>/results.json`` would replace the run's results)."""
+    folder = out_path.parent
+    if (folder / "metrics.jsonl").exists() or (folder / "checkpoints").is_dir():
+        raise RunFolderError(
+            f"--out '{out_path}': '{folder}' is the folder of a training run, whose results.json "
+            f"and figures the evaluation's would overwrite; write into another folder, e.g. "
+            f"--out {folder / 'eval' / out_path.name}")
