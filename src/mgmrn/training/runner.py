@@ -31,7 +31,7 @@ from mgmrn.evaluation.report import format_results
 from mgmrn.evaluation.results import ChosenOnValidation, ConfusedPair, DataSummary, ZSLResults
 from mgmrn.evaluation.selection import protocol_report, update_selection
 from mgmrn.inference.scoring import place_model
-from mgmrn.io.atomic import DiskWriteError, remove_stale_temporaries
+from mgmrn.io.atomic import DiskWriteError, check_writable, remove_stale_temporaries
 from mgmrn.io.locks import run_folder_lock
 from mgmrn.models import build_model, compile_heads, model_input_config
 from mgmrn.precision import Precision, resolve_cuda_graphs, resolve_eval_cuda_graphs, resolve_precision
@@ -196,6 +196,7 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> ZSLResults:
     _check_batches_done(point, cfg.train.batches_per_epoch, resume_from)
     if env.is_main:
         (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+        check_writable(folder / "checkpoints" / "last.pt")  # before an epoch's work, not after
         save_config(cfg, folder / "config.yaml")
         log.info("model: %s, %.2fM parameters, device %s", cfg.model.name,
                  sum(p.numel() for p in model.parameters()) / 1e6, device)
@@ -315,11 +316,13 @@ def _save_stopped_epoch(epoch: int, progress: EpochProgress, stopper: StopOnSign
 
 
 def _save_checkpoint(state: dict, path: Path) -> None:
+    had = path.is_file()
     try:
         ckpt_io.save_atomic(state, path)
     except DiskWriteError as err:
-        raise DiskWriteError(f"{err}; training stopped, the previous {path.name} is intact: "
-                             f"continue with --resume") from err
+        kept = (f"the previous {path.name} is intact: continue with --resume" if had else
+                f"no {path.name} was written yet: begin the run again with --resume")
+        raise DiskWriteError(f"{err}; training stopped, {kept}") from err
 
 
 def _preempted(stopper: StopOnSignal, last: Path, epoch: int, batches: int | None,
