@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from mgmrn.data.datasets import to_rgb
+from mgmrn.data.datasets import check_image_size, to_rgb
+from mgmrn.data.errors import DataError
 from mgmrn.data.readers.class_table import parse_class_table
 from mgmrn.inference.predictor import Predictor
 from mgmrn.serve.run_view import RunView
@@ -91,6 +92,10 @@ class Explorer:
         except Exception as err:  # noqa: BLE001 - PIL raises many types for what is no image
             raise ApiError(400, f"'{name}' is not an image that can be read (jpg, png, bmp, webp, "
                                 f"...): {type(err).__name__}") from err
+        try:
+            check_image_size(image, name)  # from the header, before the pixels are decoded
+        except DataError as err:
+            raise ApiError(413, str(err)) from err
         if width * height > self.max_pixels:
             raise ApiError(413, f"'{name}' is {width} x {height} pixels, more than the "
                                 f"{self.max_pixels / 1e6:.0f} megapixels accepted; resize it")
