@@ -297,6 +297,16 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """The parser's complaint in one line, with the line and column where it arose (its own
+    message spans several lines, quoting the file)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).strip().splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    context = getattr(err, "context", None)
+    return " ".join(f"{where}{problem}{f' ({context})' if context else ''}".split())
+
+
 def _read_recipe(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
     """A config file and the files it builds on (``base: <recipe or path>``), base first."""
     if path in chain:
@@ -305,7 +315,7 @@ def _read_recipe(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[Path, d
     try:
         values = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(err)}") from err
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from err
     if not isinstance(values, dict):

@@ -31,6 +31,18 @@ CLASS_SETS = ("all", *CLASS_GROUPS)
 
 GIVEN_GAMMA = "given (--gamma)"  # the source of a gamma passed to predict()
 
+# a calibration constant is of the order of the scores (a few units; the drawn sets' are under
+# 5): far beyond this, float32 scores minus gamma lose their differences, then overflow to
+# infinity (-1e39 is a finite float64)
+MAX_GAMMA = 1e4
+
+
+def check_gamma(gamma: float | None, name: str = "--gamma") -> None:
+    """Refuse a calibration that is not a finite number within +-:data:`MAX_GAMMA`."""
+    if gamma is not None and not -MAX_GAMMA <= gamma <= MAX_GAMMA:  # NaN is never inside
+        raise UsageError(f"{name} must be a finite number from {-MAX_GAMMA:g} to {MAX_GAMMA:g}, "
+                         f"got {gamma}")
+
 class Predictor:
     """A trained network with what it needs to name its predictions: the class registry (the
     checkpoint's classes and those added), the calibration and the shape of the results.
@@ -193,6 +205,7 @@ class Predictor:
                                             "together with others"}
         if gamma is None:
             return {"gamma": self.gamma, "source": self.gamma_source}
+        check_gamma(gamma, "gamma")
         return {"gamma": float(gamma), "source": given}
 
     def calibrate(self, scores: torch.Tensor, candidates: torch.Tensor,
@@ -367,6 +380,7 @@ def run_predict(checkpoint: str | Path, inputs: Sequence[str | Path], top_k: int
         names the file.
     """
     out = out or sys.stdout
+    check_gamma(gamma)  # before the checkpoint loads: also where no calibration applies
     paths = expand_inputs(inputs)
     predictor = load(checkpoint, device)
     for table in add_classes:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import tempfile
 import threading
 import uuid
@@ -23,7 +22,8 @@ from PIL import Image
 from mgmrn.data.datasets import check_image_size, to_rgb
 from mgmrn.data.errors import DataError
 from mgmrn.data.readers.class_table import parse_class_table
-from mgmrn.inference.predictor import Predictor
+from mgmrn.errors import UsageError
+from mgmrn.inference.predictor import Predictor, check_gamma
 from mgmrn.serve.run_view import RunView
 from mgmrn.training.engine import network_levels
 
@@ -123,8 +123,10 @@ class Explorer:
         tensor, name = self._image(key)
         if not 1 <= top_k <= 100:
             raise ApiError(400, f"top_k must lie in 1..100, got {top_k}")
-        if gamma is not None and not math.isfinite(gamma):
-            raise ApiError(400, f"gamma must be a finite number, got {gamma}")
+        try:
+            check_gamma(gamma, "gamma")  # -1e39 is finite, yet overflows the scores to infinity
+        except UsageError as err:
+            raise ApiError(400, str(err)) from err
         with self.model_lock:
             try:
                 everything = self.predictor.predict(tensor, top_k=len(self.predictor.class_names),
