@@ -64,12 +64,16 @@ HIGH_DEPTH = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """An RGB copy of ``image``: grey and palette images expanded, alpha dropped, and 16-bit,
-    32-bit and float images scaled to 8 bits (16-bit range, or 0..1 for float) rather than
-    clipped. The one conversion of training, ``data check``, ``predict`` and ``serve``."""
+    32-bit and float images scaled to 8 bits (16-bit range; for float, 0..1, or 0..255 or
+    0..65535 when its values exceed the smaller range) rather than clipped. The one conversion
+    of training, ``data check``, ``predict`` and ``serve``."""
     if image.mode in HIGH_DEPTH:
         pixels = np.asarray(image, dtype=np.float64)
-        top = 1.0 if image.mode == "F" else 65535.0
-        top = max(top, float(pixels.max(initial=0.0)))  # wider than assumed: scale to its peak
+        peak = float(pixels.max(initial=0.0))
+        # the range a float image was written in: 0..1, else 0..255 or 0..65535 (a float TIFF
+        # holding 8-bit values must not be stretched to its brightest pixel)
+        ranges = (1.0, 255.0, 65535.0) if image.mode == "F" else (65535.0,)
+        top = next((r for r in ranges if peak <= r), peak)  # wider than any: scale to its peak
         image = Image.fromarray(np.rint(np.clip(pixels / top, 0.0, 1.0) * 255).astype(np.uint8))
     return image.convert("RGB")
 
