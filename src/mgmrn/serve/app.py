@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import tempfile
 import threading
 import uuid
@@ -133,8 +134,9 @@ class Explorer:
                                                     classes=classes, gamma=gamma,
                                                     top_attributes=top_attributes,
                                                     gamma_given="given in the page")[0]
-            except ValueError as err:
-                raise ApiError(400, str(err)) from err
+            except ValueError as err:  # the command's advice, in the page's words
+                raise ApiError(400, str(err).replace(
+                    "(--add-classes)", "(in the New class tab)")) from err
         ranked = everything["classes"]
         added = [c for c in ranked if c["group"] == "added"]
         return {"id": key, "image": name, "classes": ranked[:top_k], "added": added,
@@ -156,7 +158,9 @@ class Explorer:
             scores = p.inference(batch, torch.arange(1), attention=True)
             strength = float(scores.attributes[0, attribute])
             maps = level_attention_maps(scores.output, tuple(batch.shape[-2:]), [attribute]).cpu()
-        path = self.scratch / f"attention-{key}-{attribute}.png"
+        # a file of its own: two requests for one map (a page re-ranking as its pick lands) run
+        # at once, and one must not remove the other's file
+        path = self.scratch / f"attention-{key}-{attribute}-{uuid.uuid4().hex[:8]}.png"
         plot_attention(p.denormalize(batch)[0], maps[0], [p.attribute_names[attribute]],
                        list(scores.output.levels), path, attribute_values=[strength],
                        title=f"{Path(name).name}: where the model looks for "
@@ -171,7 +175,10 @@ class Explorer:
         ``row`` is pasted text: values in training attribute order (commas, spaces or tabs), or
         a CSV header naming the attributes and a line of values.
         """
-        name = str(request.get("name", "")).strip()
+        name = request.get("name", "")
+        if not isinstance(name, str):
+            raise ApiError(400, f"the class name must be text, got {json.dumps(name)}")
+        name = name.strip()
         p = self.predictor
         if "row" in request:
             attributes = [self._parse_row(str(request["row"]), name)]
