@@ -243,18 +243,28 @@ def ensure_drawn(root: str | Path, record: str, params: dict, write: Callable[[P
 _reading: dict[Path, int] = {}
 
 
-def _lock_path(root: Path, kind: str) -> Path:
-    # beside the set, not inside it: a redraw replaces the folder, the lock must stay the same file
-    return root.parent / f".{root.name}.{kind}.lock"
+def _open_lock(root: Path, kind: str) -> int | None:
+    """A descriptor of the lock file ``kind`` of the set at ``root`` (None: none can be made).
+
+    The file lies beside the set, not inside it: a redraw replaces the folder, and the lock must
+    stay the same file. Read-only is enough for flock, so another user's lock file serves; a set
+    in a folder nobody may write to (a shared, read-only copy) is not locked, and cannot be
+    redrawn either.
+    """
+    try:
+        return os.open(root.parent / f".{root.name}.{kind}.lock", os.O_RDONLY | os.O_CREAT, 0o666)
+    except OSError as err:
+        log.debug("%s is not locked: %s", root, err)
+        return None
 
 
 @contextmanager
 def _drawing(root: Path) -> Iterator[None]:
     """Exclusive, waiting: one process at a time checks and (re)draws the set at ``root``."""
-    if fcntl is None:
+    fd = None if fcntl is None else _open_lock(root, "draw")
+    if fd is None:
         yield
         return
-    fd = os.open(_lock_path(root, "draw"), os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -265,12 +275,13 @@ def _drawing(root: Path) -> Iterator[None]:
 def _hold(root: Path, exclusive: bool) -> bool:
     """Hold the reading lock of ``root``: shared (always granted under :func:`_drawing`, whose
     holder alone takes it exclusive), or exclusive, not waiting; whether it was granted."""
-    if fcntl is None:
-        return True
     key = root.resolve()
     fd = _reading.get(key)
     if fd is None:
-        fd = _reading[key] = os.open(_lock_path(root, "read"), os.O_RDWR | os.O_CREAT, 0o666)
+        fd = None if fcntl is None else _open_lock(root, "read")
+        if fd is None:
+            return True
+        _reading[key] = fd
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
     except BlockingIOError:
