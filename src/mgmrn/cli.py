@@ -219,8 +219,8 @@ def _run(args: argparse.Namespace) -> int:
         from mgmrn.config import load_config, parse_overrides
 
         if args.command == "train":
-            from mgmrn.config import load_resumed
             from mgmrn.io.locks import run_folder_lock
+            from mgmrn.training.resume import load_resumed
 
             # the lock first: a second run on the folder stops before the backbone check of
             # the config and the other slow imports (torch, timm)
