@@ -97,7 +97,7 @@ def val_gamma_eval(cell: Cell, root: Path, threads: int | None) -> Path | None:
     """Evaluate the trainval run of ``cell`` at the gamma its validation run chose."""
     trainval = Cell(cell.set, cell.recipe, "trainval", cell.seed).folder(root)
     val = Cell(cell.set, cell.recipe, "val", cell.seed).folder(root) / "results.json"
-    out = trainval / "valgamma.json"
+    out = trainval / "valgamma" / "results.json"  # its own folder: the figures keep their names
     if out.is_file() or not val.is_file() or not (trainval / "results.json").is_file():
         return out if out.is_file() else None
     gamma = json.loads(val.read_text())["chosen_on_validation"]["gamma"]
@@ -125,7 +125,7 @@ def collect(root: Path, sets, recipes, seeds) -> dict:
         for recipe in recipes:
             folders = [Cell(name, recipe, "trainval", s).folder(root) for s in seeds]
             files = {"trainval": [f / "results.json" for f in folders],
-                     "valgamma": [f / "valgamma.json" for f in folders]}
+                     "valgamma": [f / "valgamma" / "results.json" for f in folders]}
             columns = {column: [_read(p, keys) for p in files[source]]
                        for column, (source, keys) in COLUMNS.items()}
             if any(v is not None for v in columns["CZSL"]):

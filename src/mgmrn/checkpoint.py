@@ -323,6 +323,31 @@ def checkpoint_calibration(saved: dict) -> dict | None:
     return saved.get("calibration")
 
 
+def check_attribute_names(trained, names, path: str | Path, where: str) -> None:
+    """Refuse data whose attributes are not the checkpoint's, by name and order.
+
+    Two sets with the same attribute count (the parts and the shapes sets have 13 each) load
+    the same weights; only the names tell that the scores would mean other things.
+
+    Args:
+        trained: the checkpoint's attribute names (its dataset description).
+        names: the data's attribute names, in its column order.
+        path: the checkpoint's file, named in the error.
+        where: the data, for the message (e.g. ``"demo data at .cache/mgmrn/demo"``).
+    """
+    from mgmrn.config import ConfigError
+
+    trained, names = list(trained), list(names)
+    for i in range(max(len(trained), len(names))):
+        mine = trained[i] if i < len(trained) else None
+        theirs = names[i] if i < len(names) else None
+        if mine != theirs:
+            raise ConfigError(
+                f"checkpoint '{path}' was trained on other attributes than the {where}: "
+                f"attribute {i + 1} is {mine!r} in the checkpoint but {theirs!r} in the data; "
+                f"use it on the dataset it was trained on")
+
+
 def checkpoint_inputs(saved: dict) -> dict:
     """The input normalisation and interpolation a checkpoint's network was trained with;
     ImageNet's, bilinear, where the file has none (a converted checkpoint of the published

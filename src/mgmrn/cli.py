@@ -52,8 +52,13 @@ def _setup_logging(verbose: bool) -> None:
     # before any process group exists, torchrun's RANK says which process is the main one
     is_main = os.environ.get("RANK", "0") in ("", "0")
     level = logging.DEBUG if verbose else (logging.INFO if is_main else logging.WARNING)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S")
+    if logging.getLogger().handlers:  # called from a program that set logging up: its choice
+        return
+    # mgmrn's own progress at INFO; the libraries' (torch's "FakeTensor cache stats" at exit,
+    # hub lookups) only from warnings up, unless --verbose
+    logging.basicConfig(level=level if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("mgmrn").setLevel(level)
 
 
 def _message(err: Exception) -> str:

@@ -318,6 +318,16 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """The parser's complaint in one line, with the line and column where it arose (its own
+    message spans several lines, quoting the file)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).strip().splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    context = getattr(err, "context", None)
+    return " ".join(f"{where}{problem}{f' ({context})' if context else ''}".split())
+
+
 def _read_recipe(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
     """A config file and the files it builds on (``base: <recipe or path>``), base first."""
     if path in chain:
@@ -326,7 +336,7 @@ def _read_recipe(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[Path, d
     try:
         values = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(err)}") from err
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from err
     if not isinstance(values, dict):
@@ -341,11 +351,13 @@ def _read_recipe(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[Path, d
     return _read_recipe(base_path, chain + (path,)) + [(path, values)]
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                check: bool = True) -> Config:
     """Load a config file (default: the parts recipe, the built-in demo) and apply overrides.
 
     A file may build on another with ``base: <recipe name or YAML path>``: the base is loaded
-    first, then the file's own keys override it.
+    first, then the file's own keys override it. ``check=False`` skips :func:`validate`, whose
+    backbone check imports torch and timm: for what is needed before them (``output_dir``).
     """
     path = resolve_config_path(path if path is not None else DEFAULT_RECIPE)
     cfg = Config()
@@ -356,7 +368,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{source}: {err}") from err
     _update(cfg, parse_overrides(overrides or []))
     _imply(cfg)
-    validate(cfg)
+    if check:
+        validate(cfg)
     return cfg
 
 

@@ -301,7 +301,8 @@ def test_a_busy_refusal_of_the_last_pick_stays_shown(served, browser, tmp_path):
         server.busy, server.max_busy = busy, max_busy
     view = shown(browser)
     assert "busy with 1 request;" in view["message"]
-    assert view["status"] == "No prediction." and view["tableOf"] is None
+    assert view["status"] == "blue_circle.png was refused; no prediction yet."
+    assert view["tableOf"] is None
 
 
 def test_no_class_group_ticked_is_refused_and_a_typed_gamma_is_given_in_the_page(
@@ -334,7 +335,8 @@ def test_no_class_group_ticked_is_refused_and_a_typed_gamma_is_given_in_the_page
     pick(browser, draw(tmp_path, "circle", "blue"))
     wait(browser, idle)
     assert "Tick at least one class group" in shown(browser)["message"]
-    assert "blue_circle" not in shown(browser)["status"]
+    assert shown(browser)["status"].startswith("blue_circle.png was refused; the results below are "
+                                               "still those of red_star.png")
     browser.find_element(By.ID, "set-unseen").click()
     wait(browser, lambda d: idle(d) and shown(d)["message"] == "")
     unseen = browser.execute_script(

@@ -56,7 +56,7 @@ def test_runs_apply_the_validation_gamma_to_the_test_split_and_tabulate(bench, t
     trainval = root / "demo" / "default-trainval-seed0"
     val = json.loads((root / "demo" / "default-val-seed0" / "results.json").read_text())
     assert val["split"] == "val"
-    at_val = json.loads((trainval / "valgamma.json").read_text())
+    at_val = json.loads((trainval / "valgamma" / "results.json").read_text())
     assert at_val["fixed_gamma"]["gamma"] == pytest.approx(val["chosen_on_validation"]["gamma"])
     results = json.loads((trainval / "results.json").read_text())
     assert at_val["czsl_acc"] == pytest.approx(results["czsl_acc"])  # the same checkpoint

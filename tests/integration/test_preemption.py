@@ -132,8 +132,8 @@ def test_signal_then_resume_equals_the_uninterrupted_run(straight, capsys, monke
     mid = saved.get("mid_epoch")
     assert (mid["epoch"], mid["batches"]) == done["mid"] if done["mid"] else mid is None
     if done["mid"]:  # fewer batches per epoch than were done: refused, naming the run's own
-        assert main(["train", "--resume", *tiny(tmp_path, run, *ARGS,
-                                                "train.batches_per_epoch=2")]) == 2
+        assert main(["train", "--resume", "--resume-changes",
+                     *tiny(tmp_path, run, *ARGS, "train.batches_per_epoch=2")]) == 2
         assert capsys.readouterr().err.strip().endswith(
             f"checkpoint '{last}' stopped in epoch 2 after batch 3, more than "
             f"train.batches_per_epoch=2; resume with the run's own train.batches_per_epoch (at least "

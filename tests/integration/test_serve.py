@@ -119,7 +119,7 @@ def test_head_answers_as_get_and_other_methods_get_a_json_405(client):
     assert status == 200 and body == b"" and headers["Content-Type"] == "application/json"
     for path, method, allow in [("/api/info", "PUT", "GET, HEAD"), ("/", "PATCH", "GET, HEAD"),
                                 ("/", "BREW", "GET, HEAD"), ("/api/predict", "GET", "POST"),
-                                ("/api/classes", "DELETE", "GET, HEAD, POST"),
+                                ("/api/classes", "PUT", "GET, HEAD, POST, DELETE"),
                                 ("/api/classes/x", "PUT", "DELETE"), ("/api/info", "POST",
                                                                       "GET, HEAD")]:
         status, headers, body = client.raw(path, b"{}" if method != "GET" else None, method)

@@ -39,6 +39,8 @@ def evaluate_checkpoint(path: str | Path, overrides: dict | None = None,
     from mgmrn.inference.loaded import LoadedRun
     from mgmrn.viz import write_eval_figures
 
+    out_path = Path(out) if out else Path(path).parent / "results.json"
+    check_eval_out(out_path)
     env = init_distributed()
     try:
         run = LoadedRun.from_checkpoint(path, purpose="evaluate", overrides=overrides, env=env)
@@ -49,7 +51,6 @@ def evaluate_checkpoint(path: str | Path, overrides: dict | None = None,
         results.checkpoint = str(path)
         # results.json counts the checkpoint's epoch from 0, as metrics.jsonl does
         results.epoch = None if run.epochs_trained is None else run.epochs_trained - 1
-        out_path = Path(out) if out else Path(path).parent / "results.json"
         if env.is_main:
             results.write(out_path)
             write_eval_figures(results.to_json(), out_path.parent, per_class=results.czsl_per_class)
@@ -58,3 +59,16 @@ def evaluate_checkpoint(path: str | Path, overrides: dict | None = None,
         return results
     finally:
         cleanup()
+
+
+def check_eval_out(out_path: Path) -> None:
+    """Refuse to write an evaluation into a training run's folder: its figures have the names
+    of the run's own (and ``--out <run>/results.json`` would replace the run's results)."""
+    from mgmrn.training.runner import RunFolderError
+
+    folder = out_path.parent
+    if (folder / "metrics.jsonl").exists() or (folder / "checkpoints").is_dir():
+        raise RunFolderError(
+            f"--out '{out_path}': '{folder}' is the folder of a training run, whose results.json "
+            f"and figures the evaluation's would overwrite; write into another folder, e.g. "
+            f"--out {folder / 'eval' / out_path.name}")

@@ -81,10 +81,12 @@ def run_predict(checkpoint: str | Path, inputs: Sequence[str | Path], top_k: int
     Returns:
         0; problems raise with a message that names the file.
     """
+    from mgmrn.inference.calibration import check_gamma
     from mgmrn.inference.inputs import expand_inputs
     from mgmrn.inference.predictor import load
 
     out = out or sys.stdout
+    check_gamma(gamma)  # before the checkpoint loads: also where no calibration applies
     paths = expand_inputs(inputs)
     predictor = load(checkpoint, device)
     for table in add_classes:

@@ -16,20 +16,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "demo), demo (the shapes set), cub, sun, awa2, *-release")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in output_dir from its last checkpoint (a run "
-                             "stopped before its first checkpoint begins again)")
+                             "stopped before its first checkpoint, or a folder without one, "
+                             "begins again): safe to pass always")
+    parser.add_argument("--resume-changes", action="store_true",
+                        help="with --resume: accept overrides that change the run's schedule, "
+                             "data or model (e.g. train.epochs=40 to train a finished run longer)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, e.g. train.epochs=5 data.root=/data/cub")
 
 
 def run(args: argparse.Namespace) -> int:
     from mgmrn.config import load_config
+    from mgmrn.io.locks import run_folder_lock
+    from mgmrn.training.resume import load_resumed
 
-    cfg = load_config(args.config, args.overrides)
-    saved = Path(cfg.output_dir) / "config.yaml"
-    if args.resume and saved.is_file():
-        # a resumed run keeps its own config; command-line overrides still apply
-        cfg = load_config(saved, args.overrides)
-    from mgmrn.training.runner import train  # torch and the models: after a bad config is refused
+    # the folder's lock first, from the config read without its backbone check: a second run on
+    # the folder stops before torch and timm load (training.runner.train takes the same lock,
+    # which a process may hold twice, for callers of the Python API)
+    with run_folder_lock(load_config(args.config, args.overrides, check=False).output_dir):
+        cfg = load_config(args.config, args.overrides)
+        saved = Path(cfg.output_dir) / "config.yaml"
+        if args.resume and saved.is_file():
+            # a resumed run keeps its own config; overrides apply where they change no schedule,
+            # data or model, unless --resume-changes says so
+            cfg = load_resumed(saved, args.overrides, args.resume_changes)
+        from mgmrn.training.runner import train  # torch and the models: after a bad config
 
-    train(cfg, resume=args.resume)
+        train(cfg, resume=args.resume)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import warnings
@@ -28,6 +29,34 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
+# Images are refused by their header's size, before any decoding, when a side is longer than
+# MAX_IMAGE_SIDE pixels or the long side more than MAX_ASPECT_RATIO times the short one: the
+# test transform scales the short side up to about the network's input, so a 40,000 x 1 strip
+# would become a 20-million-pixel-wide picture, and a 1 MB PNG can hold gigapixels. No photo of
+# the benchmarks comes near either limit (WebP's own limit is 16,383 px).
+MAX_IMAGE_SIDE = 16384
+MAX_ASPECT_RATIO = 20
+
+
+def check_image_size(image: Image.Image, name: str) -> None:
+    """Refuse ``image`` (opened, not decoded: PIL reads only the header then) when a side or the
+    aspect ratio is over :data:`MAX_IMAGE_SIDE` or :data:`MAX_ASPECT_RATIO`.
+
+    Raises:
+        DataError: one line naming the image, its size and the limit it breaks.
+    """
+    width, height = image.size
+    long, short = max(width, height), min(width, height)
+    if long > MAX_IMAGE_SIDE:
+        limit = f"sides of at most {MAX_IMAGE_SIDE} pixels are read"
+    elif long > MAX_ASPECT_RATIO * max(short, 1):
+        limit = f"images at most {MAX_ASPECT_RATIO} times longer than wide are read"
+    else:
+        return
+    raise DataError(f"image '{name}' is {width} x {height} pixels; {limit} (checked before "
+                    f"decoding); resize or crop it")
+
+
 # PIL modes of more than 8 bits per sample, which ``convert("RGB")`` clips instead of scaling: a
 # 16-bit PNG would turn white
 HIGH_DEPTH = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
@@ -35,19 +64,25 @@ HIGH_DEPTH = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """An RGB copy of ``image``: grey and palette images expanded, alpha dropped, and 16-bit,
-    32-bit and float images scaled to 8 bits (16-bit range, or 0..1 for float) rather than
-    clipped. The one conversion of training, ``data check``, ``predict`` and ``serve``."""
+    32-bit and float images scaled to 8 bits (16-bit range; for float, 0..1, or 0..255 or
+    0..65535 when its values exceed the smaller range) rather than clipped. The one conversion
+    of training, ``data check``, ``predict`` and ``serve``."""
     if image.mode in HIGH_DEPTH:
         pixels = np.asarray(image, dtype=np.float64)
-        top = 1.0 if image.mode == "F" else 65535.0
-        top = max(top, float(pixels.max(initial=0.0)))  # wider than assumed: scale to its peak
+        peak = float(pixels.max(initial=0.0))
+        # the range a float image was written in: 0..1, else 0..255 or 0..65535 (a float TIFF
+        # holding 8-bit values must not be stretched to its brightest pixel)
+        ranges = (1.0, 255.0, 65535.0) if image.mode == "F" else (65535.0,)
+        top = next((r for r in ranges if peak <= r), peak)  # wider than any: scale to its peak
         image = Image.fromarray(np.rint(np.clip(pixels / top, 0.0, 1.0) * 255).astype(np.uint8))
     return image.convert("RGB")
 
 
 def load_rgb(path: str) -> Image.Image:
-    """Decode an image file to RGB with :func:`to_rgb`."""
+    """Decode an image file to RGB with :func:`to_rgb`, refusing first an image of a size
+    :func:`check_image_size` refuses."""
     with Image.open(path) as im:
+        check_image_size(im, path)
         return to_rgb(im)
 
 
@@ -65,6 +100,8 @@ def decode_rgb(path: str) -> torch.Tensor:
         data = file.read()
     if decode_jpeg is None or not data.startswith(JPEG_MAGIC):
         return pil_to_tensor(load_rgb(path))
+    with Image.open(io.BytesIO(data)) as header:  # reads the header alone
+        check_image_size(header, path)
     try:
         return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8),
                            mode=ImageReadMode.RGB)

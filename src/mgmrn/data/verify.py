@@ -15,7 +15,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from mgmrn.data.datasets import HIGH_DEPTH, to_rgb
+from mgmrn.data.datasets import HIGH_DEPTH, check_image_size, to_rgb
 from mgmrn.data.errors import DataError
 from mgmrn.distributed import is_main_process
 
@@ -51,6 +51,7 @@ def image_error(path: str) -> str | None:
     """
     try:
         with Image.open(path) as im:
+            check_image_size(im, path)
             if im.format == "JPEG":
                 # draft() decodes at reduced scale: cheap, yet every compressed byte is read
                 im.draft("RGB", (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))

@@ -7,9 +7,22 @@ from typing import Any
 
 import torch
 
+from mgmrn.errors import UsageError
 from mgmrn.evaluation import calibrated_stacking
 
 GIVEN_GAMMA = "given (--gamma)"  # the source of a gamma passed to predict()
+
+# a calibration constant is of the order of the scores (a few units; the drawn sets' are under
+# 5): far beyond this, float32 scores minus gamma lose their differences, then overflow to
+# infinity (-1e39 is a finite float64)
+MAX_GAMMA = 1e4
+
+
+def check_gamma(gamma: float | None, name: str = "--gamma") -> None:
+    """Refuse a calibration that is not a finite number within +-:data:`MAX_GAMMA`."""
+    if gamma is not None and not -MAX_GAMMA <= gamma <= MAX_GAMMA:  # NaN is never inside
+        raise UsageError(f"{name} must be a finite number from {-MAX_GAMMA:g} to {MAX_GAMMA:g}, "
+                         f"got {gamma}")
 
 
 @dataclass
@@ -32,6 +45,7 @@ class Calibration:
                                             "together with others"}
         if gamma is None:
             return {"gamma": self.gamma, "source": self.source}
+        check_gamma(gamma, "gamma")
         return {"gamma": float(gamma), "source": given}
 
 

@@ -16,7 +16,7 @@ import torch
 
 from mgmrn.data.errors import DataError
 from mgmrn.data.readers import class_table
-from mgmrn.data.readers.class_table import ZERO_ROW, listing, parse_number
+from mgmrn.data.readers.class_table import MAX_ATTRIBUTE_VALUE, ZERO_ROW, listing, parse_number
 from mgmrn.errors import UsageError
 
 CLASS_GROUPS = ("seen", "unseen", "added")
@@ -102,6 +102,10 @@ def check_new_classes(names: Sequence[str], attributes: Any, attribute_names: Se
     for name, row in zip(names, rows, strict=True):
         if not np.isfinite(row).all():
             raise DataError(f"{source}: class '{name}' has a value that is not a finite number")
+        if np.abs(row).max() > MAX_ATTRIBUTE_VALUE:
+            raise DataError(f"{source}: class '{name}' has a value beyond "
+                            f"+-{MAX_ATTRIBUTE_VALUE:g} (strengths are scaled per class; such "
+                            f"values overflow)")
         if not np.abs(row).sum() > 0:
             raise DataError(f"{source}: class '{name}' {ZERO_ROW}")
     return rows
@@ -180,5 +184,5 @@ class ClassRegistry:
         chosen = torch.cat([members[g] for g in groups])
         if not len(chosen):
             raise UsageError(f"no class to search in {','.join(groups)}"
-                             + ("; add classes first" if "added" in groups else ""))
+                             + ("; add classes first (--add-classes)" if "added" in groups else ""))
         return torch.sort(chosen).values

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from mgmrn.data.datasets import IMAGE_SUFFIXES, to_rgb
+from mgmrn.data.datasets import IMAGE_SUFFIXES, check_image_size, to_rgb
 from mgmrn.data.errors import DataError
 from mgmrn.errors import UsageError
 
@@ -47,13 +47,18 @@ def image_batches(images, transform, batch_size: int) -> Iterator[tuple[torch.Te
 def read_image(item: ImageInput, position: int) -> tuple[Image.Image, str]:
     """An RGB image and its name (the path, the PIL file name, or ``image_<position>``)."""
     if isinstance(item, Image.Image):
-        return to_rgb(item), getattr(item, "filename", "") or f"image_{position}"
+        name = getattr(item, "filename", "") or f"image_{position}"
+        check_image_size(item, name)
+        return to_rgb(item), name
     path = Path(item)
     if not path.is_file():
         raise FileNotFoundError(f"image '{path}' does not exist")
     try:
         with Image.open(path) as image:
+            check_image_size(image, str(path))  # from the header, before the pixels are decoded
             return to_rgb(image), str(path)
+    except DataError:
+        raise
     except Exception as err:  # noqa: BLE001 - PIL raises many types for broken files
         raise DataError(f"cannot read image '{path}' ({type(err).__name__}: {err})") from err
 

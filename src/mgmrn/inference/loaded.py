@@ -115,8 +115,11 @@ class LoadedRun:
                          self.transform, cuda_graphs=cuda_graphs)
 
     def check_data(self, data) -> None:
-        """Refuse data the network was not trained for: another attribute count or word-vector
-        width (``data``: a :class:`~mgmrn.data.ZSLData`)."""
+        """Refuse data the network was not trained for: other attributes (by name and order), or
+        another word-vector width (``data``: a :class:`~mgmrn.data.ZSLData`)."""
+        cfg = self.config.data
+        ckpt_io.check_attribute_names(self.description["attribute_names"], data.attribute_names,
+                                      self.path, f"{cfg.name} data at {cfg.root}")
         expected = tuple(self.description["attribute_vectors"].shape)
         got = tuple(data.attribute_vectors.shape)
         if got != expected:

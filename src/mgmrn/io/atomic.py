@@ -56,6 +56,19 @@ def write_error(path: str | Path, err: OSError) -> DiskWriteError:
                           f"'{path.parent}'); {hint}")
 
 
+def check_writable(path: str | Path) -> None:
+    """Raise the :class:`DiskWriteError` that writing ``path`` would raise for its folder's
+    permissions (read-only, not ours, a read-only file system), now: a run finds an unwritable
+    ``checkpoints/`` before its first epoch, not after it. Nothing is left behind."""
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        raise write_error(path, err) from err
+
+
 def write_atomic(path: str | Path, data: bytes | str | Callable[[BinaryIO], None]) -> None:
     """Write ``data`` to ``path`` so that ``path`` is always either the old or the new file.
 

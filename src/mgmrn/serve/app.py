@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-import math
+import json
 import tempfile
 import threading
 import uuid
@@ -20,9 +20,12 @@ from typing import Any
 import torch
 from PIL import Image
 
-from mgmrn.data.datasets import to_rgb
+from mgmrn.data.datasets import check_image_size, to_rgb
+from mgmrn.data.errors import DataError
 from mgmrn.data.readers.class_table import parse_class_table
 from mgmrn.data.transforms import normalize_images
+from mgmrn.errors import UsageError
+from mgmrn.inference.calibration import check_gamma
 from mgmrn.inference.predictor import Predictor
 from mgmrn.inference.scoring import network_levels
 from mgmrn.serve.run_view import RunView
@@ -93,6 +96,10 @@ class Explorer:
         except Exception as err:  # noqa: BLE001 - PIL raises many types for what is no image
             raise ApiError(400, f"'{name}' is not an image that can be read (jpg, png, bmp, webp, "
                                 f"...): {type(err).__name__}") from err
+        try:
+            check_image_size(image, name)  # from the header, before the pixels are decoded
+        except DataError as err:
+            raise ApiError(413, str(err)) from err
         if width * height > self.max_pixels:
             raise ApiError(413, f"'{name}' is {width} x {height} pixels, more than the "
                                 f"{self.max_pixels / 1e6:.0f} megapixels accepted; resize it")
@@ -122,16 +129,19 @@ class Explorer:
         tensor, name = self._image(key)
         if not 1 <= top_k <= 100:
             raise ApiError(400, f"top_k must lie in 1..100, got {top_k}")
-        if gamma is not None and not math.isfinite(gamma):
-            raise ApiError(400, f"gamma must be a finite number, got {gamma}")
+        try:
+            check_gamma(gamma, "gamma")  # -1e39 is finite, yet overflows the scores to infinity
+        except UsageError as err:
+            raise ApiError(400, str(err)) from err
         with self.model_lock:
             try:
                 everything = self.predictor.predict(tensor, top_k=len(self.predictor.class_names),
                                                     classes=classes, gamma=gamma,
                                                     top_attributes=top_attributes,
                                                     gamma_given="given in the page")[0]
-            except ValueError as err:
-                raise ApiError(400, str(err)) from err
+            except ValueError as err:  # the command's advice, in the page's words
+                raise ApiError(400, str(err).replace(
+                    "(--add-classes)", "(in the New class tab)")) from err
         ranked = everything["classes"]
         added = [c for c in ranked if c["group"] == "added"]
         return {"id": key, "image": name, "classes": ranked[:top_k], "added": added,
@@ -153,7 +163,9 @@ class Explorer:
             scores = p.inference(batch, torch.arange(1), attention=True)
             strength = float(scores.attributes[0, attribute])
             maps = level_attention_maps(scores.output, tuple(batch.shape[-2:]), [attribute]).cpu()
-        path = self.scratch / f"attention-{key}-{attribute}.png"
+        # a file of its own: two requests for one map (a page re-ranking as its pick lands) run
+        # at once, and one must not remove the other's file
+        path = self.scratch / f"attention-{key}-{attribute}-{uuid.uuid4().hex[:8]}.png"
         plot_attention(p.inference.pictures(batch)[0], maps[0], [p.attribute_names[attribute]],
                        list(scores.output.levels), path, attribute_values=[strength],
                        title=f"{Path(name).name}: where the model looks for "
@@ -168,7 +180,10 @@ class Explorer:
         ``row`` is pasted text: values in training attribute order (commas, spaces or tabs), or
         a CSV header naming the attributes and a line of values.
         """
-        name = str(request.get("name", "")).strip()
+        name = request.get("name", "")
+        if not isinstance(name, str):
+            raise ApiError(400, f"the class name must be text, got {json.dumps(name)}")
+        name = name.strip()
         p = self.predictor
         if "row" in request:
             attributes = [self._parse_row(str(request["row"]), name)]

@@ -39,7 +39,7 @@ STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
           "/style.css": ("style.css", "text/css; charset=utf-8")}
 # methods each path takes, by exact path or by prefix ending in "/"; any other path takes GET and
 # HEAD (and answers 404 where nothing is there)
-ROUTES = (("/api/classes/", ("DELETE",)), ("/api/classes", ("GET", "HEAD", "POST")),
+ROUTES = (("/api/classes/", ("DELETE",)), ("/api/classes", ("GET", "HEAD", "POST", "DELETE")),
           ("/api/predict/", ("POST",)), ("/api/predict", ("POST",)))
 READ_ONLY = ("GET", "HEAD")
 
@@ -59,6 +59,7 @@ class ExplorerServer(ThreadingHTTPServer):
         self.max_upload = max_upload
         self.max_busy = max_busy
         self.busy = threading.BoundedSemaphore(max_busy)
+        self.holders: set[Handler] = set()  # the requests holding a place
         super().__init__((host, port), Handler)
 
     @property
@@ -172,7 +173,7 @@ class Handler(BaseHTTPRequestHandler):
             with self._slot(network=False):
                 return 200, "image/png", run.figure(path.rsplit("/", 1)[1])
         if path.startswith("/api/run/example/"):
-            file = run.example(_int({"n": path.rsplit("/", 1)[1]}, "n", -1))
+            file = run.example(_int({"example": path.rsplit("/", 1)[1]}, "example", -1))
             kind = "image/png" if file.suffix.lower() == ".png" else "image/jpeg"
             return 200, kind, file.read_bytes()
         raise FileNotFoundError(f"nothing at {path}")
@@ -183,6 +184,8 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/api/predict":
             with self._slot():
                 key = explorer.upload(body, unquote(query.get("name", "upload")))
+                if self._client_left():  # it left while its image decoded: free the place now
+                    raise ClientLeft
                 return 200, "json", self._rank(key, query)
         if path.startswith("/api/predict/"):
             with self._slot():
@@ -196,6 +199,10 @@ class Handler(BaseHTTPRequestHandler):
         raise FileNotFoundError(f"nothing at {path}")
 
     def _delete(self, path: str, query: dict[str, str]):
+        if path == "/api/classes":  # ?name=: any name, also "." or "..", which a path cannot carry
+            if "name" not in query:
+                raise ApiError(400, "name the class to remove: DELETE /api/classes?name=<class>")
+            return 200, "json", self.server.explorer.remove_class(query["name"])
         if path.startswith("/api/classes/"):
             return 200, "json", self.server.explorer.remove_class(unquote(path.rsplit("/", 1)[1]))
         raise FileNotFoundError(f"nothing at {path}")
@@ -211,7 +218,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _body(self) -> bytes:
         """The request body, refused (after reading it, so the answer arrives) when too large."""
-        length = _int({"n": self.headers.get("Content-Length", "0")}, "n", 0)
+        length = _int({"Content-Length": self.headers.get("Content-Length", "0")},
+                      "Content-Length", 0)
         limit = self.server.max_upload
         if length > limit:
             if length <= DRAIN_LIMIT:
@@ -230,19 +238,27 @@ class Handler(BaseHTTPRequestHandler):
         """Hold one of the server's places for work, or refuse the request at once; for network
         work, wait while the network is busy, giving the place up if the client leaves."""
         places = self.server.busy
-        if not places.acquire(blocking=False):
-            busy = self.server.max_busy
-            raise ApiError(503, f"the server is busy with {busy} request{'s' * (busy != 1)}; "
-                                f"try again in a moment")
+        while not places.acquire(blocking=False):
+            # a place held for a client that has left (a page that moved on while its image
+            # decoded) comes free soon: the newest request waits for it rather than be refused
+            if not any(h._client_left() for h in list(self.server.holders) if h is not self):
+                busy = self.server.max_busy
+                raise ApiError(503, f"the server is busy with {busy} request{'s' * (busy != 1)}; "
+                                    f"try again in a moment")
+            if self._client_left():
+                raise ClientLeft
+            time.sleep(WAIT_POLL)
+        self.server.holders.add(self)
         try:
             while network and self.server.explorer.model_lock.locked():
                 if self._client_left():  # a page that moved on: its place goes to others
                     raise ClientLeft
                 time.sleep(WAIT_POLL)
         except BaseException:
+            self.server.holders.discard(self)
             places.release()
             raise
-        return _Release(places)
+        return _Release(places, self.server.holders, self)
 
     def _client_left(self) -> bool:
         """Whether the client closed its connection (it sends nothing more after its request)."""
@@ -254,13 +270,14 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class _Release:
-    def __init__(self, semaphore: threading.BoundedSemaphore):
-        self.semaphore = semaphore
+    def __init__(self, semaphore: threading.BoundedSemaphore, holders: set, holder: Handler):
+        self.semaphore, self.holders, self.holder = semaphore, holders, holder
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, *exc: Any) -> None:
+        self.holders.discard(self.holder)
         self.semaphore.release()
 
 

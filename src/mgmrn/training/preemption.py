@@ -23,8 +23,13 @@ SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "S
                             signal.SIGINT) if s is not None)
 
 
-class Preempted(Exception):  # noqa: N818 - names what happened, it is not a failure
-    """Training stopped on a signal after writing a resumable checkpoint.
+class Preempted(BaseException):  # noqa: N818 - names what happened, it is not a failure
+    """Training stopped on a signal after writing a resumable checkpoint (or before writing any).
+
+    A ``BaseException``, like ``KeyboardInterrupt``: the stop is raised from a signal handler at
+    any point of start-up, and the ``except Exception`` of a checkpoint loader, a config check or
+    a library's optional import must not turn it into "the checkpoint is damaged" (exit 2) or
+    swallow it. :func:`mgmrn.cli.main` maps it to :data:`REQUEUE_EXIT`.
 
     Attributes:
         checkpoint: the checkpoint to resume from.
@@ -59,6 +64,9 @@ class StopOnSignal:
         self._previous: dict = {}
 
     def __enter__(self) -> StopOnSignal:
+        # a start-up stop that some handler swallowed is still a stop: the loop's first check
+        # honours it
+        self.received = _starting.received
         if threading.current_thread() is threading.main_thread():  # signals reach only that one
             for sig in SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -105,10 +113,25 @@ STARTUP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None),
                                     getattr(signal, "SIGUSR1", None)) if s is not None)
 
 
+class _Starting:
+    """The signal received during start-up, kept in case the error it raised was swallowed."""
+
+    received: str | None = None
+
+
+_starting = _Starting()
+
+
+def stopped_while_starting(name: str) -> Preempted:
+    """The stop of a command that had written nothing to resume from yet."""
+    return Preempted(f"stopped by {name} while starting, before training began: nothing to save "
+                     f"yet; run the same command again (exit status {REQUEUE_EXIT} asks the "
+                     f"scheduler to requeue)", None)
+
+
 def _stop_while_starting(signum, frame) -> None:
-    raise Preempted(f"stopped by {signal.Signals(signum).name} while starting, before training "
-                    f"began: nothing to save yet; run the same command again (exit status "
-                    f"{REQUEUE_EXIT} asks the scheduler to requeue)", None)
+    _starting.received = signal.Signals(signum).name
+    raise stopped_while_starting(_starting.received)
 
 
 @contextlib.contextmanager
@@ -120,6 +143,7 @@ def stop_while_starting() -> Iterator[None]:
     takes for a failure. :class:`StopOnSignal` takes over while training runs.
     """
     previous = {}
+    _starting.received = None
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, _stop_while_starting) for sig in STARTUP_SIGNALS}
     try:
@@ -127,3 +151,4 @@ def stop_while_starting() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        _starting.received = None

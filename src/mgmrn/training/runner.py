@@ -29,7 +29,7 @@ from mgmrn.evaluation.report import format_results
 from mgmrn.evaluation.results import ChosenOnValidation, ZSLResults
 from mgmrn.evaluation.selection import protocol_report, update_selection
 from mgmrn.inference.evaluate import evaluate_model
-from mgmrn.io.atomic import DiskWriteError, remove_stale_temporaries
+from mgmrn.io.atomic import DiskWriteError, check_writable, remove_stale_temporaries
 from mgmrn.io.locks import run_folder_lock
 from mgmrn.models import build_model, compile_heads, model_input_config
 from mgmrn.models.pretraining import overlap_warning
@@ -44,7 +44,7 @@ from mgmrn.training.optim import (
     scheduler_epoch_end,
     scheduler_epoch_start,
 )
-from mgmrn.training.preemption import REQUEUE_EXIT, Preempted, StopOnSignal
+from mgmrn.training.preemption import REQUEUE_EXIT, Preempted, StopOnSignal, stopped_while_starting
 from mgmrn.viz import write_eval_figures
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def prepare_run_folder(folder: Path, resume: bool, auto_resume: bool = False) ->
     drops the first attempt's records (see _train). A finished run is never replaced.
 
     Args:
-        resume: ``--resume``: continue from ``last.pt``, or begin again a run stopped before it.
+        resume: ``--resume``: continue from ``last.pt``, or begin the run (again) without one.
         auto_resume: continue from ``last.pt`` when it exists (a restarted job), else start anew.
     """
     last = folder / "checkpoints" / "last.pt"
@@ -80,13 +80,16 @@ def prepare_run_folder(folder: Path, resume: bool, auto_resume: bool = False) ->
         log.info("%s: continuing the run in %s from %s",
                  "--resume" if resume else "train.auto_resume", folder, last)
         return last
-    if (auto_resume and not (folder / "results.json").exists()) or (resume and stranded):
-        log.info("no checkpoint in %s yet (the run stopped before its first one); beginning the "
-                 "run again", folder)
+    if (resume or auto_resume) and not (folder / "results.json").exists():
+        # a requeue script passes --resume every time: to the first try too, and to a run
+        # killed before its first checkpoint
+        log.info("no checkpoint in %s yet (a new run, or one stopped before its first "
+                 "checkpoint); beginning the run", folder)
         return None
     if resume:
-        raise RunFolderError(f"--resume: no checkpoint at '{last}'; start a new run without "
-                             f"--resume, or point output_dir at the run to resume")
+        raise RunFolderError(f"--resume: '{folder}' holds a finished run (results.json) but no "
+                             f"checkpoint at '{last}' to continue from; choose a new folder with "
+                             f"output_dir=<new folder>")
     if stranded:
         raise RunFolderError(
             f"run folder '{folder}' holds a run stopped before its first checkpoint was complete "
@@ -169,6 +172,7 @@ def _train(cfg: Config, resume: bool, env: DistEnv) -> ZSLResults:
     _check_batches_done(point, cfg.train.batches_per_epoch, resume_from)
     if env.is_main:
         (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+        check_writable(folder / "checkpoints" / "last.pt")  # before an epoch's work, not after
         save_config(cfg, folder / "config.yaml")
         log.info("model: %s, %.2fM parameters, device %s", cfg.model.name,
                  sum(p.numel() for p in model.parameters()) / 1e6, device)
@@ -291,15 +295,19 @@ def _save_stopped_epoch(epoch: int, progress: EpochProgress, stopper: StopOnSign
 
 
 def _save_checkpoint(state: dict, path: Path) -> None:
+    had = path.is_file()
     try:
         ckpt_io.save_atomic(state, path)
     except DiskWriteError as err:
-        raise DiskWriteError(f"{err}; training stopped, the previous {path.name} is intact: "
-                             f"continue with --resume") from err
+        kept = (f"the previous {path.name} is intact: continue with --resume" if had else
+                f"no {path.name} was written yet: begin the run again with --resume")
+        raise DiskWriteError(f"{err}; training stopped, {kept}") from err
 
 
 def _preempted(stopper: StopOnSignal, last: Path, epoch: int, batches: int | None,
                cfg: Config) -> Preempted:
+    if not last.is_file():  # stopped before the first checkpoint: nothing to continue from
+        return stopped_while_starting(stopper.describe())
     where = (f"before epoch {epoch + 1}/{cfg.train.epochs}" if batches is None else
              f"in epoch {epoch + 1}/{cfg.train.epochs} after batch "
              f"{batches}/{cfg.train.batches_per_epoch}")

@@ -29,7 +29,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from mgmrn.data.download.archives import ArchiveError, extract_folder, extracted_marker
 from mgmrn.errors import MgmrnError
-from mgmrn.io.atomic import format_size
+from mgmrn.io.atomic import format_size, write_error
 from mgmrn.io.locks import download_lock
 
 log = logging.getLogger(__name__)
@@ -123,11 +123,20 @@ def _request(url: str, offset: int, timeout: float):
     return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
 
 
+def _content_type(response) -> str:
+    """The media type, lower case (types are case-insensitive: ``Text/HTML`` is HTML)."""
+    return (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+
+
+def _is_html(response) -> bool:
+    return _content_type(response) in ("text/html", "application/xhtml+xml")
+
+
 def _answer(response, length: int | None) -> str:
     """What a refused answer was, for the message."""
-    kind = (response.headers.get("Content-Type") or "").split(";")[0].strip() or "no type"
+    kind = _content_type(response) or "no type"
     size = f"{length:,} bytes" if length is not None else "unknown length"
-    if kind == "text/html":
+    if _is_html(response):
         return f"an HTML page of {size}: a captive portal or proxy?"
     return f"a file of {size} ({kind})"
 
@@ -143,7 +152,7 @@ def _check_answer(response, url: str, part: Path, offset: int, size: int | None)
     if ranged and "/" in content_range and content_range.rsplit("/", 1)[1].isdigit():
         served = int(content_range.rsplit("/", 1)[1])
     problem = None
-    if (response.headers.get("Content-Type") or "").split(";")[0].strip() == "text/html":
+    if _is_html(response):
         problem = "is not an archive"
     elif size is not None and served is not None and served != size:
         problem = f"is a file of {served:,} bytes, not the {size:,} bytes expected"
@@ -176,8 +185,12 @@ def _fetch_once(url: str, part: Path, timeout: float, size: int | None = None) -
         offset, response = 0, _request(url, 0, timeout)
     with response:
         _check_answer(response, url, part, offset, size)
+        held, into = offset, part
         if offset and response.status != 206:
-            offset = 0  # the server ignored the Range header: restart from zero
+            # the server ignored the Range header and sends the whole answer: into a file of
+            # its own, which replaces the .part only once it holds more (a short page sent
+            # without a length must not replace the bytes fetched so far)
+            offset, into = 0, part.with_name(part.name + ".restart")
         elif offset and not (response.headers.get("Content-Range") or "").startswith(
                 f"bytes {offset}-"):
             part.unlink()
@@ -185,17 +198,53 @@ def _fetch_once(url: str, part: Path, timeout: float, size: int | None = None) -
                                   f"{response.headers.get('Content-Range')!r}; restarting")
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None else None
-        with open(part, "ab" if offset else "wb") as out, \
+        try:
+            _stream(response, into, offset, total, part.name.removesuffix(".part"))
+        except BaseException:
+            if into != part:
+                _keep_longer(into, part, held)
+            raise
+        if into != part and not _keep_longer(into, part, held):
+            raise DownloadError(
+                f"{url}: the answer to the resume from byte {held:,} (a whole file of "
+                f"{into.stat().st_size if into.is_file() else 0:,} bytes, "
+                f"{_content_type(response) or 'no type'}) is shorter than the {held:,} bytes "
+                f"already fetched; {part} ({held:,} bytes) is kept as it was; try again later, "
+                f"from another network or with --mirror, or use a file you hold with --from-file")
+    got = part.stat().st_size
+    if total is not None and got < total:
+        raise ConnectionError(f"the connection closed after {got} of {total} bytes")
+
+
+def _stream(response, into: Path, offset: int, total: int | None, desc: str) -> None:
+    """Append the answer's bytes to ``into`` (written from the start when ``offset`` is 0)."""
+    try:
+        with open(into, "ab" if offset else "wb") as out, \
                 tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                     desc=part.name.removesuffix(".part"), leave=False) as bar:
+                     desc=desc, leave=False) as bar:
             while chunk := response.read(CHUNK):
                 out.write(chunk)
                 bar.update(len(chunk))
             out.flush()
             os.fsync(out.fileno())
-    got = part.stat().st_size
-    if total is not None and got < total:
-        raise ConnectionError(f"the connection closed after {got} of {total} bytes")
+    except OSError as err:
+        if isinstance(err, (ConnectionError, TimeoutError)):  # the network's, not the disk's
+            raise
+        # a full disk or quota: name the file and the free space, not only the root
+        fetched = into.stat().st_size if into.is_file() else 0
+        raise DownloadError(f"{write_error(into, err)}; the {fetched:,} bytes fetched are kept "
+                            f"and the next run resumes them") from err
+
+
+def _keep_longer(restart: Path, part: Path, held: int) -> bool:
+    """Keep whichever of ``restart`` (the answer to a resume the server refused) and ``part``
+    (``held`` bytes) holds more, under the name ``part``; whether ``restart`` did."""
+    longer = restart.is_file() and restart.stat().st_size > held
+    if longer:
+        os.replace(restart, part)
+    else:
+        restart.unlink(missing_ok=True)
+    return longer
 
 
 def fetch(source: Source, target: Path, timeout: float, retries: int, wait: float) -> None:

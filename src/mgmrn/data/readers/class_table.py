@@ -112,6 +112,11 @@ def parse_class_table(rows: list[list[str]], source: str,
     return ClassTable(names, list(attributes), np.asarray(values, dtype=np.float32), lines, text)
 
 
+# attribute strengths are compared after scaling each class's row to unit length: beyond this,
+# float32 squares overflow and the row scores 0 (3e38 is finite, yet its square is not)
+MAX_ATTRIBUTE_VALUE = 1e6
+
+
 def parse_number(cell: str, where: str) -> float:
     """A finite number from a table cell; ``where`` (source, line, field) starts the message."""
     try:
@@ -120,6 +125,9 @@ def parse_number(cell: str, where: str) -> float:
         value = float("nan")
     if not np.isfinite(value):
         raise DataError(f"{where}: expected a number, got '{str(cell).strip()}'")
+    if abs(value) > MAX_ATTRIBUTE_VALUE:
+        raise DataError(f"{where}: expected a number from {-MAX_ATTRIBUTE_VALUE:g} to "
+                        f"{MAX_ATTRIBUTE_VALUE:g}, got '{str(cell).strip()}'")
     return value
 
 

@@ -9,6 +9,12 @@ A set is written once, in the custom format (``classes.csv``, ``images/<class>/`
 ``test_seen.txt``), plus a JSON record of the generator parameters, to ``data.root``; it is
 regenerated when the record differs. Generation goes to a temporary folder that is renamed into
 place, so an interrupted run or a concurrent rank never sees a half-written set.
+
+Several processes may share one ``data.root`` (every run started in a folder uses the default
+one): a process reading a set holds a shared lock on it until it exits, and a set is redrawn only
+under an exclusive one, so a run with other settings is refused while another reads the set,
+instead of redrawing it under that run; runs with the same settings share it. Checking and
+drawing happen under a second lock, so that two runs needing the same new set draw it once.
 """
 
 from __future__ import annotations
@@ -22,13 +28,19 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from mgmrn.data.errors import DataError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; drawn sets are not locked
+    fcntl = None
 
 log = logging.getLogger(__name__)
 
@@ -195,24 +207,88 @@ def ensure_drawn(root: str | Path, record: str, params: dict, write: Callable[[P
         n_images: how many images ``write`` draws, for the log.
     """
     root = Path(root)
-    if _cached(root, record, params):
-        return root
-    if root.exists() and any(root.iterdir()) and not (root / record).is_file():
-        raise DataError(f"{root} (data.root) is not empty and holds no {record}: it is not a "
-                        f"{what} cache, and it will not be overwritten; point data.root elsewhere")
     root.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary folder
-    try:
-        write(tmp)
-        _swap_into_place(tmp, root, record, params)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with _drawing(root):
+        if _cached(root, record, params):
+            _hold(root, exclusive=False)
+            return root
+        if root.exists() and any(root.iterdir()) and not (root / record).is_file():
+            raise DataError(f"{root} (data.root) is not empty and holds no {record}: it is not a "
+                            f"{what} cache, and it will not be overwritten; point data.root "
+                            f"elsewhere")
+        if not _hold(root, exclusive=True):
+            raise DataError(f"{root} (data.root) holds the {what} set drawn with other settings "
+                            f"(its {record} differs), and another mgmrn process is reading it; "
+                            f"it is not redrawn under that process: point data.root at another "
+                            f"folder for these settings, or wait for the other run to end")
+        try:
+            start = time.perf_counter()
+            tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+            tmp.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary folder
+            try:
+                write(tmp)
+                _swap_into_place(tmp, root, record, params)
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            _hold(root, exclusive=False)  # from now on this process reads it, like the others
     log.info("drew the %s set (%d images) into %s in %.1f s", what, n_images, root,
              time.perf_counter() - start)
     return root
+
+
+# root -> descriptor of its reading lock, held by this process until it exits (the kernel then
+# releases it, also after a kill): a run reads its images in every epoch
+_reading: dict[Path, int] = {}
+
+
+def _open_lock(root: Path, kind: str) -> int | None:
+    """A descriptor of the lock file ``kind`` of the set at ``root`` (None: none can be made).
+
+    The file lies beside the set, not inside it: a redraw replaces the folder, and the lock must
+    stay the same file. Read-only is enough for flock, so another user's lock file serves; a set
+    in a folder nobody may write to (a shared, read-only copy) is not locked, and cannot be
+    redrawn either.
+    """
+    try:
+        return os.open(root.parent / f".{root.name}.{kind}.lock", os.O_RDONLY | os.O_CREAT, 0o666)
+    except OSError as err:
+        log.debug("%s is not locked: %s", root, err)
+        return None
+
+
+@contextmanager
+def _drawing(root: Path) -> Iterator[None]:
+    """Exclusive, waiting: one process at a time checks and (re)draws the set at ``root``."""
+    fd = None if fcntl is None else _open_lock(root, "draw")
+    if fd is None:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _hold(root: Path, exclusive: bool) -> bool:
+    """Hold the reading lock of ``root``: shared (always granted under :func:`_drawing`, whose
+    holder alone takes it exclusive), or exclusive, not waiting; whether it was granted."""
+    key = root.resolve()
+    fd = _reading.get(key)
+    if fd is None:
+        fd = None if fcntl is None else _open_lock(root, "read")
+        if fd is None:
+            return True
+        _reading[key] = fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
+    except BlockingIOError:
+        # a refused conversion drops the shared lock held before: take it again
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        return False
+    return True
 
 
 def _swap_into_place(tmp: Path, root: Path, record: str, params: dict) -> None:

@@ -2,7 +2,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { info: null, imageId: null, imageName: null, lastAdded: null, chosenAttribute: null };
+const state = { info: null, imageId: null, imageName: null, lastAdded: null, chosenAttribute: null,
+  uploading: null, rerankAfterUpload: false };
 const plural = (n, one, many = one + "s") => `${n} ${n === 1 ? one : many}`;
 
 // The message sits in a sticky bar: it is seen whichever control, however low, caused it.
@@ -115,16 +116,27 @@ function noGroupChosen() {
   return none;
 }
 
+// The status line after a pick that was not shown: it names that file, then what is shown.
+function refused(file) {
+  $("status").textContent = state.imageName ?
+    `${file.name} was refused; the results below are still those of ${state.imageName}.` :
+    `${file.name} was refused; no prediction yet.`;
+}
+
 async function upload(file) {
   clearMessage();
-  if (!file || noGroupChosen()) return;
+  if (!file) return;
+  if (noGroupChosen()) { refused(file); return; }
   if (state.info && file.size > state.info.max_upload) {
+    refused(file);
     showMessage(`'${file.name}' is ${(file.size / 2 ** 20).toFixed(1)} MB, more than the ` +
       `${(state.info.max_upload / 2 ** 20).toFixed(0)} MB the server accepts; send a smaller image.`);
     return;
   }
+  // The map shown stays that of the image shown, and its request goes on, until the new image
+  // is accepted: a refused pick must leave a table and a map of the same image.
   const signal = renew("rank");
-  if (current.attention) current.attention.abort();  // the map of the image being replaced
+  state.uploading = signal;
   $("status").textContent = `Classifying ${file.name}...`;
   const q = rankQuery();
   q.set("name", file.name);
@@ -142,14 +154,27 @@ async function upload(file) {
       showResult(result);
     } catch (err) {
       if (aborted(err, signal)) return;
-      $("status").textContent = state.imageName ?
-        `${file.name} was refused; the results below are still those of ${state.imageName}.` : "No prediction.";
+      refused(file);
       showMessage(err.message);
+      if (state.imageId && state.info.attention && !$("attention-box").classList.contains("hidden") &&
+          $("attention-img").dataset.image !== state.imageId) {
+        showAttention(state.chosenAttribute);  // a map lost on the way: the shown image's again
+      }
+    } finally {
+      if (state.uploading === signal) {
+        state.uploading = null;
+        // a control changed while the pick loaded: its image is ranked again with it
+        if (state.rerankAfterUpload) { state.rerankAfterUpload = false; rerank(); }
+      }
     }
   });
 }
 
 async function rerank() {
+  if (state.uploading && !state.uploading.aborted) {  // a pick is loading: not dropped, ranked again once shown
+    state.rerankAfterUpload = true;
+    return;
+  }
   if (noGroupChosen()) { renew("rank"); return; }  // and an older re-ranking is dropped
   if (!state.imageId) return;
   const signal = renew("rank");
@@ -157,9 +182,14 @@ async function rerank() {
     try {
       const result = await api(`/api/predict/${state.imageId}?` + rankQuery(), { method: "POST", signal });
       if (!signal.aborted) showResult(result);
-    } catch (err) { if (!aborted(err, signal)) showMessage(err.message); }
+    } catch (err) {
+      if (aborted(err, signal)) return;
+      $("status").textContent = `The change was refused; the results below are still those shown before it (${state.imageName}).`;
+      showMessage(err.message);
+    }
   });
 }
+const fixed = (value, digits = 2) => (typeof value === "number" ? value.toFixed(digits) : "n/a");
 
 function showResult(result) {
   clearMessage();
@@ -168,7 +198,7 @@ function showResult(result) {
     element("td", { textContent: c.rank }),
     element("td", { className: "class-name", textContent: c.name }),
     element("td", {}, [badge(c.group)]),
-    element("td", { className: "num", textContent: c.score.toFixed(2) }),
+    element("td", { className: "num", textContent: fixed(c.score) }),
     element("td", { className: "num" }, [
       element("span", { className: "bar", style: `width:${Math.max(2, 120 * c.probability)}px` }),
       (100 * c.probability).toFixed(1) + "%"]),
@@ -177,7 +207,7 @@ function showResult(result) {
   $("predictions").classList.remove("hidden");
   $("predictions").dataset.image = result.id;
   const cal = result.calibration;
-  $("calibration").textContent = `Calibration: γ = ${cal.gamma.toFixed(2)}, ${cal.source}.`;
+  $("calibration").textContent = `Calibration: γ = ${fixed(cal.gamma)}, ${cal.source}.`;
   const ranks = result.added.map((c) => `${c.name}: rank ${c.rank} of ${result.searched}`);
   $("added-ranks").textContent = ranks.length ? "Added classes: " + ranks.join("; ") : "";
   $("define-rank").textContent = ranks.length && state.imageName ?
@@ -288,7 +318,8 @@ function renderAdded() {
     const remove = element("button", { className: "small", textContent: "remove" });
     remove.addEventListener("click", () => tracked(async () => {
       try {
-        const result = await api("/api/classes/" + encodeURIComponent(c.name), { method: "DELETE" });
+        // by query, not path: a class named "." or ".." would be a path's dot segment
+        const result = await api("/api/classes?" + new URLSearchParams({ name: c.name }), { method: "DELETE" });
         state.info.classes = result.classes;
         renderAdded();
         await rerank();
