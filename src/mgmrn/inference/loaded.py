@@ -117,9 +117,6 @@ class LoadedRun:
     def check_data(self, data) -> None:
         """Refuse data the network was not trained for: other attributes (by name and order), or
         another word-vector width (``data``: a :class:`~mgmrn.data.ZSLData`)."""
-        cfg = self.config.data
-        ckpt_io.check_attribute_names(self.description["attribute_names"], data.attribute_names,
-                                      self.path, f"{cfg.name} data at {cfg.root}")
         expected = tuple(self.description["attribute_vectors"].shape)
         got = tuple(data.attribute_vectors.shape)
         if got != expected:
@@ -127,6 +124,9 @@ class LoadedRun:
                 f"checkpoint '{self.path}' was made for {expected[0]} attributes with "
                 f"{expected[1]}-d vectors, but the data has {got[0]} attributes with {got[1]}-d "
                 f"vectors; evaluate it on the dataset it was trained on")
+        cfg = self.config.data
+        ckpt_io.check_attribute_names(self.description["attribute_names"], data.attribute_names,
+                                      self.path, f"{cfg.name} data at {cfg.root}")
 
 
 def run_precision(config: Config, device: torch.device, inputs: dict | None,
