@@ -28,7 +28,7 @@ test: install
 
 # the unit tier alone, in under a minute
 test-fast: install
-	$(PY) -m pytest -q tests/unit
+	$(PY) -m pytest -q -m "not slow" tests/unit
 
 # every tier: slow tests, the browser tests (make browser installs Chromium) and the CUDA tests
 test-all: install
