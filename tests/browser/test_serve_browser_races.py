@@ -259,4 +259,4 @@ def test_classes_named_dot_and_dot_dot_can_be_removed_from_the_page(served, brow
             d.find_elements(By.CSS_SELECTOR, "#added-list button")) == c - 1)
     assert text(browser, "added-list") == "none yet"
     assert not shown(browser)["message"].startswith(("no added class", "nothing at"))
-    assert len(served.explorer.predictor.added_classes) == 0
+    assert len(served.explorer.predictor.classes.added) == 0
