@@ -18,6 +18,8 @@ from mgmrn.data.download.archives import ArchiveError
 from mgmrn.data.download.fetch import DownloadError
 from mgmrn.data.errors import DataError
 from mgmrn.errors import MgmrnError, UsageError
+from mgmrn.export import ExportError
+from mgmrn.hub import HubError
 from mgmrn.io.atomic import DiskWriteError
 from mgmrn.io.locks import FolderBusyError
 from mgmrn.models.backbone import PretrainedWeightsError
@@ -34,7 +36,8 @@ OWN_ERRORS = [
     (RunFolderError, ValueError), (ReleaseWeightsError, ValueError), (BackboneError, ValueError),
     (UsageError, ValueError), (DiskWriteError, RuntimeError), (FolderBusyError, RuntimeError),
     (PretrainedWeightsError, RuntimeError), (ArchiveError, RuntimeError),
-    (DownloadError, RuntimeError), (NonFiniteLossError, RuntimeError),
+    (DownloadError, RuntimeError), (NonFiniteLossError, RuntimeError), (HubError, ValueError),
+    (ExportError, ValueError),
 ]
 
 

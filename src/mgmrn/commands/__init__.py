@@ -14,4 +14,5 @@ COMMANDS = {
     "convert-release": "mgmrn.commands.convert",
     "data": "mgmrn.commands.data",
     "serve": "mgmrn.commands.serve",
+    "export": "mgmrn.commands.export",
 }

@@ -14,7 +14,9 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="a .pt file written by mgmrn train")
+    parser.add_argument("--checkpoint", required=True,
+                        help="a .pt file written by mgmrn train, or a model folder written by "
+                             "mgmrn export --format hub: local-dir:DIR or hf-hub:org/name")
     parser.add_argument("--out", default=None, help="where to write the results JSON")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, e.g. data.root=/data/cub eval.gamma=0.7")
@@ -49,7 +51,9 @@ def evaluate_checkpoint(path: str | Path, overrides: dict | None = None,
         results.checkpoint = str(path)
         # results.json counts the checkpoint's epoch from 0, as metrics.jsonl does
         results.epoch = None if run.epochs_trained is None else run.epochs_trained - 1
-        out_path = Path(out) if out else Path(path).parent / "results.json"
+        # a model folder (local-dir:, hf-hub:) keeps its results inside it
+        out_path = Path(out) if out else (
+            run.path if run.path.is_dir() else run.path.parent) / "results.json"
         if env.is_main:
             results.write(out_path)
             write_eval_figures(results.to_json(), out_path.parent, per_class=results.czsl_per_class)
