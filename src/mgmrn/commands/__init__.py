@@ -15,4 +15,5 @@ COMMANDS = {
     "data": "mgmrn.commands.data",
     "serve": "mgmrn.commands.serve",
     "export": "mgmrn.commands.export",
+    "features": "mgmrn.commands.features",
 }
