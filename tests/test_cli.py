@@ -141,3 +141,14 @@ def test_an_override_that_is_not_yaml_is_one_line_with_status_2(capsys):
     assert capsys.readouterr().err == (
         "mgmrn train: error: override 'train.epochs=[': the value is not valid YAML (expected the "
         "node content, but found '<stream end>'); quote it to give a string\n")
+
+
+def test_help_of_every_command_answers_without_importing_torch():
+    """Each command module imports torch when it runs, not when the parser is built."""
+    code = ("import sys; from mgmrn import cli\n"
+            "try:\n    cli.main(['export', '--help'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "--format {hub,onnx}" in done.stdout
