@@ -18,7 +18,14 @@ from mgmrn.export.onnx import ScoringGraph
 from mgmrn.inference.loaded import LoadedRun
 from mgmrn.models import Backbone
 
-from .helpers import ATTRIBUTE_NAMES, CLASS_NAMES, SEEN, checkpoint_with_data, load_script
+from .helpers import (
+    ATTRIBUTE_NAMES,
+    CLASS_NAMES,
+    SEEN,
+    checkpoint_with_data,
+    load_script,
+    write_checkpoint,
+)
 
 for _name in ("onnx", "onnxscript", "onnxruntime"):
     pytest.importorskip(_name, reason=f"{_name} is missing: pip install 'mgmrn[export]'")
@@ -146,3 +153,19 @@ def test_without_the_export_extra_the_message_says_what_to_install(export, tmp_p
     assert capsys.readouterr().err == (
         "mgmrn export: error: ONNX export needs the export extra (onnxscript is missing): "
         "pip install 'mgmrn[export]'\n")
+
+
+def test_a_network_without_attention_exports_its_scores_alone(tmp_path):
+    checkpoint = write_checkpoint(tmp_path / "baseline.pt", name="baseline")
+    out = tmp_path / "baseline.onnx"
+    assert main(["export", "--format", "onnx", "--checkpoint", str(checkpoint),
+                 "--out", str(out)]) == 0
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["class_scores", "attribute_scores"]
+    images, attributes = torch.randn(2, 3, 64, 64), torch.rand(4, len(ATTRIBUTE_NAMES))
+    got = session.run(None, {"images": images.numpy(), "class_attributes": attributes.numpy()})
+    with torch.no_grad():
+        expected = ScoringGraph(LoadedRun.from_checkpoint(checkpoint, "cpu").model)(images,
+                                                                                  attributes)
+    for ours, theirs in zip(got, expected, strict=True):
+        np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-4, rtol=0)

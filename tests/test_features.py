@@ -132,3 +132,22 @@ def test_errors_are_one_line(run, capsys):
     assert main(["features", "--checkpoint", str(run["checkpoint"]), "--out", "x",
                  "--chunk", "0"]) == 2
     assert capsys.readouterr().err == "mgmrn features: error: --chunk must be at least 1, got 0\n"
+
+
+def test_the_baselines_feature_is_its_pooled_backbone_map():
+    import torch
+
+    from mgmrn.models import build_model
+
+    from .helpers import tiny_config
+
+    model = build_model(tiny_config("baseline").model, torch.randn(5, 8)).eval()
+    sink = []
+    handles = features.level_feature_hooks(model, sink)
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        model(images, torch.rand(3, 5))
+        for handle in handles:
+            handle.remove()
+        expected = model.backbone(images)[-1].mean(dim=(2, 3))
+    assert len(sink) == 1 and torch.allclose(sink[0], expected)
