@@ -57,7 +57,8 @@ def test_the_folder_holds_weights_config_and_a_model_card(exported):
     # the results of the run's results.json, with their protocol named
     assert "| last epoch, gamma chosen on the test set (oracle) | 50.00 | 30.00 | 20.00 | 24.00 |" \
         in card
-    assert "arXiv:2511.08163" in card and "## Licence" in card
+    assert card.startswith("---\nlibrary_name: mgmrn\n") and "# model: Mg-MRN" in card
+    assert "eprint        = {2511.08163}" in card and "## Licence" in card
     assert 'mgmrn.load("local-dir:DIR")' in card and "mgmrn predict --checkpoint local-dir:DIR" in card
 
 

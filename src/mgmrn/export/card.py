@@ -7,12 +7,13 @@ import json
 from pathlib import Path
 
 PAPER = "https://arxiv.org/abs/2511.08163"
+# the authors and full title are those of the arXiv page; the entry names the paper by its number
 CITATION = """\
-@article{mgmrn2025,
-  title   = {Multi-Granularity Mutual Refinement Network for Zero-Shot Learning},
-  journal = {arXiv preprint arXiv:2511.08163},
-  year    = {2025},
-  url     = {https://arxiv.org/abs/2511.08163}
+@misc{mgmrn_arxiv_2511_08163,
+  title         = {Mg-MRN: Multi-Granularity Mutual Refinement Network for Zero-Shot Learning},
+  eprint        = {2511.08163},
+  archivePrefix = {arXiv},
+  url           = {https://arxiv.org/abs/2511.08163}
 }"""
 # results.json keys -> column names, accuracies in percent
 FIGURES = (("czsl_acc", "CZSL (T1, unseen)"), ("gzsl_seen", "GZSL S"), ("gzsl_unseen", "GZSL U"),
@@ -51,12 +52,14 @@ def results_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def model_card(content: dict, results: dict | None, repo_id: str | None = None) -> str:
-    """The ``README.md`` of a model folder, from its ``config.json`` content and results."""
+def model_card(content: dict, results: dict | None, name: str,
+               repo_id: str | None = None) -> str:
+    """The ``README.md`` of a model folder, from its ``config.json`` content and results;
+    ``name``: the model's, ``repo_id``: its Hub repository when it is pushed."""
     config, data = content["config"], content["data"]
     model, dataset = config["model"], config["data"]
     seen, unseen = len(data["seen_classes"]), len(data["unseen_classes"])
-    name = repo_id or "DIR"
+    name = repo_id or name
     load = f"hf-hub:{repo_id}" if repo_id else "local-dir:DIR"
     recipe = {"backbone": model["backbone"], "network": model["name"],
               "image size": dataset["image_size"], "epochs": config["train"]["epochs"],
@@ -122,6 +125,8 @@ def model_card(content: dict, results: dict | None, repo_id: str | None = None) 
         "MIT, as mgmrn; the dataset's own terms apply to what was learned from it.",
         "",
         "## Citation",
+        "",
+        f"The paper, arXiv 2511.08163 (authors and full title on [its page]({PAPER})):",
         "",
         "```bibtex",
         CITATION,

@@ -38,7 +38,7 @@ def export_hub(checkpoint: str | Path, out: str | Path, results: str | Path | No
     _, content = hub.state_to_hub(state)
     results_path = Path(results) if results else (
         None if hub.is_hub_reference(checkpoint) else find_results(source))
-    write_atomic(out / hub.CARD, model_card(content, read_results(results_path), push))
+    write_atomic(out / hub.CARD, model_card(content, read_results(results_path), out.name, push))
     log.info("model folder written to %s (results: %s)", out, results_path or "none found")
     if push:
         upload(out, push, private)
