@@ -151,3 +151,19 @@ def test_the_baselines_feature_is_its_pooled_backbone_map():
             handle.remove()
         expected = model.backbone(images)[-1].mean(dim=(2, 3))
     assert len(sink) == 1 and torch.allclose(sink[0], expected)
+
+
+def test_chunks_of_another_checkpoint_are_not_reused(run, tmp_path):
+    import torch
+
+    from mgmrn.inference.loaded import LoadedRun
+
+    first = LoadedRun.from_checkpoint(run["checkpoint"], "cpu")
+    second = LoadedRun.from_checkpoint(run["checkpoint"], "cpu")
+    with torch.no_grad():  # the last weight alone differs: a run on a frozen backbone
+        list(second.model.parameters())[-1].add_(1e-3)
+    paths = ["a.png", "b.png"]
+    assert features._fingerprint(first, paths) != features._fingerprint(second, paths)
+    assert features._fingerprint(first, paths) != features._fingerprint(first, paths[:1])
+    assert features._fingerprint(first, paths) == features._fingerprint(
+        LoadedRun.from_checkpoint(run["checkpoint"], "cpu"), paths)
