@@ -163,7 +163,7 @@ def make_executor(args: argparse.Namespace, folder: Path):
     without submitit).
 
     Raises:
-        SystemExit: slurm or debug asked for without submitit installed.
+        SystemExit: slurm or debug asked for without submitit installed, or slurm off a cluster.
     """
     try:
         import submitit
@@ -178,7 +178,10 @@ def make_executor(args: argparse.Namespace, folder: Path):
         executor = submitit.LocalExecutor(folder=folder)
         executor.update_parameters(timeout_min=args.time)
         return executor
-    executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    try:
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    except RuntimeError as err:  # no srun: not on a Slurm cluster
+        sys.exit(f"--launcher slurm: {err}")
     executor.update_parameters(timeout_min=args.time, gpus_per_node=args.gpus,
                                tasks_per_node=1, cpus_per_task=args.cpus, nodes=1,
                                slurm_array_parallelism=args.array_parallelism,

@@ -176,3 +176,18 @@ def test_the_ablation_tabulates_what_its_runs_wrote(launch, tmp_path, monkeypatc
                           "--only", "release", "test_resize=ratio"]) == 0
     assert [line[3] for line in seen] == ["train", "eval"]
     assert "| release (1 seeds) | 50.0 ± 0.0 | 40.0 ± 0.0 | 30.0 ± 0.0 |" in capsys.readouterr().out
+
+
+def test_the_slurm_executor_takes_the_resources_asked_for(launch, tmp_path, monkeypatch):
+    pytest.importorskip("submitit", reason="pip install 'mgmrn[cluster]'")
+    args = _args(tmp_path, "slurm", partition="gpu", gpus=4, cpus=16, time=600,
+                 array_parallelism=3)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun: not a Slurm cluster
+    with pytest.raises(SystemExit, match='--launcher slurm: Could not detect "srun"'):
+        launch.make_executor(args, tmp_path / "jobs")
+    (tmp_path / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (tmp_path / "srun").chmod(0o755)
+    executor = launch.make_executor(args, tmp_path / "jobs")
+    assert executor._executor.parameters == {
+        "time": 600, "gpus_per_node": 4, "ntasks_per_node": 1, "cpus_per_task": 16, "nodes": 1,
+        "array_parallelism": 3, "signal_delay_s": 120, "partition": "gpu"}
