@@ -215,3 +215,20 @@ def test_a_failed_upload_says_how_to_log_in(exported, tmp_path, monkeypatch, cap
     assert capsys.readouterr().err == (
         "mgmrn export: error: cannot upload to the Hub repository 'someone/tiny' (401 "
         "Unauthorized); log in with `hf auth login` or set HF_TOKEN\n")
+
+
+def test_the_card_takes_the_results_given_or_says_there_are_none(exported, tmp_path):
+    results = json.loads((Path(__file__).parent / "data" / "results" / "train.json").read_text())
+    given = tmp_path / "results.json"
+    given.write_text(json.dumps(results))
+    assert main(["export", "--format", "hub", "--checkpoint", f"local-dir:{exported['folder']}",
+                 "--out", str(tmp_path / "again"), "--results", str(given)]) == 0
+    card = (tmp_path / "again" / "README.md").read_text()
+    assert "| last epoch, gamma chosen on the test set (oracle) | 62.50 | 14.29 | 50.00 | 22.22 |" \
+        in card
+    assert "| best epoch of each figure, chosen on the test set (as the paper reports) | 62.50 |" \
+        in card
+    # a folder exported again has no run folder to look in
+    assert main(["export", "--format", "hub", "--checkpoint", f"local-dir:{exported['folder']}",
+                 "--out", str(tmp_path / "bare")]) == 0
+    assert "No `results.json` was found" in (tmp_path / "bare" / "README.md").read_text()

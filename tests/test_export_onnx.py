@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 import sys
 
 import numpy as np
@@ -21,6 +22,7 @@ from mgmrn.models import Backbone
 from .helpers import (
     ATTRIBUTE_NAMES,
     CLASS_NAMES,
+    REPO,
     SEEN,
     checkpoint_with_data,
     load_script,
@@ -169,3 +171,15 @@ def test_a_network_without_attention_exports_its_scores_alone(tmp_path):
                                                                                   attributes)
     for ours, theirs in zip(got, expected, strict=True):
         np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-4, rtol=0)
+
+
+def test_the_example_runs_without_torch(export, tmp_path):
+    image = export["data"] / "images" / "red_circle" / "0.png"
+    code = ("import runpy, sys\n"
+            "sys.modules['torch'] = None  # importing torch now fails\n"
+            f"sys.argv = ['onnx_predict.py', {str(export['out'])!r}, {str(image)!r}, '--top-k', '3']\n"
+            f"runpy.run_path({str(REPO / 'examples' / 'onnx_predict.py')!r}, run_name='__main__')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == 3 and done.stdout.startswith(" 1. ")
