@@ -100,12 +100,18 @@ class CommandJob(Checkpointable):
 
     def __call__(self, command: Command) -> int:
         """Run ``command`` (resuming its training when it can); returns its exit status."""
+        if command.done.is_file():  # finished before this job was requeued
+            return 0
         for _ in range(self.max_resumes + 1):
             status = self.execute(command)
             if status != REQUEUE_EXIT or self._stopping:
                 break
             print(f"{' '.join(command.argv)} stopped with status {REQUEUE_EXIT}: resuming",
                   flush=True)
+        # stopped by checkpoint(): the requeued job resumes it, or finds it finished (a signal
+        # after its last epoch ends the process with -SIGTERM, its results written)
+        if self._stopping:
+            return status
         if status not in (0, REQUEUE_EXIT):
             raise RuntimeError(f"{' '.join(command.argv)} exited {status}; see {command.log}")
         return status

@@ -191,3 +191,22 @@ def test_the_slurm_executor_takes_the_resources_asked_for(launch, tmp_path, monk
     assert executor._executor.parameters == {
         "time": 600, "gpus_per_node": 4, "ntasks_per_node": 1, "cpus_per_task": 16, "nodes": 1,
         "array_parallelism": 3, "signal_delay_s": 120, "partition": "gpu"}
+
+
+def test_a_requeued_job_whose_run_finished_meanwhile_runs_nothing(launch, stand_in, tmp_path,
+                                                                  monkeypatch):
+    command = _command(launch, stand_in, tmp_path / "run")
+    command.done.parent.mkdir(parents=True)
+    command.done.write_text("{}")
+    monkeypatch.setattr(launch.CommandJob, "execute", lambda *a: pytest.fail("ran again"))
+    assert launch.CommandJob()(command) == 0
+
+
+def test_a_failure_raises_unless_the_job_is_being_stopped(launch, tmp_path, monkeypatch):
+    command = launch.Command([sys.executable, "-c", "import sys; sys.exit(-15)"],
+                             tmp_path / "x.log", tmp_path / "x.json")
+    with pytest.raises(RuntimeError, match="exited 241"):
+        launch.CommandJob()(command)
+    job = launch.CommandJob()
+    job._stopping = True  # checkpoint() sent the signal: the requeued job takes over
+    assert job(command) == 241
