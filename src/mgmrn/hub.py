@@ -14,6 +14,7 @@ downloaded through ``huggingface_hub`` into its cache.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -102,7 +103,10 @@ def write_hub_files(saved: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     # tensors that share memory (tied weights) are stored as copies: safetensors refuses views
     weights = {key: value.clone() for key, value in weights.items()}
-    save_file(weights, str(out / WEIGHTS), metadata={"format": "pt"})
+    # beside the final name, then renamed: a stopped export never leaves half a weights file
+    partial = out / f".{WEIGHTS}.partial"
+    save_file(weights, str(partial), metadata={"format": "pt"})
+    os.replace(partial, out / WEIGHTS)
     write_atomic(out / CONFIG, json.dumps(content, indent=1) + "\n")
 
 
