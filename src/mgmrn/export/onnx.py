@@ -84,15 +84,19 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = OPSET) -> 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     batch, classes = torch.export.Dim("batch"), torch.export.Dim("classes")
+    # a protobuf file holds up to 2 GiB: larger weights go to a data file beside the graph
+    external = sum(t.numel() * t.element_size() for t in run.model.state_dict().values()) > 2**30
     chatter = io.StringIO()  # the exporter's progress lines and graph dumps: kept for --verbose
     try:
         with torch.no_grad(), contextlib.redirect_stdout(chatter), \
                 contextlib.redirect_stderr(chatter), _quiet("onnxscript", "onnx_ir"):
             torch.onnx.export(graph, example, str(out), input_names=list(INPUTS),
                               output_names=graph.output_names(), opset_version=opset,
-                              dynamo=True, external_data=False, verbose=False,
+                              dynamo=True, external_data=external, verbose=False,
                               dynamic_shapes={"images": {0: batch},
                                               "class_attributes": {0: classes}})
+    except OSError:  # the file could not be written: not the tracer's doing
+        raise
     except Exception as err:
         log.debug("the exporter said:\n%s", chatter.getvalue())
         raise ExportError(f"backbone '{run.config.model.backbone}' of this {run.config.model.name} "
