@@ -183,3 +183,22 @@ def test_the_example_runs_without_torch(export, tmp_path):
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert len(done.stdout.splitlines()) == 3 and done.stdout.startswith(" 1. ")
+
+
+def test_large_weights_go_to_a_data_file_beside_the_graph(export, tmp_path, monkeypatch):
+    from mgmrn.export import onnx as onnx_export
+
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 0)
+    out = tmp_path / "large.onnx"
+    assert main(["export", "--format", "onnx", "--checkpoint", str(export["checkpoint"]),
+                 "--out", str(out)]) == 0
+    data = sorted(p.name for p in tmp_path.iterdir())
+    assert data == ["large.json", "large.onnx", "large.onnx.data"]
+    assert out.stat().st_size < (tmp_path / "large.onnx.data").stat().st_size
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    images = np.zeros((1, 3, 64, 64), np.float32)
+    attributes = export["run"].description["class_attributes"].float().numpy()
+    np.testing.assert_allclose(
+        session.run(["class_scores"], {"images": images, "class_attributes": attributes})[0],
+        export["session"].run(["class_scores"], {"images": images,
+                                                 "class_attributes": attributes})[0], atol=1e-5)

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 INPUTS = ("images", "class_attributes")
 OPSET = 18
+# a protobuf file holds up to 2 GiB: weights above this go to a data file beside the graph
+EXTERNAL_DATA_BYTES = 2**30
 
 
 class ScoringGraph(nn.Module):
@@ -84,8 +86,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = OPSET) -> 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     batch, classes = torch.export.Dim("batch"), torch.export.Dim("classes")
-    # a protobuf file holds up to 2 GiB: larger weights go to a data file beside the graph
-    external = sum(t.numel() * t.element_size() for t in run.model.state_dict().values()) > 2**30
+    weights = sum(t.numel() * t.element_size() for t in run.model.state_dict().values())
+    external = weights > EXTERNAL_DATA_BYTES
     chatter = io.StringIO()  # the exporter's progress lines and graph dumps: kept for --verbose
     try:
         with torch.no_grad(), contextlib.redirect_stdout(chatter), \
