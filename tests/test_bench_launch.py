@@ -125,7 +125,7 @@ def test_without_submitit_local_runs_one_after_the_other_and_slurm_says_what_to_
 
 def test_slurm_gets_one_job_array_with_the_resources_asked_for(launch, stand_in, tmp_path,
                                                               monkeypatch):
-    submitit = pytest.importorskip("submitit", reason="pip install 'mgmrn[cluster]'")
+    submitit = pytest.importorskip("submitit", reason="submitit is missing: pip install 'mgmrn[cluster]'")
     made = {}
 
     class Job:
@@ -179,7 +179,7 @@ def test_the_ablation_tabulates_what_its_runs_wrote(launch, tmp_path, monkeypatc
 
 
 def test_the_slurm_executor_takes_the_resources_asked_for(launch, tmp_path, monkeypatch):
-    pytest.importorskip("submitit", reason="pip install 'mgmrn[cluster]'")
+    pytest.importorskip("submitit", reason="submitit is missing: pip install 'mgmrn[cluster]'")
     args = _args(tmp_path, "slurm", partition="gpu", gpus=4, cpus=16, time=600,
                  array_parallelism=3)
     monkeypatch.setenv("PATH", str(tmp_path))  # no srun: not a Slurm cluster
