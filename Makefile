@@ -42,7 +42,7 @@ browser:
 	apt-get install -y chromium chromium-driver || (apt-get update && apt-get install -y chromium chromium-driver)
 
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff check src tests benchmarks scripts examples
 
 clean:
 	rm -rf $(VENV) runs .cache

@@ -10,22 +10,24 @@ again with ``data.test_resize=ratio``. Figures are the last epoch's, gamma chose
     python benchmarks/ablation.py --proxy demo --seeds 0 1
     python benchmarks/ablation.py --proxy parts --seeds 0 1 --table
 
-Each run writes ``runs/ablation/<proxy>/<variant>-seed<k>/``; finished runs are not redone, so
-the script can be stopped and started again. ``--table`` prints the markdown table (mean and
-half the range over seeds) and writes it with the raw figures to ``runs/ablation/<proxy>.json``.
+Each run writes ``runs/ablation/<proxy>/<variant>-seed<k>/``, through submitit (``launch.py``:
+``--launcher local`` here, ``slurm`` on a cluster, see docs/cluster.md); finished runs are not
+redone and preempted ones resume, so the script can be stopped and started again. ``--table``
+prints the markdown table (mean and half the range over seeds) and writes it with the raw figures
+to ``runs/ablation/<proxy>.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # launch.py, beside this file
+import launch  # noqa: E402
 
 # variant -> overrides on top of <proxy>-release; "ours" is the plain recipe
 SWITCHES = {
@@ -46,34 +48,24 @@ EVAL_ONLY = {"test_resize=ratio": ["data.test_resize=ratio"]}
 FIGURES = ("czsl_acc", "gzsl_h", "ausuc")
 
 
-def run(cmd: list[str], log: Path, threads: int | None = None) -> None:
-    """Run one command, its output (progress bars included) to ``log``."""
-    print("+", " ".join(cmd), flush=True)
-    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("w") as out:
-        subprocess.run(cmd, check=True, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
 def train_variant(proxy: str, variant: str, seed: int, budget: list[str], root: Path,
-                  threads: int | None = None) -> Path:
+                  threads: int | None = None) -> launch.Command:
+    """The training of one variant: done when its results.json exists, resumed from last.pt."""
     folder = root / f"{variant}-seed{seed}"
-    if not (folder / "results.json").is_file():
-        recipe = proxy if variant == "ours" else f"{proxy}-release"
-        overrides = [] if variant == "ours" else {**SWITCHES, **RECIPE_CHOICES}[variant]
-        run([sys.executable, "-m", "mgmrn", "train", "--config", recipe, f"seed={seed}",
-             f"output_dir={folder}", *budget, *overrides], folder.with_suffix(".log"), threads)
-    return folder / "results.json"
+    recipe = proxy if variant == "ours" else f"{proxy}-release"
+    overrides = [] if variant == "ours" else {**SWITCHES, **RECIPE_CHOICES}[variant]
+    return launch.Command([sys.executable, "-m", "mgmrn", "train", "--config", recipe,
+                           f"seed={seed}", f"output_dir={folder}", *budget, *overrides],
+                          folder.with_suffix(".log"), folder / "results.json",
+                          folder / "checkpoints" / "last.pt", threads)
 
 
-def eval_variant(release_run: Path, variant: str, seed: int, root: Path) -> Path:
+def eval_variant(release_run: Path, variant: str, seed: int, root: Path) -> launch.Command:
+    """Evaluating the release run's checkpoint with an evaluation-only switch flipped."""
     out = root / f"{variant}-seed{seed}" / "results.json"
-    if not out.is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        run([sys.executable, "-m", "mgmrn", "eval", "--checkpoint",
-             str(release_run.parent / "checkpoints" / "last.pt"), "--out", str(out),
-             *EVAL_ONLY[variant]], out.parent.with_suffix(".log"))
-    return out
+    return launch.Command([sys.executable, "-m", "mgmrn", "eval", "--checkpoint",
+                           str(release_run.parent / "checkpoints" / "last.pt"), "--out", str(out),
+                           *EVAL_ONLY[variant]], out.parent.with_suffix(".log"), out)
 
 
 def table(proxy: str, seeds: list[int], root: Path) -> str:
@@ -96,7 +88,7 @@ def table(proxy: str, seeds: list[int], root: Path) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--proxy", default="demo", help="demo or parts")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -106,24 +98,25 @@ def main() -> None:
                    help="overrides that set the same budget for every variant")
     p.add_argument("--only", nargs="*", default=None, help="variants to run (default: all)")
     p.add_argument("--table", action="store_true", help="only print the table of finished runs")
-    p.add_argument("--jobs", type=int, default=1, help="runs at a time")
     p.add_argument("--threads", type=int, default=None, help="threads per run (OMP_NUM_THREADS)")
-    args = p.parse_args()
+    launch.add_arguments(p)
+    args = p.parse_args(argv)
     root = Path(args.root) / args.proxy
     if not args.table:
         wanted = [v for v in list(SWITCHES) + ["ours"] + list(RECIPE_CHOICES)
                   if (args.only is None and v not in RECIPE_CHOICES) or v in (args.only or [])]
-        jobs = [(v, s) for s in args.seeds for v in wanted]
-        with ThreadPoolExecutor(args.jobs) as pool:
-            list(pool.map(lambda job: train_variant(args.proxy, *job, args.budget, root,
-                                                    args.threads), jobs))
+        launch.launch([train_variant(args.proxy, v, s, args.budget, root, args.threads)
+                       for s in args.seeds for v in wanted], args, root)
+        evals = []
         for seed in args.seeds:
             release_run = root / f"release-seed{seed}" / "results.json"
             for variant in EVAL_ONLY:
                 if release_run.is_file() and (args.only is None or variant in args.only):
-                    eval_variant(release_run, variant, seed, root)
+                    evals.append(eval_variant(release_run, variant, seed, root))
+        launch.launch(evals, args, root)
     print(table(args.proxy, args.seeds, root))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

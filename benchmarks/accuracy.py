@@ -15,10 +15,13 @@ the range over seeds; ``table.json`` keeps every run's figures, with the code's 
 
     python benchmarks/accuracy.py --jobs 2 --threads 1                # everything, seeds 0 1 2
     python benchmarks/accuracy.py --sets parts --recipes default baseline
+    python benchmarks/accuracy.py --launcher slurm --partition gpu --gpus 1   # a Slurm job array
     python benchmarks/accuracy.py --table                             # only the table of done runs
 
-Runs go to ``runs/accuracy/<set>/<recipe>-<split>-seed<k>/``; finished runs are not redone, so
-the script can be stopped and started again. A default of the project changes only with this
+Runs go to ``runs/accuracy/<set>/<recipe>-<split>-seed<k>/``, through submitit (``launch.py``:
+here or on Slurm, see docs/cluster.md); finished runs are not redone and preempted ones resume,
+so the script can be stopped and started again. ``--sets`` also takes the benchmarks (``cub``,
+``sun``, ``awa2``, with ``--set data.root=...``). A default of the project changes only with this
 table at the full budget behind it, the before and after rows quoted in the commit message.
 """
 
@@ -27,16 +30,18 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # launch.py, beside this file
+import launch  # noqa: E402
+
 SETS = ("parts", "demo")
+BENCHMARKS = ("cub", "sun", "awa2")
 RECIPES = ("default", "baseline", "release")
 SPLITS = ("trainval", "val")
 # column -> how it is read from a run: (results file, key path)
@@ -75,36 +80,25 @@ class Cell:
         return [*args, *extra]
 
 
-def run(cmd: list[str], log: Path, threads: int | None = None) -> None:
-    """Run one command, its output (progress bars included) to ``log``."""
-    print("+", " ".join(cmd), flush=True)
-    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("w") as out:
-        done = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    if done.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}; see {log}")
-
-
-def train_cell(cell: Cell, root: Path, extra: list[str], threads: int | None) -> Path:
+def train_command(cell: Cell, root: Path, extra: list[str], threads: int | None) -> launch.Command:
+    """The training of ``cell``: done when its results.json exists, resumed from its last.pt."""
     folder = cell.folder(root)
-    if not (folder / "results.json").is_file():
-        run(cell.command(root, extra), folder.with_suffix(".log"), threads)
-    return folder / "results.json"
+    return launch.Command(cell.command(root, extra), folder.with_suffix(".log"),
+                          folder / "results.json", folder / "checkpoints" / "last.pt", threads)
 
 
-def val_gamma_eval(cell: Cell, root: Path, threads: int | None) -> Path | None:
-    """Evaluate the trainval run of ``cell`` at the gamma its validation run chose."""
+def val_gamma_command(cell: Cell, root: Path, threads: int | None) -> launch.Command | None:
+    """Evaluating the trainval run of ``cell`` at the gamma its validation run chose; None
+    until both runs are finished."""
     trainval = Cell(cell.set, cell.recipe, "trainval", cell.seed).folder(root)
     val = Cell(cell.set, cell.recipe, "val", cell.seed).folder(root) / "results.json"
     out = trainval / "valgamma" / "results.json"  # its own folder: the figures keep their names
-    if out.is_file() or not val.is_file() or not (trainval / "results.json").is_file():
-        return out if out.is_file() else None
+    if not val.is_file() or not (trainval / "results.json").is_file():
+        return None
     gamma = json.loads(val.read_text())["chosen_on_validation"]["gamma"]
-    run([sys.executable, "-m", "mgmrn", "eval", "--checkpoint",
-         str(trainval / "checkpoints" / "last.pt"), "--out", str(out), f"eval.gamma={gamma}"],
-        trainval / "valgamma.log", threads)
-    return out
+    return launch.Command([sys.executable, "-m", "mgmrn", "eval", "--checkpoint",
+                           str(trainval / "checkpoints" / "last.pt"), "--out", str(out),
+                           f"eval.gamma={gamma}"], trainval / "valgamma.log", out, threads=threads)
 
 
 def _read(path: Path, keys: tuple[str, ...]) -> float | None:
@@ -176,17 +170,17 @@ def commit() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
+    p.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS + BENCHMARKS)
     p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--no-val", action="store_true",
                    help="skip the validation runs (oracle gamma only)")
     p.add_argument("--root", default="runs/accuracy", help="where the runs go")
-    p.add_argument("--jobs", type=int, default=1, help="runs at a time")
     p.add_argument("--threads", type=int, default=None, help="threads per run (OMP_NUM_THREADS)")
     p.add_argument("--table", action="store_true", help="only the table of finished runs")
     p.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                    help="an override for every run (e.g. a tiny budget for a smoke test)")
+    launch.add_arguments(p)
     args = p.parse_args(argv)
     root = Path(args.root)
     splits = ("trainval",) if args.no_val else SPLITS
@@ -195,11 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.table:
         # the longest runs (the release preset's three passes per batch) first
         cells.sort(key=lambda c: (c.recipe != "release", c.seed))
-        with ThreadPoolExecutor(args.jobs) as pool:
-            list(pool.map(lambda c: train_cell(c, root, args.extra, args.threads), cells))
-            if not args.no_val:
-                list(pool.map(lambda c: val_gamma_eval(c, root, args.threads),
-                              [c for c in cells if c.split == "trainval"]))
+        launch.launch([train_command(c, root, args.extra, args.threads) for c in cells], args,
+                      root)
+        if not args.no_val:
+            evals = [val_gamma_command(c, root, args.threads) for c in cells
+                     if c.split == "trainval"]
+            launch.launch([e for e in evals if e is not None], args, root)
     raw = collect(root, args.sets, args.recipes, args.seeds)
     table = markdown_table(raw, args.seeds)
     code = commit()

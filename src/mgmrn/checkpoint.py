@@ -217,6 +217,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     return ckpt
 
 
+def load_run_state(reference: str | Path) -> tuple[dict, Path]:
+    """What evaluation and prediction read, from a ``.pt`` checkpoint or a model folder
+    (``local-dir:DIR``, ``hf-hub:org/name``, see :mod:`mgmrn.hub`), in the layout of this
+    module's docstring; and the file or folder it came from. Neither executes code."""
+    from mgmrn import hub
+
+    if hub.is_hub_reference(reference):
+        return hub.read_hub_state(str(reference))
+    return load_checkpoint(reference), Path(reference)
+
+
 def _diagnose(path: Path, err: Exception) -> str:
     """What is wrong with a file torch.load failed on, in words."""
     size = path.stat().st_size

@@ -30,6 +30,10 @@ Mg-MRN: Multi-Granularity Mutual Refinement Network for zero-shot image classifi
   mgmrn data check --config cub data.root=/data/zsl
   mgmrn predict --checkpoint C --add-classes new.csv --classes added,unseen photos/
   mgmrn serve --checkpoint runs/parts/checkpoints/best.pt --run runs/parts
+  mgmrn export --format hub --checkpoint C --out models/mine [--push org/name]
+  mgmrn predict --checkpoint hf-hub:org/name photo.jpg     (also local-dir:models/mine)
+  mgmrn export --format onnx --checkpoint C --out model.onnx
+  mgmrn features --checkpoint C --out features/   (xlsa17 res101.mat and att_splits.mat)
   torchrun --nproc_per_node=4 -m mgmrn train --config cub   (several GPUs)
 
 Any config field can be set as key=value with dotted keys (e.g. train.epochs=5).

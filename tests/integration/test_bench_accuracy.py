@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 
@@ -34,15 +35,16 @@ def test_summaries_give_the_mean_and_range_and_say_when_seeds_are_missing(bench)
     assert bench.summarise([None, None]) == "-"
 
 
-def _in_process(cmd, log, threads=None):
+def _in_process(job, command):
+    cmd = command.line()
     assert cmd[:3] == [sys.executable, "-m", "mgmrn"]
-    log.parent.mkdir(parents=True, exist_ok=True)
-    assert mgmrn_main(cmd[3:]) == 0
+    command.log.parent.mkdir(parents=True, exist_ok=True)
+    return mgmrn_main(cmd[3:])
 
 
 def test_runs_apply_the_validation_gamma_to_the_test_split_and_tabulate(bench, tmp_path,
                                                                         monkeypatch, capsys):
-    monkeypatch.setattr(bench, "run", _in_process)
+    monkeypatch.setattr(bench.launch.CommandJob, "execute", _in_process)
     tiny = [f"data.root={tmp_path / 'data'}", "data.demo.image_size=32", "data.image_size=32",
             "data.demo.num_shapes=3", "data.demo.num_colors=3", "data.demo.num_patterns=2",
             "data.demo.num_unseen=4", "data.demo.images_per_class=6", "data.ways=4",
@@ -51,6 +53,8 @@ def test_runs_apply_the_validation_gamma_to_the_test_split_and_tabulate(bench, t
             "train.batches_per_epoch=2", "data.verify_images=false"]
     root = tmp_path / "acc"
     args = ["--sets", "demo", "--recipes", "default", "--seeds", "0", "--root", str(root),
+            # in this process: submitit's debug executor, or the fallback without submitit
+            "--launcher", "debug" if importlib.util.find_spec("submitit") else "local",
             *(f"--set={o}" for o in tiny)]
     assert bench.main(args) == 0
     trainval = root / "demo" / "default-trainval-seed0"
@@ -68,5 +72,5 @@ def test_runs_apply_the_validation_gamma_to_the_test_split_and_tabulate(bench, t
     assert "| demo | default |" in printed and "commit " in printed
     assert (root / "table.md").read_text().startswith("commit ")
     # a second call redoes nothing: every run and evaluation is found finished
-    monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("ran again"))
+    monkeypatch.setattr(bench.launch.CommandJob, "execute", lambda *a: pytest.fail("ran again"))
     assert bench.main(args) == 0

@@ -18,6 +18,8 @@ from mgmrn.data.download.archives import ArchiveError
 from mgmrn.data.download.fetch import DownloadError
 from mgmrn.data.errors import DataError
 from mgmrn.errors import MgmrnError, UsageError
+from mgmrn.export import ExportError
+from mgmrn.hub import HubError
 from mgmrn.io.atomic import DiskWriteError
 from mgmrn.io.locks import FolderBusyError
 from mgmrn.models.backbone import PretrainedWeightsError
@@ -34,7 +36,8 @@ OWN_ERRORS = [
     (RunFolderError, ValueError), (ReleaseWeightsError, ValueError), (BackboneError, ValueError),
     (UsageError, ValueError), (DiskWriteError, RuntimeError), (FolderBusyError, RuntimeError),
     (PretrainedWeightsError, RuntimeError), (ArchiveError, RuntimeError),
-    (DownloadError, RuntimeError), (NonFiniteLossError, RuntimeError),
+    (DownloadError, RuntimeError), (NonFiniteLossError, RuntimeError), (HubError, ValueError),
+    (ExportError, ValueError),
 ]
 
 
@@ -138,3 +141,14 @@ def test_an_override_that_is_not_yaml_is_one_line_with_status_2(capsys):
     assert capsys.readouterr().err == (
         "mgmrn train: error: override 'train.epochs=[': the value is not valid YAML (expected the "
         "node content, but found '<stream end>'); quote it to give a string\n")
+
+
+def test_help_of_every_command_answers_without_importing_torch():
+    """Each command module imports torch when it runs, not when the parser is built."""
+    code = ("import sys; from mgmrn import cli\n"
+            "try:\n    cli.main(['export', '--help'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "--format {hub,onnx}" in done.stdout

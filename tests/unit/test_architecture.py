@@ -17,13 +17,13 @@ LAYERS = [
     {"errors", "choices"},
     {"io"},
     {"models", "evaluation"},
-    {"config"},
+    {"config", "hub"},
     {"distributed"},
     {"data"},
     {"precision", "checkpoint"},
     {"viz"},
     {"inference"},
-    {"training"},
+    {"training", "export"},
     {"serve"},
     {"commands"},
     {"cli"},
@@ -58,7 +58,8 @@ def mgmrn_imports(path: Path):
     for module, names in imports(path):
         if module == "mgmrn":  # `from mgmrn import checkpoint` names a module
             for name in names:
-                yield f"mgmrn.{name}", []
+                if name != "__version__":  # the package's version, a constant of its root
+                    yield f"mgmrn.{name}", []
         elif module.startswith("mgmrn."):
             yield module, names
 

@@ -14,4 +14,6 @@ COMMANDS = {
     "convert-release": "mgmrn.commands.convert",
     "data": "mgmrn.commands.data",
     "serve": "mgmrn.commands.serve",
+    "export": "mgmrn.commands.export",
+    "features": "mgmrn.commands.features",
 }

@@ -14,7 +14,9 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="a .pt file written by mgmrn train")
+    parser.add_argument("--checkpoint", required=True,
+                        help="a .pt file written by mgmrn train, or a model folder written by "
+                             "mgmrn export --format hub: local-dir:DIR or hf-hub:org/name")
     parser.add_argument("--out", default=None, help="where to write the results JSON")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, e.g. data.root=/data/cub eval.gamma=0.7")
@@ -39,11 +41,15 @@ def evaluate_checkpoint(path: str | Path, overrides: dict | None = None,
     from mgmrn.inference.loaded import LoadedRun
     from mgmrn.viz import write_eval_figures
 
-    out_path = Path(out) if out else Path(path).parent / "results.json"
-    check_eval_out(out_path)
+    if out:
+        check_eval_out(Path(out))  # before anything loads
     env = init_distributed()
     try:
         run = LoadedRun.from_checkpoint(path, purpose="evaluate", overrides=overrides, env=env)
+        # next to the checkpoint; a model folder (local-dir:, hf-hub:) keeps its results inside it
+        out_path = Path(out) if out else (
+            run.path if run.path.is_dir() else run.path.parent) / "results.json"
+        check_eval_out(out_path)
         cfg = run.config
         data = build_data_once(cfg, env, run.inputs)
         run.check_data(data)

@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="a .pt file written by mgmrn train")
+    parser.add_argument("--checkpoint", required=True,
+                        help="a .pt file written by mgmrn train, or a model folder written by "
+                             "mgmrn export --format hub: local-dir:DIR or hf-hub:org/name")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER",
                         help="image files, or folders of them (jpg, jpeg, png, bmp, webp)")
     parser.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")

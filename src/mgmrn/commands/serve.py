@@ -14,7 +14,9 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="a .pt file written by mgmrn train")
+    parser.add_argument("--checkpoint", required=True,
+                        help="a .pt file written by mgmrn train, or a model folder written by "
+                             "mgmrn export --format hub: local-dir:DIR or hf-hub:org/name")
     parser.add_argument("--run", default=None, metavar="DIR",
                         help="a run folder to browse (metrics.jsonl, results.json)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free)")

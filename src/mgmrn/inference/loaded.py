@@ -1,10 +1,11 @@
 """A checkpoint turned into a runnable network, once, for every command that runs one.
 
-:meth:`LoadedRun.from_checkpoint` is the one door from a ``.pt`` file to a network on a device
-with its classes, input transform, precision and calibration: ``mgmrn eval``, ``mgmrn predict``
-(and :func:`mgmrn.load`), ``mgmrn compare``, ``mgmrn serve`` and its run view, and the check
-that ``mgmrn convert-release`` makes of what it wrote. What a checkpoint holds is read by
-:mod:`mgmrn.checkpoint` alone.
+:meth:`LoadedRun.from_checkpoint` is the one door from a ``.pt`` file, or a model folder in
+the Hub's format (:mod:`mgmrn.hub`), to a network on a device with its classes, input
+transform, precision and calibration: ``mgmrn eval``, ``mgmrn predict`` (and :func:`mgmrn.load`),
+``mgmrn compare``, ``mgmrn serve`` and its run view, ``mgmrn export``, ``mgmrn features``, and
+the check that ``mgmrn convert-release`` makes of what it wrote. What a checkpoint holds is read
+by :mod:`mgmrn.checkpoint` alone.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class LoadedRun:
     """A trained network and what running it needs, read from one checkpoint.
 
     Attributes:
-        path: the checkpoint file.
+        path: the checkpoint file, or the model folder.
         config: the run's config, overrides applied (``model.pretrained`` off: every weight
             comes from the file).
         model: the network with its trained weights, on :attr:`device`, in eval mode and in the
@@ -69,7 +70,9 @@ class LoadedRun:
         """Load ``path`` and place its network.
 
         Args:
-            path: a checkpoint written by ``mgmrn train`` or ``mgmrn convert-release``.
+            path: a checkpoint written by ``mgmrn train`` or ``mgmrn convert-release``, or a
+                model folder written by ``mgmrn export --format hub``: ``local-dir:DIR`` or
+                ``hf-hub:org/name`` (downloaded into the Hub's cache).
             device: ``cpu``, ``cuda``, ``cuda:1`` or ``auto``; None: the config's ``device``.
             purpose: ``evaluate`` runs at the precision training evaluates at (``train.amp``,
                 ``train.channels_last``, on any device); ``predict`` at that precision on a GPU,
@@ -77,8 +80,7 @@ class LoadedRun:
             overrides: config values to change (nested dict), e.g. ``{"data": {"root": ...}}``.
             env: the torchrun environment, for the device of this process.
         """
-        path = Path(path)
-        saved = ckpt_io.load_checkpoint(path)
+        saved, path = ckpt_io.load_run_state(path)
         config = ckpt_io.checkpoint_config(saved, overrides)
         description = ckpt_io.checkpoint_description(saved, path)
         device = resolve_device(config.device if device is None else device, env)

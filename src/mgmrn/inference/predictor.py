@@ -171,7 +171,8 @@ def load(checkpoint: str | Path, device: str | torch.device = "cpu") -> Predicto
     """A :class:`Predictor` from a checkpoint written by ``mgmrn train``.
 
     Args:
-        checkpoint: the .pt file.
+        checkpoint: the .pt file, or a model folder written by ``mgmrn export --format hub``:
+            ``local-dir:DIR``, or ``hf-hub:org/name`` (downloaded through ``huggingface_hub``).
         device: ``cpu`` (default), ``cuda``, ``cuda:1``, or ``auto`` (a GPU when there is one).
     """
     return Predictor(LoadedRun.from_checkpoint(checkpoint, device, purpose="predict"))
