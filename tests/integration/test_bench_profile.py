@@ -208,6 +208,7 @@ def test_inference_rate_leaves_the_capture_out(throughput, monkeypatch, graphs):
     assert capture == (pytest.approx(0.5) if graphs else None)
 
 
+@pytest.mark.slow  # compiles the heads: a minute of a loaded 2-core machine
 def test_fused_regions_compiles_the_heads(throughput, monkeypatch):
     compiled = []
     monkeypatch.setattr(throughput, "compile_heads", lambda model: compiled.append(model) or 8)

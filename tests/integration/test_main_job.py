@@ -176,6 +176,7 @@ def test_learning_rate_steps_after_each_epoch_by_default(tmp_path):
     assert [r["lr"] for r in records] == pytest.approx([1e-2, 1e-3, 1e-4])
 
 
+@pytest.mark.slow  # compiles the heads; tests/unit/test_models.py checks compiled = eager
 @needs_cxx
 def test_compiled_heads_train_and_their_checkpoint_evaluates_uncompiled(tmp_path, caplog):
     caplog.set_level("INFO", logger="mgmrn")
