@@ -13,7 +13,6 @@ temporary folder, or to ``$MGMRN_SCREENSHOTS`` when set.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import threading
 from pathlib import Path
@@ -27,23 +26,9 @@ from mgmrn.inference.predictor import load
 from mgmrn.serve import make_server
 
 from ..helpers import checkpoint_with_data, make_run
+from .page import HOLD_ONE_REQUEST, By, Keys, draw, idle, needs_browser, open_page, pick, shown, text, wait
 
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed "
-                                "(pip install -e .[test])")
-from selenium.common.exceptions import (  # noqa: E402
-    StaleElementReferenceException,
-    WebDriverException,
-)
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-WAIT = 180  # seconds; a condition is met in well under one on a quiet machine
-pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason=(
-    "no headless browser: install Debian's chromium and chromium-driver packages "
-    "(apt-get install chromium chromium-driver) to run the browser tests"))
+pytestmark = needs_browser
 
 
 @pytest.fixture(scope="module")
@@ -60,37 +45,10 @@ def served(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--window-size=1280,1000"):
-        options.add_argument(flag)
-    try:
-        driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER),
-                                  options=options)
-    except WebDriverException as err:
-        pytest.skip(f"headless Chromium ({CHROMIUM}) did not start: {err.msg}")
-    driver.set_page_load_timeout(WAIT)
-    driver.set_script_timeout(WAIT)
-    yield driver
-    driver.quit()
-
-
-@pytest.fixture(scope="module")
 def shots(tmp_path_factory) -> Path:
     folder = Path(os.environ.get("MGMRN_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def wait(driver, condition, timeout=WAIT):
-    return WebDriverWait(driver, timeout, ignored_exceptions=(
-        StaleElementReferenceException,)).until(lambda d: condition(d))
-
-
-def text(driver, element_id: str) -> str:
-    return driver.find_element(By.ID, element_id).text
 
 
 def table_names(driver) -> list[str]:
@@ -169,59 +127,6 @@ def test_the_page_in_a_browser(served, browser, shots, tmp_path):
         ".every(i => i.complete && i.naturalWidth > 0)"))
     assert "green_square" in text(browser, "confusions")
     screenshot(browser, shots, "5_run.png")
-
-
-def open_page(driver, server, width: int = 1280, height: int = 1000) -> None:
-    """The page afresh in a viewport of ``width`` x ``height``, with the model's info shown."""
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-        "width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
-    driver.get(server.url)
-    wait(driver, lambda d: "seen" in text(d, "model-info"))
-
-
-def idle(driver) -> bool:
-    """No request of the page is in flight."""
-    return driver.find_element(By.ID, "main").get_attribute("aria-busy") == "false"
-
-
-def draw(folder: Path, shape: str, color: str) -> Path:
-    path = folder / f"{color}_{shape}.png"
-    Image.fromarray(draw_image(np.random.default_rng(5), 96, shape, color, "dots", SHAPES[:5],
-                               tuple(COLORS)[:5])).save(path)
-    return path
-
-
-def pick(driver, image: Path) -> None:
-    driver.find_element(By.ID, "file-input").send_keys(str(image))
-
-
-def shown(driver) -> dict:
-    """What the page shows of the current image: status, table, whose table and attention."""
-    return driver.execute_script("""
-        return {status: document.getElementById('status').textContent,
-                table: document.querySelector('#predictions tbody').innerText,
-                tableOf: document.getElementById('predictions').dataset.image,
-                attentionOf: document.getElementById('attention-img').dataset.image,
-                message: document.getElementById('message').classList.contains('hidden') ? ''
-                         : document.getElementById('message-text').textContent}""")
-
-
-HOLD_ONE_REQUEST = """
-    // The next request whose path starts with `prefix` is answered only when released.
-    const prefix = arguments[0];
-    window.held = null;
-    window.realFetch = window.realFetch || window.fetch.bind(window);
-    const send = window.realFetch;
-    window.fetch = (path, options) => {
-      if (window.held || !String(path).startsWith(prefix)) return send(path, options);
-      const answer = send(path, options);
-      return new Promise((resolve, reject) => {
-        const held = { path: String(path), answered: false,
-                       release: () => answer.then(resolve, reject) };
-        answer.finally(() => { held.answered = true; }).catch(() => {});
-        window.held = held;
-      });
-    };"""
 
 
 def test_an_error_is_shown_in_view_of_the_button_that_caused_it(served, browser):

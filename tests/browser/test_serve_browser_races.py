@@ -10,35 +10,17 @@ Debian's ``chromium`` and ``chromium-driver`` and the ``selenium`` package; skip
 from __future__ import annotations
 
 import json
-import shutil
 import threading
-from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from mgmrn.data.synthetic.demo_draw import COLORS, SHAPES, draw_image
 from mgmrn.serve import make_server
 
 from ..helpers import checkpoint_with_data, make_run
+from .page import HOLD_ONE_REQUEST, By, Keys, draw, idle, needs_browser, open_page, pick, shown, text, wait
 
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed "
-                                "(pip install -e .[test])")
-from selenium.common.exceptions import (  # noqa: E402
-    StaleElementReferenceException,
-    WebDriverException,
-)
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+pytestmark = needs_browser
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-WAIT = 180  # seconds; a condition is met in well under one on a quiet machine
-pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason=(
-    "no headless browser: install Debian's chromium and chromium-driver packages "
-    "(apt-get install chromium chromium-driver) to run the browser tests"))
 
 LONG_CLASS = "a_class_name_of_fifty_six_characters_with_no_space_in_it"  # 56
 LONG_FILE = "a_photo_file_name_of_sixty_one_characters_without_spaces.png"  # 61
@@ -59,84 +41,6 @@ def served(tmp_path_factory):
     server.shutdown()
     server.server_close()
     server.explorer.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--window-size=1280,1000"):
-        options.add_argument(flag)
-    try:
-        driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER),
-                                  options=options)
-    except WebDriverException as err:
-        pytest.skip(f"headless Chromium ({CHROMIUM}) did not start: {err.msg}")
-    driver.set_page_load_timeout(WAIT)
-    driver.set_script_timeout(WAIT)
-    yield driver
-    driver.quit()
-
-
-def wait(driver, condition, timeout=WAIT):
-    return WebDriverWait(driver, timeout, ignored_exceptions=(
-        StaleElementReferenceException,)).until(lambda d: condition(d))
-
-
-def text(driver, element_id: str) -> str:
-    return driver.find_element(By.ID, element_id).text
-
-
-def open_page(driver, server, width: int = 1280, height: int = 1000) -> None:
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-        "width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
-    driver.get(server.url)
-    wait(driver, lambda d: "seen" in text(d, "model-info"))
-
-
-def idle(driver) -> bool:
-    return driver.find_element(By.ID, "main").get_attribute("aria-busy") == "false"
-
-
-def draw(folder: Path, shape: str, color: str, name: str | None = None) -> Path:
-    path = folder / (name or f"{color}_{shape}.png")
-    Image.fromarray(draw_image(np.random.default_rng(5), 96, shape, color, "dots", SHAPES[:5],
-                               tuple(COLORS)[:5])).save(path)
-    return path
-
-
-def pick(driver, image: Path) -> None:
-    driver.find_element(By.ID, "file-input").send_keys(str(image))
-
-
-def shown(driver) -> dict:
-    return driver.execute_script("""
-        return {status: document.getElementById('status').textContent,
-                table: document.querySelector('#predictions tbody').innerText,
-                tableOf: document.getElementById('predictions').dataset.image,
-                attentionOf: document.getElementById('attention-img').dataset.image,
-                calibration: document.getElementById('calibration').textContent,
-                message: document.getElementById('message').classList.contains('hidden') ? ''
-                         : document.getElementById('message-text').textContent}""")
-
-
-HOLD_ONE_REQUEST = """
-    // The next request whose path starts with `prefix` is answered only when released.
-    const prefix = arguments[0];
-    window.held = null;
-    window.realFetch = window.realFetch || window.fetch.bind(window);
-    const send = window.realFetch;
-    window.fetch = (path, options) => {
-      if (window.held || !String(path).startsWith(prefix)) return send(path, options);
-      const answer = send(path, options);
-      return new Promise((resolve, reject) => {
-        const held = { path: String(path), answered: false,
-                       release: () => answer.then(resolve, reject) };
-        answer.finally(() => { held.answered = true; }).catch(() => {});
-        window.held = held;
-      });
-    };"""
 
 
 def held(driver) -> bool:
