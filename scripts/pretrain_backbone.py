@@ -10,7 +10,7 @@ weights, head left out, as safetensors: the file the recipes load with
 ``model.pretrained_file: package:demo_backbone.safetensors``.
 
 Deterministic on the CPU for a given ``--threads`` (every image from its own seed, one torch seed,
-deterministic algorithms); about 12 minutes on one core with the defaults.
+deterministic algorithms); about 10 minutes on one core with the defaults.
 
     PYTHONPATH=src python scripts/pretrain_backbone.py            # -> src/mgmrn/weights/
     PYTHONPATH=src python scripts/pretrain_backbone.py --steps 20 --images 256 --out /tmp/b.safetensors
