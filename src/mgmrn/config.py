@@ -61,7 +61,9 @@ class ModelConfig:
     backbone: str = "resnet101"
     backbone_args: dict = field(default_factory=dict)  # extra timm.create_model arguments
     pretrained: bool = True
-    pretrained_file: str | None = None  # local weights file; otherwise timm's hub cache / URL
+    # local weights file, or package:<name> for one shipped in the package (the demo backbone:
+    # package:demo_backbone.safetensors); otherwise timm's hub cache / URL
+    pretrained_file: str | None = None
     finetune: bool = True  # False freezes the backbone and its batch-norm statistics
     # freeze the stem and the first N blocks (plain ViTs) or stages (CNNs, Swin), with their
     # batch-norm statistics; 0: none (docs/backbones.md: Fine-tuning)

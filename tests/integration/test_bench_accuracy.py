@@ -74,3 +74,13 @@ def test_runs_apply_the_validation_gamma_to_the_test_split_and_tabulate(bench, t
     # a second call redoes nothing: every run and evaluation is found finished
     monkeypatch.setattr(bench.launch.CommandJob, "execute", lambda *a: pytest.fail("ran again"))
     assert bench.main(args) == 0
+
+
+def test_the_pretrained_and_scratch_rows_fine_tune_or_train_end_to_end(bench, tmp_path):
+    pretrained = bench.Cell("parts", "pretrained", "trainval", 1).command(tmp_path, [])
+    assert pretrained[5] == "parts-pretrained" and "model.name=baseline" not in pretrained
+    baseline = bench.Cell("demo", "pretrained-baseline", "val", 0).command(tmp_path, [])
+    assert baseline[5] == "demo-pretrained" and "model.name=baseline" in baseline
+    scratch = bench.Cell("parts", "scratch-baseline", "val", 0).command(tmp_path, [])
+    assert scratch[5] == "parts" and {"model.finetune=true", "model.name=baseline"} <= set(scratch)
+    assert "model.finetune=true" not in bench.Cell("parts", "default", "val", 0).command(tmp_path, [])

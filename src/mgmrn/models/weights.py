@@ -8,6 +8,11 @@ per-model filters resize position embeddings, convert the original repositories'
 reads the outcome of its ``load_state_dict`` and refuses, in one line, weights that leave any
 tensor the backbone uses unloaded or bring names it does not have, beyond a classifier head
 (:data:`IGNORED_EXTRA`) and the blocks and norms ``features_only`` drops.
+
+``model.pretrained_file`` is a path, or ``package:<name>`` for a weights file shipped inside the
+package (:data:`PACKAGE_PREFIX`, :func:`resolve_weights_file`): the demo recipes' backbone,
+pretrained by ``scripts/pretrain_backbone.py``, is ``package:demo_backbone.safetensors``. Both
+go through the same strict loading.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import logging
 import os
 import re
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from unittest import mock
 
@@ -34,6 +40,8 @@ log = logging.getLogger(__name__)
 # weights a file may hold that no backbone uses: the pretrained model's classifier
 IGNORED_EXTRA = ("fc.*", "head.*", "head_dist.*", "classifier.*", "last_linear.*", "fc_norm.*")
 SHOWN = 3  # names quoted per side in a message
+PACKAGE_PREFIX = "package:"  # model.pretrained_file naming a file of PACKAGED_WEIGHTS
+PACKAGED_WEIGHTS = ("mgmrn", "weights")  # the package folder holding the shipped weights
 
 
 class PretrainedWeightsError(MgmrnError, RuntimeError):
@@ -60,7 +68,7 @@ def create_pretrained(name: str, pretrained_file: str | None, kwargs: dict,
             or they do not fit the backbone (one line, with counts and the first names).
     """
     if pretrained_file is not None:
-        path = Path(pretrained_file).expanduser()
+        path = resolve_weights_file(pretrained_file)
         if not path.is_file():
             raise PretrainedWeightsError(
                 f"model.pretrained_file '{path}' does not exist; give the path of a weights file "
@@ -102,6 +110,35 @@ def create_pretrained(name: str, pretrained_file: str | None, kwargs: dict,
     if "location" in record and Path(record["location"]).is_file():
         record["sha256"] = sha256(record["location"])
     return body, record
+
+
+def packaged_weights() -> list[str]:
+    """The names of the weights files shipped in the package, for ``package:<name>``."""
+    folder = resources.files(PACKAGED_WEIGHTS[0]).joinpath(*PACKAGED_WEIGHTS[1:])
+    if not folder.is_dir():
+        return []
+    return sorted(f.name for f in folder.iterdir() if f.name.endswith((".safetensors", ".pth", ".pt")))
+
+
+def resolve_weights_file(pretrained_file: str | Path) -> Path:
+    """The file ``model.pretrained_file`` names: ``package:<name>`` is a file shipped in the
+    package (``src/mgmrn/weights/<name>``), anything else a path (``~`` expanded).
+
+    Raises:
+        PretrainedWeightsError: ``package:<name>`` names no shipped file (the message lists them).
+    """
+    text = str(pretrained_file)
+    if not text.startswith(PACKAGE_PREFIX):
+        return Path(text).expanduser()
+    name = text[len(PACKAGE_PREFIX):]
+    shipped = packaged_weights()
+    if name not in shipped:
+        raise PretrainedWeightsError(
+            f"model.pretrained_file '{text}': the package ships no weights file '{name}' "
+            f"(it ships: {', '.join(shipped) or 'none'}); scripts/pretrain_backbone.py makes "
+            f"demo_backbone.safetensors")
+    folder = resources.files(PACKAGED_WEIGHTS[0]).joinpath(*PACKAGED_WEIGHTS[1:])
+    return Path(str(folder.joinpath(name)))
 
 
 def _load_error(err: Exception, where: str, name: str, from_file: bool) -> PretrainedWeightsError:

@@ -1,0 +1,69 @@
+"""The shipped demo backbone: made by scripts/pretrain_backbone.py, named ``package:<file>``,
+loaded through the same strict path as any weights file, and fine-tuned by the pretrained
+recipes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from mgmrn.config import load_config
+from mgmrn.models import Backbone, PretrainedWeightsError
+from mgmrn.models.weights import packaged_weights, resolve_weights_file, sha256
+
+from ..helpers import load_script
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = "package:demo_backbone.safetensors"
+
+
+def test_the_shipped_backbone_loads_strictly_by_its_package_name_and_is_documented():
+    assert "demo_backbone.safetensors" in packaged_weights()
+    path = resolve_weights_file(SHIPPED)
+    assert path.is_file() and path.stat().st_size <= 5 * 2 ** 20
+    backbone = Backbone("test_resnet", pretrained_file=SHIPPED, image_size=96)
+    assert backbone.weights["source"] == "file" and backbone.weights["location"] == str(path)
+    digest = sha256(path)
+    assert backbone.weights["sha256"] == digest
+    assert digest in (REPO / "docs" / "demo.md").read_text()  # the docs name the very file
+    assert re.search(r'"weights/\*\.safetensors"', (REPO / "pyproject.toml").read_text())
+    random = Backbone("test_resnet", pretrained=False, image_size=96)
+    assert not torch.equal(backbone.body.conv1[0].weight, random.body.conv1[0].weight)
+
+
+def test_a_package_name_that_is_not_shipped_is_refused_naming_what_is():
+    with pytest.raises(PretrainedWeightsError, match=r"ships no weights file 'nope.safetensors' "
+                                                     r"\(it ships: .*demo_backbone.safetensors"):
+        Backbone("test_resnet", pretrained_file="package:nope.safetensors", image_size=96)
+    assert resolve_weights_file("~/w.pth") == Path.home() / "w.pth"  # other values stay paths
+
+
+def test_shipped_weights_of_another_model_are_refused_as_any_file():
+    with pytest.raises(PretrainedWeightsError, match="does not fit backbone 'resnet18"):
+        Backbone("resnet18", pretrained_file=SHIPPED)
+
+
+@pytest.mark.parametrize("recipe, name", [("parts-pretrained", "mgmrn"),
+                                          ("parts-pretrained-baseline", "baseline"),
+                                          ("demo-pretrained", "mgmrn")])
+def test_the_pretrained_recipes_fine_tune_the_shipped_backbone(recipe, name):
+    cfg = load_config(recipe)
+    assert cfg.model.name == name and cfg.model.backbone == "test_resnet"
+    assert cfg.model.pretrained and cfg.model.pretrained_file == SHIPPED and cfg.model.finetune
+    assert cfg.train.backbone_lr_scale == 0.1
+    base = load_config(recipe.split("-")[0])  # the same data and budget as the recipe it builds on
+    assert (cfg.data, cfg.train.epochs, cfg.train.lr) == (base.data, base.train.epochs, base.train.lr)
+
+
+def test_the_pretraining_script_is_deterministic_and_its_file_loads_strictly(tmp_path):
+    script = load_script("scripts/pretrain_backbone.py")
+    tiny = ["--images", "48", "--held-out", "16", "--size", "48", "--steps", "3",
+            "--batch-size", "8"]
+    for out in ("a", "b"):
+        assert script.main([*tiny, "--out", str(tmp_path / f"{out}.safetensors")]) == 0
+    assert sha256(tmp_path / "a.safetensors") == sha256(tmp_path / "b.safetensors")
+    backbone = Backbone("test_resnet", pretrained_file=str(tmp_path / "a.safetensors"), image_size=96)
+    assert backbone.weights["sha256"] == sha256(tmp_path / "a.safetensors")
