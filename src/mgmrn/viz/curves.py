@@ -114,14 +114,6 @@ def plot_per_class_accuracy(per_class: dict[str, float], path: str | Path,
     return save_png(fig, path)
 
 
-def _colours(n: int) -> list:
-    from matplotlib import colormaps
-
-    if n <= 20:  # distinct qualitative colours while there are enough of them
-        return [colormaps["tab20"](i) for i in range(n)]
-    return [colormaps["turbo"](i / (n - 1)) for i in range(n)]
-
-
 def write_eval_figures(results: dict[str, Any], folder: str | Path,
                        per_class: dict[str, float] | None = None) -> list[Path]:
     """Every evaluation figure that the inputs allow, written into ``folder``.
