@@ -49,7 +49,8 @@ def evaluate_checkpoint(path: str | Path, overrides: dict | None = None,
         # next to the checkpoint; a model folder (local-dir:, hf-hub:) keeps its results inside it
         out_path = Path(out) if out else (
             run.path if run.path.is_dir() else run.path.parent) / "results.json"
-        check_eval_out(out_path)
+        if not out:  # an --out given was checked before anything loaded
+            check_eval_out(out_path)
         cfg = run.config
         data = build_data_once(cfg, env, run.inputs)
         run.check_data(data)
