@@ -93,7 +93,7 @@ def test_submitits_checkpoint_stops_the_training_and_the_requeued_job_resumes(la
     job, statuses = launch.CommandJob(), []
     thread = threading.Thread(target=lambda: statuses.append(job(command)))
     thread.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 180  # a loaded machine starts a process slowly
     while "waiting" not in (command.log.read_text() if command.log.exists() else ""):
         assert time.monotonic() < deadline, "the stand-in did not start"
         time.sleep(0.05)
@@ -103,7 +103,7 @@ def test_submitits_checkpoint_stops_the_training_and_the_requeued_job_resumes(la
     assert job._process.poll() is None
     # ...submitit's checkpoint stops it with a resumable checkpoint, and requeues the job
     requeued = job.checkpoint(command)
-    thread.join(30)
+    thread.join(180)
     assert statuses == [75] and (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
     assert not (tmp_path / "run" / "results.json").exists()  # not resumed in the stopped job
     assert isinstance(requeued.function, launch.CommandJob) and requeued.args == (command,)
