@@ -53,7 +53,9 @@ def test_the_pretrained_recipes_fine_tune_the_shipped_backbone(recipe, name):
     cfg = load_config(recipe)
     assert cfg.model.name == name and cfg.model.backbone == "test_resnet"
     assert cfg.model.pretrained and cfg.model.pretrained_file == SHIPPED and cfg.model.finetune
-    assert cfg.train.backbone_lr_scale == 0.1
+    # a hundredth of the heads' rate: at a tenth the baseline catches up on the parts set
+    # (docs/demo.md, the backbone's learning rate)
+    assert cfg.train.backbone_lr_scale == 0.01
     base = load_config(recipe.split("-")[0])  # the same data and budget as the recipe it builds on
     assert (cfg.data, cfg.train.epochs, cfg.train.lr) == (base.data, base.train.epochs, base.train.lr)
 
