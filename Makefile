@@ -15,11 +15,12 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# Mg-MRN and the pooled baseline on the parts set at the same budget, then both side by side
+# Mg-MRN and the pooled baseline on the parts set, both fine-tuned from the shipped backbone at
+# the same budget, then both side by side
 demo: install
 	@run=runs/demo-$$(date +%Y%m%d-%H%M%S); \
 	$(VENV)/bin/mgmrn train output_dir=$$run/mgmrn && \
-	$(VENV)/bin/mgmrn train --config parts-baseline output_dir=$$run/baseline && \
+	$(VENV)/bin/mgmrn train --config parts-pretrained-baseline output_dir=$$run/baseline && \
 	$(VENV)/bin/mgmrn compare $$run/mgmrn $$run/baseline --out $$run
 
 # the unit, integration and parity tiers, without the tests that train for minutes (what CI runs)

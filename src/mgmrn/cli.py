@@ -19,17 +19,17 @@ DESCRIPTION = """\
 Mg-MRN: Multi-Granularity Mutual Refinement Network for zero-shot image classification.
 
   mgmrn train                               train and evaluate on the built-in parts set
-  mgmrn train --config parts-baseline       the pooled baseline on the same set and budget
-  mgmrn compare runs/parts runs/parts-baseline   the two side by side, with figures
+  mgmrn train --config parts-pretrained-baseline   the pooled baseline, same set and budget
+  mgmrn compare runs/parts-pretrained runs/parts-pretrained-baseline   the two, with figures
   mgmrn train --config cub data.root=/data  the published CUB recipe (also: sun, awa2)
   mgmrn eval --checkpoint runs/cub/checkpoints/best.pt
-  mgmrn predict --checkpoint runs/parts/checkpoints/best.pt photo.jpg --explain figures/
+  mgmrn predict --checkpoint runs/parts-pretrained/checkpoints/best.pt photo.jpg --explain out/
   mgmrn train --config cub-release ...      every switch at the published code's behaviour
   mgmrn convert-release model.pth --config cub-release --out cub.pt   (published weights)
   mgmrn data download cub --root /data/zsl   the xlsa17 splits and the CUB images
   mgmrn data check --config cub data.root=/data/zsl
   mgmrn predict --checkpoint C --add-classes new.csv --classes added,unseen photos/
-  mgmrn serve --checkpoint runs/parts/checkpoints/best.pt --run runs/parts
+  mgmrn serve --checkpoint runs/parts-pretrained/checkpoints/best.pt --run runs/parts-pretrained
   mgmrn export --format hub --checkpoint C --out models/mine [--push org/name]
   mgmrn predict --checkpoint hf-hub:org/name photo.jpg     (also local-dir:models/mine)
   mgmrn export --format onnx --checkpoint C --out model.onnx

@@ -3,8 +3,9 @@
 Every field below is part of the public interface; docs/configuration.md is generated from
 this file (scripts/config_reference.py). The defaults of the model and training fields are the
 published model's at full size; a recipe (``configs/*.yaml``) sets what differs, and ``mgmrn
-train`` without ``--config`` runs the ``parts`` recipe, whose set is the data default. A closed
-choice is a ``Literal`` type of :mod:`mgmrn.choices`, and the accepted values are read from it.
+train`` without ``--config`` runs the ``parts-pretrained`` recipe, whose set is the data default.
+A closed choice is a ``Literal`` type of :mod:`mgmrn.choices`, and the accepted values are read
+from it.
 Loading validates names and types, so a typo fails before anything heavy starts, with a message
 that names the key and says what was expected.
 """
@@ -48,7 +49,8 @@ from mgmrn.io.atomic import write_atomic
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-DEFAULT_RECIPE = "parts"  # what `mgmrn train` runs without --config: the part-attribute demo
+DEFAULT_RECIPE = "parts-pretrained"  # what `mgmrn train` runs without --config: the parts demo,
+# fine-tuned from the backbone that ships with the package
 
 
 class ConfigError(MgmrnError, ValueError):
@@ -109,7 +111,7 @@ class PartsConfig:
 
 @dataclass
 class DataConfig:
-    name: DatasetName = "parts"  # the default recipe's set (configs/parts.yaml)
+    name: DatasetName = "parts"  # the default recipe's set (configs/parts.yaml, its base)
     root: str = ".cache/mgmrn/parts"
     attribute_vectors: str | None = None  # (A, E) .pkl or .npy; default per dataset
     semantic: Semantic = "original"  # class attributes: xlsa17's original_att, or its normalized att
@@ -355,7 +357,8 @@ def _read_recipe(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[Path, d
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 check: bool = True) -> Config:
-    """Load a config file (default: the parts recipe, the built-in demo) and apply overrides.
+    """Load a config file (default: the parts-pretrained recipe, the built-in demo) and apply
+    overrides.
 
     A file may build on another with ``base: <recipe name or YAML path>``: the base is loaded
     first, then the file's own keys override it. ``check=False`` skips :func:`validate`, whose

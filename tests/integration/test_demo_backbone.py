@@ -60,6 +60,17 @@ def test_the_pretrained_recipes_fine_tune_the_shipped_backbone(recipe, name):
     assert (cfg.data, cfg.train.epochs, cfg.train.lr) == (base.data, base.train.epochs, base.train.lr)
 
 
+def test_mgmrn_train_without_a_config_fine_tunes_the_shipped_backbone():
+    default = load_config()
+    assert default == load_config("parts-pretrained")
+    assert default.model.pretrained_file == SHIPPED and default.model.finetune
+    assert (default.model.name, default.data.name) == ("mgmrn", "parts")
+    # its baseline differs in the head alone
+    baseline = load_config("parts-pretrained-baseline")
+    assert baseline.model.name == "baseline" and baseline.output_dir != default.output_dir
+    assert (baseline.data, baseline.train) == (default.data, default.train)
+
+
 def test_the_pretraining_script_is_deterministic_and_its_file_loads_strictly(tmp_path):
     script = load_script("scripts/pretrain_backbone.py")
     tiny = ["--images", "48", "--held-out", "16", "--size", "48", "--steps", "3",

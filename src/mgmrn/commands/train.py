@@ -12,8 +12,10 @@ DESCRIPTION = ("Train Mg-MRN (or the baseline) and evaluate it; writes checkpoin
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None,
-                        help="YAML file or bundled recipe name: parts (default: the part-attribute "
-                             "demo), demo (the shapes set), cub, sun, awa2, *-release")
+                        help="YAML file or bundled recipe name: parts-pretrained (default: the "
+                             "part-attribute demo, fine-tuned from the shipped backbone), "
+                             "parts-pretrained-baseline, parts (backbone frozen at random "
+                             "weights), demo (the shapes set), cub, sun, awa2, *-release")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in output_dir from its last checkpoint (a run "
                              "stopped before its first checkpoint, or a folder without one, "
