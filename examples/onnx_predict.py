@@ -2,7 +2,7 @@
 
 Needs numpy, onnxruntime and Pillow only (no torch, no mgmrn):
 
-    mgmrn export --format onnx --checkpoint runs/parts/checkpoints/best.pt --out model.onnx
+    mgmrn export --format onnx --checkpoint runs/parts-pretrained/checkpoints/best.pt --out model.onnx
     python examples/onnx_predict.py model.onnx photo.jpg                   # the trained classes
     python examples/onnx_predict.py model.onnx photo.jpg --classes new.csv # classes from a CSV
     python examples/onnx_predict.py model.onnx photo.jpg --classes new.csv --with-trained
