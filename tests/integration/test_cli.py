@@ -152,3 +152,15 @@ def test_help_of_every_command_answers_without_importing_torch():
                           env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "--format {hub,onnx}" in done.stdout
+
+
+@pytest.mark.parametrize("command", ["eval", "predict", "serve", "export", "features"])
+def test_every_command_that_reads_a_model_takes_a_file_or_a_model_folder(command, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main([command, "--help"])
+    assert stop.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--checkpoint CHECKPOINT" in text and "local-dir:DIR or hf-hub:org/name" in text
+    with pytest.raises(SystemExit) as stop:  # required: refused without it
+        cli.main([command])
+    assert stop.value.code == 2 and "--checkpoint" in capsys.readouterr().err

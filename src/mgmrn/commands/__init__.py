@@ -17,3 +17,10 @@ COMMANDS = {
     "export": "mgmrn.commands.export",
     "features": "mgmrn.commands.features",
 }
+
+
+def add_checkpoint_argument(parser) -> None:
+    """``--checkpoint``, as every command that reads a trained model takes it."""
+    parser.add_argument("--checkpoint", required=True,
+                        help="a .pt file written by mgmrn train, or a model folder written by "
+                             "mgmrn export --format hub: local-dir:DIR or hf-hub:org/name")

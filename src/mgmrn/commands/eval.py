@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from mgmrn.commands import add_checkpoint_argument
+
 HELP = "evaluate a checkpoint on its dataset's test splits"
 DESCRIPTION = ("Evaluate a checkpoint (CZSL, GZSL with calibrated stacking, AUSUC); writes "
                "results.json next to the checkpoint.")
@@ -14,9 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True,
-                        help="a .pt file written by mgmrn train, or a model folder written by "
-                             "mgmrn export --format hub: local-dir:DIR or hf-hub:org/name")
+    add_checkpoint_argument(parser)
     parser.add_argument("--out", default=None, help="where to write the results JSON")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, e.g. data.root=/data/cub eval.gamma=0.7")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mgmrn.commands import add_checkpoint_argument
+
 HELP = "share a checkpoint: a Hugging Face Hub model folder, or an ONNX graph"
 DESCRIPTION = (
     "--format hub writes model.safetensors, config.json and a README.md model card into --out "
@@ -16,8 +18,7 @@ DESCRIPTION = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", required=True, choices=("hub", "onnx"), dest="format",
                         help="hub: a model folder in the Hub's format; onnx: an ONNX graph")
-    parser.add_argument("--checkpoint", required=True,
-                        help="a .pt file written by mgmrn train, or local-dir:DIR / hf-hub:org/name")
+    add_checkpoint_argument(parser)
     parser.add_argument("--out", required=True,
                         help="hub: the folder to write; onnx: the .onnx file to write")
     parser.add_argument("--push", metavar="ORG/NAME", default=None,

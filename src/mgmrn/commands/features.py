@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from mgmrn.commands import add_checkpoint_argument
+
 HELP = "write a checkpoint's features of its dataset (npz and xlsa17 res101.mat/att_splits.mat)"
 DESCRIPTION = (
     "For every image of the dataset's splits: the pooled visual features of each level and the "
@@ -21,8 +23,7 @@ MAT_FEATURES = ("levels", "attributes")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True,
-                        help="a .pt file written by mgmrn train, or local-dir:DIR / hf-hub:org/name")
+    add_checkpoint_argument(parser)
     parser.add_argument("--out", required=True, metavar="DIR", help="the folder to write")
     parser.add_argument("--split", nargs="+", default=list(FEATURE_SPLITS),
                         choices=FEATURE_SPLITS, help="the splits whose images to take (default: all)")

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from mgmrn.commands import add_checkpoint_argument
+
 HELP = "classify images with a checkpoint"
 DESCRIPTION = ("Top-k classes and strongest attributes of each image; with --explain, a figure of "
                "attention maps per image.")
@@ -18,9 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True,
-                        help="a .pt file written by mgmrn train, or a model folder written by "
-                             "mgmrn export --format hub: local-dir:DIR or hf-hub:org/name")
+    add_checkpoint_argument(parser)
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER",
                         help="image files, or folders of them (jpg, jpeg, png, bmp, webp)")
     parser.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")

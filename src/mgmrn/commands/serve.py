@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from mgmrn.commands import add_checkpoint_argument
+
 HELP = "a local web page to classify images and browse a run"
 DESCRIPTION = ("Serve a page (on 127.0.0.1 unless --host says otherwise) to classify images with a "
                "checkpoint, see attention maps, define new classes by their attributes and browse "
@@ -14,9 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True,
-                        help="a .pt file written by mgmrn train, or a model folder written by "
-                             "mgmrn export --format hub: local-dir:DIR or hf-hub:org/name")
+    add_checkpoint_argument(parser)
     parser.add_argument("--run", default=None, metavar="DIR",
                         help="a run folder to browse (metrics.jsonl, results.json)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free)")
