@@ -3,10 +3,12 @@
 Trains, for each proxy set (``parts``, the default demo, and ``demo``, the shapes set), each
 recipe and each seed, at the recipe's full budget:
 
-- ``default``: the plain recipe (``--config <set>``), what ``mgmrn train`` runs;
+- ``default``: the plain recipe (``--config <set>``): on ``parts``, the backbone frozen at its
+  random initialisation (the demo's recipe until 2026-12-07); on ``demo``, trained from scratch;
 - ``baseline``: the same recipe with ``model.name=baseline`` (pooled features, same budget);
 - ``release``: the ``<set>-release`` preset (every switch at the published code's value);
-- ``pretrained``, ``pretrained-baseline``: the benchmarks' regime, ``--config <set>-pretrained``:
+- ``pretrained``, ``pretrained-baseline``: the benchmarks' regime, ``--config <set>-pretrained``
+  (``parts-pretrained`` is what ``mgmrn train`` runs):
   the backbone starts from the shipped weights (``package:demo_backbone.safetensors``, pretrained
   on the generic drawn set by ``scripts/pretrain_backbone.py``) and is fine-tuned at a hundredth
   of the heads' rate; Mg-MRN and the pooled baseline;
@@ -14,18 +16,19 @@ recipe and each seed, at the recipe's full budget:
   (``model.finetune=true``), the ablation beside the frozen-random ``parts`` recipe and the
   pretrained rows.
 
-``--sets digits`` trains the parts recipes on a small real-image set instead: the handwritten
-digits that ship inside scikit-learn, described by their seven segments (``digits.py``, beside
-this file, writes them in the custom format into ``--digits-root``).
-
 and reports every figure under two protocols: GZSL with gamma chosen on the test set (the
 oracle, as the published code does) and with gamma chosen on the validation split (a second run
 with ``data.split=val``, whose best gamma is then applied to the real test split by
 ``mgmrn eval eval.gamma=<gamma>``). Figures are the last epoch's. The table gives the mean and
 the range over seeds; ``table.json`` keeps every run's figures, with the code's commit.
 
-    python benchmarks/accuracy.py --jobs 2 --threads 1                # everything, seeds 0 1 2
-    python benchmarks/accuracy.py --sets parts --recipes default baseline
+``--sets digits`` trains the parts recipes on a small real-image set instead: the handwritten
+digits that ship inside scikit-learn, described by their seven segments (``digits.py``, beside
+this file, writes them in the custom format into ``--digits-root``).
+
+    python benchmarks/accuracy.py --jobs 2 --threads 1                # the default rows, seeds 0 1 2
+    python benchmarks/accuracy.py --sets parts --recipes pretrained pretrained-baseline
+    python benchmarks/accuracy.py --sets digits --recipes pretrained scratch   # needs scikit-learn
     python benchmarks/accuracy.py --launcher slurm --partition gpu --gpus 1   # a Slurm job array
     python benchmarks/accuracy.py --table                             # only the table of done runs
 
@@ -58,7 +61,7 @@ CUSTOM_SETS = {"digits": digits.OVERRIDES}
 BENCHMARKS = ("cub", "sun", "awa2")
 RECIPES = ("default", "baseline", "release", "pretrained", "pretrained-baseline", "scratch",
            "scratch-baseline")
-DEFAULT_RECIPES = ("default", "baseline", "release")
+DEFAULT_RECIPES = ("pretrained", "pretrained-baseline", "default", "baseline", "release")
 SPLITS = ("trainval", "val")
 # column -> how it is read from a run: (results file, key path)
 COLUMNS = {
