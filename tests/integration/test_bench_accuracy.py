@@ -84,3 +84,11 @@ def test_the_pretrained_and_scratch_rows_fine_tune_or_train_end_to_end(bench, tm
     scratch = bench.Cell("parts", "scratch-baseline", "val", 0).command(tmp_path, [])
     assert scratch[5] == "parts" and {"model.finetune=true", "model.name=baseline"} <= set(scratch)
     assert "model.finetune=true" not in bench.Cell("parts", "default", "val", 0).command(tmp_path, [])
+
+
+def test_the_guard_runs_what_mgmrn_train_runs_by_default(bench, tmp_path):
+    from mgmrn.config import DEFAULT_RECIPE
+
+    configs = {bench.Cell("parts", r, "trainval", 0).command(tmp_path, [])[5]
+               for r in bench.DEFAULT_RECIPES}
+    assert DEFAULT_RECIPE in configs and "parts-pretrained" in configs
