@@ -93,8 +93,9 @@ def state_to_hub(saved: dict) -> tuple[dict[str, torch.Tensor], dict]:
     return weights, content
 
 
-def write_hub_files(saved: dict, out: Path) -> None:
-    """``model.safetensors`` and ``config.json`` of a checkpoint's dict, into ``out``."""
+def write_hub_files(saved: dict, out: Path) -> dict:
+    """``model.safetensors`` and ``config.json`` of a checkpoint's dict, into ``out``; returns
+    the ``config.json`` content."""
     from safetensors.torch import save_file
 
     from mgmrn.io.atomic import write_atomic
@@ -108,6 +109,7 @@ def write_hub_files(saved: dict, out: Path) -> None:
     save_file(weights, str(partial), metadata={"format": "pt"})
     os.replace(partial, out / WEIGHTS)
     write_atomic(out / CONFIG, json.dumps(content, indent=1) + "\n")
+    return content
 
 
 def read_hub_state(reference: str) -> tuple[dict, Path]:

@@ -34,8 +34,7 @@ def export_hub(checkpoint: str | Path, out: str | Path, results: str | Path | No
         raise ExportError(f"--out '{out}' is a file; give a folder for the model")
     state = ckpt_io.inference_state(saved)
     state.setdefault("input", ckpt_io.checkpoint_inputs(saved))
-    hub.write_hub_files(state, out)
-    _, content = hub.state_to_hub(state)
+    content = hub.write_hub_files(state, out)
     results_path = Path(results) if results else (
         None if hub.is_hub_reference(checkpoint) else find_results(source))
     write_atomic(out / hub.CARD, model_card(content, read_results(results_path), out.name, push))

@@ -110,12 +110,14 @@ def extract(run: LoadedRun, data, out: Path, splits: list[str], chunk: int = CHU
     for start in tqdm(starts, desc="features", unit="chunk", disable=not show_progress,
                       dynamic_ncols=True):
         path = partial / f"chunk-{start // chunk:05d}.npz"
-        if not path.is_file():
-            values = extract_chunk(run, Subset(dataset, range(start, min(start + chunk,
-                                                                          len(paths)))), attributes)
-            write_atomic(path, lambda f, v=values: np.savez(f, **v))
-        with np.load(path) as saved:
-            chunks.append({name: saved[name] for name in saved.files})
+        if path.is_file():  # made by a run that stopped
+            with np.load(path) as saved:
+                chunks.append({name: saved[name] for name in saved.files})
+            continue
+        values = extract_chunk(run, Subset(dataset, range(start, min(start + chunk, len(paths)))),
+                               attributes)
+        write_atomic(path, lambda f, v=values: np.savez(f, **v))
+        chunks.append(values)
     result = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
     result.update(labels=labels, image_files=np.asarray(paths),
                   **{f"{split}_loc": where[split] for split in splits})

@@ -112,9 +112,14 @@ def create_pretrained(name: str, pretrained_file: str | None, kwargs: dict,
     return body, record
 
 
+def _packaged_folder():
+    """The package folder holding the shipped weights (``src/mgmrn/weights``)."""
+    return resources.files(PACKAGED_WEIGHTS[0]).joinpath(*PACKAGED_WEIGHTS[1:])
+
+
 def packaged_weights() -> list[str]:
     """The names of the weights files shipped in the package, for ``package:<name>``."""
-    folder = resources.files(PACKAGED_WEIGHTS[0]).joinpath(*PACKAGED_WEIGHTS[1:])
+    folder = _packaged_folder()
     if not folder.is_dir():
         return []
     return sorted(f.name for f in folder.iterdir() if f.name.endswith((".safetensors", ".pth", ".pt")))
@@ -137,8 +142,7 @@ def resolve_weights_file(pretrained_file: str | Path) -> Path:
             f"model.pretrained_file '{text}': the package ships no weights file '{name}' "
             f"(it ships: {', '.join(shipped) or 'none'}); scripts/pretrain_backbone.py makes "
             f"demo_backbone.safetensors")
-    folder = resources.files(PACKAGED_WEIGHTS[0]).joinpath(*PACKAGED_WEIGHTS[1:])
-    return Path(str(folder.joinpath(name)))
+    return Path(str(_packaged_folder().joinpath(name)))
 
 
 def _load_error(err: Exception, where: str, name: str, from_file: bool) -> PretrainedWeightsError:
