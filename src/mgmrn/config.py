@@ -118,6 +118,7 @@ class DataConfig:
     split: Split = "trainval"  # "trainval": the test splits; "val": the validation classes
     image_size: int = 448
     test_resize: TestResize = "ratio"  # test images: "ratio" resizes to size*8/7, crops; "crop": published
+    flip: bool = True  # training images mirrored at random, as published; false where attributes tell left from right
     ways: int = 8
     shots: int = 2
     sampler: Sampler = "episodic"  # training batches: "episodic" draws ways classes x shots images

@@ -77,6 +77,6 @@ def test_the_accuracy_guard_trains_the_parts_recipes_on_the_folder(tmp_path):
     cmd = cell.command(tmp_path, [])
     assert cmd[5] == "parts-pretrained"
     assert {"data.name=custom", "data.root=/data/digits", "data.ways=5", "data.shots=12",
-            "seed=1", "data.split=val"} <= set(cmd)
+            "data.flip=false", "seed=1", "data.split=val"} <= set(cmd)
     scratch = bench.Cell("digits", "scratch", "trainval", 0, data_root="/d").command(tmp_path, [])
     assert scratch[5] == "parts" and "model.finetune=true" in scratch

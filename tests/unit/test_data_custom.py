@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from mgmrn.config import DataConfig
 from mgmrn.data import DataError, build_data, build_train_loader, check_sampler_fits
@@ -38,6 +39,22 @@ def test_good_folder(tmp_path):
     assert build_data(DataConfig(name="custom", root=str(root)), seed=1).test_seen.paths == \
         data.test_seen.paths
     assert other.test_seen.paths != data.test_seen.paths
+
+
+@pytest.mark.parametrize("flip", [True, False])
+def test_data_flip_decides_whether_training_images_are_mirrored(tmp_path, flip):
+    root = write_custom(tmp_path / "set", n_images=5, suffixes=(".png",))
+    pixels = np.zeros((16, 16, 3), dtype=np.uint8)
+    pixels[:, 8:] = 255  # left half black, right half white
+    for path in (root / "images").glob("*/*.png"):
+        if not path.name.startswith("."):
+            Image.fromarray(pixels).save(path)
+    data = build_data(DataConfig(name="custom", root=str(root), image_size=16, flip=flip))
+    torch.manual_seed(0)
+    mirrored = [data.train[0][0][:, :, 0].float().mean() > 128 for _ in range(30)]
+    assert (5 < sum(mirrored) < 25) if flip else not any(mirrored)
+    test_image = data.test_seen[0][0]  # test images are never mirrored
+    assert test_image[:, :, 0].float().mean() < 128
 
 
 def test_test_seen_list_and_vectors(tmp_path):

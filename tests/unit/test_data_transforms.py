@@ -54,6 +54,14 @@ def test_train_transform_crops_and_flips_at_random():
     assert again == left_dark
 
 
+def test_train_transform_without_flip_keeps_left_and_right():
+    torch.manual_seed(0)
+    transform = train_transform(32, flip=False)
+    for _ in range(40):  # the random crop still shifts the image, never mirrors it
+        image = denormalize(transform(halves(40, 40)))
+        assert image[:, :, 0].mean() < 0.05 and image[:, :, -1].mean() > 0.95
+
+
 def test_grey_and_alpha_images_become_rgb(tmp_path):
     Image.new("L", (20, 20), 128).save(tmp_path / "g.png")
     Image.new("RGBA", (20, 20), (10, 20, 30, 0)).save(tmp_path / "a.png")

@@ -137,7 +137,7 @@ def assemble(records: ZSLRecords, cfg: DataConfig, inputs: dict | None = None) -
     if (train_labels < 0).any():
         raise DataError(f"{records.name}: training images of classes that are not seen classes")
     # uint8 items: the float conversion and normalisation run on the device (Precision.prepare)
-    train_tf = train_transform(cfg.image_size, normalize=False, inputs=inputs)
+    train_tf = train_transform(cfg.image_size, normalize=False, inputs=inputs, flip=cfg.flip)
     test_tf = test_transform(cfg.image_size, cfg.test_resize, normalize=False, inputs=inputs)
 
     def dataset(split: str, labels: np.ndarray, transform) -> ImageDataset:

@@ -67,7 +67,8 @@ def normalize_images(images: torch.Tensor, inputs: dict | None = None) -> torch.
     return v2.functional.normalize(floats, *input_stats(inputs))
 
 
-def train_transform(size: int, normalize: bool = True, inputs: dict | None = None) -> v2.Compose:
+def train_transform(size: int, normalize: bool = True, inputs: dict | None = None,
+                    flip: bool = True) -> v2.Compose:
     """Image -> (3, size, size) tensor: resize, random crop, random flip, normalise.
 
     Args:
@@ -76,6 +77,9 @@ def train_transform(size: int, normalize: bool = True, inputs: dict | None = Non
             :func:`normalize_images`).
         inputs: the backbone's ``mean``, ``std`` and ``interpolation``; None: ImageNet's,
             bilinear.
+        flip: mirror half the images left to right, as published; False where the attributes
+            tell left from right (a digit's segments, "left wing"): a mirrored 2 lights a 5's
+            segments.
 
     The input is a PIL image or a (3, H, W) uint8 tensor.
     """
@@ -83,7 +87,7 @@ def train_transform(size: int, normalize: bool = True, inputs: dict | None = Non
         v2.ToImage(),
         v2.Resize(resize_size(size), interpolation=_interpolation(inputs), antialias=True),
         v2.RandomCrop(size),
-        v2.RandomHorizontalFlip(),
+        *([v2.RandomHorizontalFlip()] if flip else []),
         *_to_normalized(normalize, inputs),
     ])
 
