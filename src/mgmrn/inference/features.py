@@ -27,6 +27,7 @@ from tqdm import tqdm
 from mgmrn.data.datasets import ImageDataset
 from mgmrn.errors import UsageError
 from mgmrn.inference.loaded import LoadedRun
+from mgmrn.inference.scoring import forward_scores
 from mgmrn.io.atomic import write_atomic
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,6 @@ def level_feature_hooks(model: nn.Module, sink: list) -> list:
 @torch.no_grad()
 def extract_chunk(run: LoadedRun, dataset, class_attributes: torch.Tensor) -> dict[str, np.ndarray]:
     """Features of every image of ``dataset``: ``level<i>`` (N, D_i), ``attributes`` (N, L, A)."""
-    from mgmrn.inference.scoring import _forward
-
     cfg = run.config.data
     loader = DataLoader(dataset, batch_size=cfg.test_batch_size, num_workers=cfg.num_workers)
     levels, attributes = [], []
@@ -78,7 +77,7 @@ def extract_chunk(run: LoadedRun, dataset, class_attributes: torch.Tensor) -> di
     try:
         for images, _ in loader:
             sink.clear()
-            _, _, out = _forward(run.model, images, class_attributes, run.precision, run.device)
+            _, _, out = forward_scores(run.model, images, class_attributes, run.precision, run.device)
             levels.append([t.cpu() for t in sink])
             attributes.append(torch.stack(out.attribute_scores, 1).float().cpu())
     finally:

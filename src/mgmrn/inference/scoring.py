@@ -39,9 +39,9 @@ class Scores:
     output: ZSLOutput | None = None
 
 
-def _forward(model: nn.Module, images: torch.Tensor, class_attributes: torch.Tensor,
-             precision: Precision, device: torch.device, cache: bool = True,
-             attention: bool = False) -> tuple[torch.Tensor, torch.Tensor, ZSLOutput]:
+def forward_scores(model: nn.Module, images: torch.Tensor, class_attributes: torch.Tensor,
+                   precision: Precision, device: torch.device, cache: bool = True,
+                   attention: bool = False) -> tuple[torch.Tensor, torch.Tensor, ZSLOutput]:
     """Class scores (B, C) and level-mean attribute scores (B, A), in fp32, and the output."""
     with precision.autocast(device, cache):
         images = precision.prepare(images, device)
@@ -74,7 +74,7 @@ class GraphedInference:
         self.static: tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def _forward(self, images: torch.Tensor, cache: bool = True):
-        logits, attributes, _ = _forward(self.model, images, self.class_attributes,
+        logits, attributes, _ = forward_scores(self.model, images, self.class_attributes,
                                          self.precision, self.device, cache)
         return logits, attributes
 
@@ -148,7 +148,7 @@ class Inference:
         attributes = self.class_attributes
         if classes is not None:
             attributes = attributes[torch.as_tensor(classes, device=self.device)]
-        logits, strength, output = _forward(self.model, images, attributes, self.precision,
+        logits, strength, output = forward_scores(self.model, images, attributes, self.precision,
                                             self.device, attention=attention)
         return Scores(logits, strength, output if attention else None)
 
