@@ -22,9 +22,11 @@ with ``data.split=val``, whose best gamma is then applied to the real test split
 ``mgmrn eval eval.gamma=<gamma>``). Figures are the last epoch's. The table gives the mean and
 the range over seeds; ``table.json`` keeps every run's figures, with the code's commit.
 
-``--sets digits`` trains the parts recipes on a small real-image set instead: the handwritten
-digits that ship inside scikit-learn, described by their seven segments (``digits.py``, beside
-this file, writes them in the custom format into ``--digits-root``).
+``--sets digits`` trains on a small real-image set instead: the handwritten digits that ship
+inside scikit-learn, described by their seven segments (``digits.py``, beside this file, writes
+them in the custom format into ``--digits-root``); there ``pretrained`` is the ``custom`` recipe,
+what ``mgmrn train data.name=custom`` runs on a user's own folder (the shipped backbone at the
+heads' rate), and the other recipes are the parts set's.
 
     python benchmarks/accuracy.py --jobs 2 --threads 1                # the default rows, seeds 0 1 2
     python benchmarks/accuracy.py --sets parts --recipes pretrained pretrained-baseline
@@ -56,7 +58,8 @@ import digits  # noqa: E402
 import launch  # noqa: E402
 
 SETS = ("parts", "demo")
-# real-image sets in the custom format, trained with the parts recipes: name -> its overrides
+# real-image sets in the custom format, trained with the custom recipe ("pretrained") and the
+# parts recipes (the rest): name -> its overrides
 CUSTOM_SETS = {"digits": digits.OVERRIDES}
 BENCHMARKS = ("cub", "sun", "awa2")
 RECIPES = ("default", "baseline", "release", "pretrained", "pretrained-baseline", "scratch",
@@ -93,9 +96,10 @@ class Cell:
 
     def command(self, root: Path, extra: list[str]) -> list[str]:
         base = "parts" if self.set in CUSTOM_SETS else self.set
+        # a custom set's "pretrained" is what a user's own folder gets: the custom recipe
+        pretrained = "custom" if self.set in CUSTOM_SETS else f"{base}-pretrained"
         config = {"release": f"{base}-release",
-                  "pretrained": f"{base}-pretrained"}.get(self.recipe.removesuffix("-baseline"),
-                                                          base)
+                  "pretrained": pretrained}.get(self.recipe.removesuffix("-baseline"), base)
         args = [sys.executable, "-m", "mgmrn", "train", "--config", config, f"seed={self.seed}",
                 f"output_dir={self.folder(root)}", f"data.split={self.split}"]
         if self.set in CUSTOM_SETS:

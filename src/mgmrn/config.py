@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_RECIPE = "parts-pretrained"  # what `mgmrn train` runs without --config: the parts demo,
 # fine-tuned from the backbone that ships with the package
+# without --config, a data.name override picks the recipe made for that data (a CUB run on the
+# demo's 96 px toy network would be a trap); any other override applies over that recipe
+DATA_RECIPES = {"parts": DEFAULT_RECIPE, "demo": "demo-pretrained", "custom": "custom",
+                "cub": "cub", "sun": "sun", "awa2": "awa2"}
 
 
 class ConfigError(MgmrnError, ValueError):
@@ -118,7 +122,7 @@ class DataConfig:
     split: Split = "trainval"  # "trainval": the test splits; "val": the validation classes
     image_size: int = 448
     test_resize: TestResize = "ratio"  # test images: "ratio" resizes to size*8/7, crops; "crop": published
-    flip: bool = True  # training images mirrored at random, as published; false where attributes tell left from right
+    flip: bool = True  # mirror training images at random, as published; false: attributes know left/right
     ways: int = 8
     shots: int = 2
     sampler: Sampler = "episodic"  # training batches: "episodic" draws ways classes x shots images
@@ -358,14 +362,19 @@ def _read_recipe(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[Path, d
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 check: bool = True) -> Config:
-    """Load a config file (default: the parts-pretrained recipe, the built-in demo) and apply
-    overrides.
+    """Load a config file and apply overrides. Without a file: the recipe for the ``data.name``
+    among the overrides (:func:`default_recipe`), else parts-pretrained, the built-in demo.
 
     A file may build on another with ``base: <recipe name or YAML path>``: the base is loaded
     first, then the file's own keys override it. ``check=False`` skips :func:`validate`, whose
     backbone check imports torch and timm: for what is needed before them (``output_dir``).
     """
-    path = resolve_config_path(path if path is not None else DEFAULT_RECIPE)
+    if path is None:
+        path = default_recipe(overrides or [])
+        if check and path != DEFAULT_RECIPE:
+            log.info("no --config: the data named runs the recipe '%s' (configs/%s.yaml)",
+                     path, path)
+    path = resolve_config_path(path)
     cfg = Config()
     for source, values in _read_recipe(path):
         try:
@@ -377,6 +386,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if check:
         validate(cfg)
     return cfg
+
+
+def default_recipe(overrides: list[str]) -> str:
+    """The recipe run without ``--config``: the one for the ``data.name`` given among the
+    overrides (:data:`DATA_RECIPES`), else the parts demo's."""
+    data = parse_overrides(overrides).get("data")
+    name = data.get("name") if isinstance(data, dict) else None
+    return DATA_RECIPES.get(name, DEFAULT_RECIPE) if isinstance(name, str) else DEFAULT_RECIPE
 
 
 def _imply(cfg: Config) -> None:

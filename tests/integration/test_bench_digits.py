@@ -75,7 +75,9 @@ def test_the_accuracy_guard_trains_the_parts_recipes_on_the_folder(tmp_path):
     bench = load_script("benchmarks/accuracy.py")
     cell = bench.Cell("digits", "pretrained", "val", 1, data_root="/data/digits")
     cmd = cell.command(tmp_path, [])
-    assert cmd[5] == "parts-pretrained"
+    assert cmd[5] == "custom"  # what a user's own folder gets without --config
+    scratch = bench.Cell("digits", "scratch", "trainval", 0, data_root="/d").command(tmp_path, [])
+    assert scratch[5] == "parts" and "model.finetune=true" in scratch
     assert {"data.name=custom", "data.root=/data/digits", "data.ways=5", "data.shots=12",
             "data.flip=false", "seed=1", "data.split=val"} <= set(cmd)
     scratch = bench.Cell("digits", "scratch", "trainval", 0, data_root="/d").command(tmp_path, [])

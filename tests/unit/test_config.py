@@ -18,6 +18,28 @@ def test_bundled_recipes_carry_the_published_hyper_parameters():
         assert cfg.data.image_size == 448 and cfg.model.backbone == "resnet101"
 
 
+def test_without_a_recipe_the_data_named_picks_its_own(caplog):
+    demo = load_config()
+    assert demo.data.name == "parts" and demo.output_dir == "runs/parts-pretrained"
+    assert demo.train.backbone_lr_scale == 0.01
+    # the user's own folder: the shipped backbone at the heads' rate, overrides on top
+    with caplog.at_level("INFO", logger="mgmrn.config"):
+        own = load_config(None, ["data.name=custom", "data.root=/data/mine", "seed=3"])
+    assert "runs the recipe 'custom'" in caplog.text
+    assert (own.data.name, own.data.root, own.seed) == ("custom", "/data/mine", 3)
+    assert own.model.pretrained_file == "package:demo_backbone.safetensors"
+    assert own.model.finetune and own.train.backbone_lr_scale == 1.0
+    assert (own.data.image_size, own.train.epochs) == (demo.data.image_size, demo.train.epochs)
+    # a benchmark named without --config runs its recipe, not the demo's 96 px network
+    cub = load_config(None, ["data.name=cub", "data.root=/data/zsl"])
+    assert (cub.model.backbone, cub.data.image_size, cub.train.lr) == ("resnet101", 448, 5e-4)
+    assert load_config(None, ["data.name=demo"]).output_dir == "runs/demo-pretrained"
+    # a recipe named keeps its network whatever the data
+    assert load_config("parts", ["data.name=custom"]).output_dir == "runs/parts"
+    with pytest.raises(ConfigError, match="data.name"):
+        load_config(None, ["data.name=imagenet"])
+
+
 def test_overrides_are_typed_and_nested():
     assert parse_overrides(["train.epochs=3", "model.pretrained=false", "eval.gamma=0.5"]) == {
         "train": {"epochs": 3}, "model": {"pretrained": False}, "eval": {"gamma": 0.5}}

@@ -42,8 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     "counts, the attribute and word-vector shapes, and decode every image. "
                     "Prints a table; exit status 1 when a check fails.")
     ck.add_argument("--config", default=None,
-                    help="YAML file or bundled recipe name: parts-pretrained (default), parts, demo, "
-                         "cub, sun, awa2")
+                    help="YAML file or bundled recipe name: parts-pretrained, parts, demo, "
+                         "custom, cub, sun, awa2; default: the recipe for the data.name given, "
+                         "else parts-pretrained")
     ck.add_argument("--threads", type=int, default=None, help="image-decoding threads")
     ck.add_argument("--json", dest="as_json", action="store_true", help="print JSON, not a table")
     ck.add_argument("overrides", nargs="*", metavar="key=value",

@@ -12,10 +12,13 @@ DESCRIPTION = ("Train Mg-MRN (or the baseline) and evaluate it; writes checkpoin
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None,
-                        help="YAML file or bundled recipe name: parts-pretrained (default: the "
+                        help="YAML file or bundled recipe name: parts-pretrained (the "
                              "part-attribute demo, fine-tuned from the shipped backbone), "
                              "parts-pretrained-baseline, parts (backbone frozen at random "
-                             "weights), demo (the shapes set), cub, sun, awa2, *-release")
+                             "weights), custom (your own folder, from the shipped backbone), "
+                             "demo (the shapes set), cub, sun, awa2, *-release. Default: the "
+                             "recipe for the data.name given (custom, cub, sun, awa2, "
+                             "demo-pretrained), else parts-pretrained")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in output_dir from its last checkpoint (a run "
                              "stopped before its first checkpoint, or a folder without one, "
