@@ -46,18 +46,24 @@ def test_shipped_weights_of_another_model_are_refused_as_any_file():
         Backbone("resnet18", pretrained_file=SHIPPED)
 
 
-@pytest.mark.parametrize("recipe, name", [("parts-pretrained", "mgmrn"),
-                                          ("parts-pretrained-baseline", "baseline"),
-                                          ("demo-pretrained", "mgmrn")])
-def test_the_pretrained_recipes_fine_tune_the_shipped_backbone(recipe, name):
+@pytest.mark.parametrize("recipe, name, rate", [("parts-pretrained", "mgmrn", 0.01),
+                                                ("parts-pretrained-baseline", "baseline", 0.01),
+                                                ("demo-pretrained", "mgmrn", 1.0),
+                                                ("custom", "mgmrn", 1.0)])
+def test_the_pretrained_recipes_fine_tune_the_shipped_backbone(recipe, name, rate):
     cfg = load_config(recipe)
     assert cfg.model.name == name and cfg.model.backbone == "test_resnet"
     assert cfg.model.pretrained and cfg.model.pretrained_file == SHIPPED and cfg.model.finetune
-    # a hundredth of the heads' rate: at a tenth the baseline catches up on the parts set
-    # (docs/demo.md, the backbone's learning rate)
-    assert cfg.train.backbone_lr_scale == 0.01
-    base = load_config(recipe.split("-")[0])  # the same data and budget as the recipe it builds on
-    assert (cfg.data, cfg.train.epochs, cfg.train.lr) == (base.data, base.train.epochs, base.train.lr)
+    # the parts demo at a hundredth of the heads' rate: at a tenth the baseline catches up on the
+    # parts set; the shapes set and a user's own data at the heads' rate, which led training from
+    # scratch there (docs/demo.md, the backbone's learning rate and against training from scratch)
+    assert cfg.train.backbone_lr_scale == rate
+    # the same budget and images as the recipe it builds on
+    base = load_config("demo" if recipe.startswith("demo") else "parts")
+    assert (cfg.data.image_size, cfg.train.epochs, cfg.train.lr) == \
+        (base.data.image_size, base.train.epochs, base.train.lr)
+    if recipe != "custom":
+        assert cfg.data == base.data
 
 
 def test_mgmrn_train_without_a_config_fine_tunes_the_shipped_backbone():
