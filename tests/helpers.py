@@ -84,7 +84,8 @@ def affine_group_norm(groups: int = 4, channels: int = 16,
 def tiny(tmp_path, run: str, *extra: str) -> list[str]:
     """Overrides of a two-epoch run on a tiny demo set drawn under ``tmp_path``."""
     return [
-        # the default recipe (parts) made the tiny shapes recipe: the set, and a trained backbone
+        # without --config, data.name=demo runs demo-pretrained (the shipped backbone at the
+        # heads' rate), made tiny here: the set, the network and the budget
         f"output_dir={tmp_path / run}", "data.name=demo", "model.finetune=true",
         f"data.root={tmp_path / 'demo'}",
         "data.demo.image_size=32", "data.image_size=32", "data.demo.num_shapes=3",

@@ -22,6 +22,8 @@ Mg-MRN: Multi-Granularity Mutual Refinement Network for zero-shot image classifi
   mgmrn train --config parts-pretrained-baseline   the pooled baseline, same set and budget
   mgmrn compare runs/parts-pretrained runs/parts-pretrained-baseline   the two, with figures
   mgmrn train --config cub data.root=/data  the published CUB recipe (also: sun, awa2)
+  mgmrn train data.name=custom data.root=my_data   your own folder (docs/data.md), from the
+                                            shipped backbone (recipe custom)
   mgmrn eval --checkpoint runs/cub/checkpoints/best.pt
   mgmrn predict --checkpoint runs/parts-pretrained/checkpoints/best.pt photo.jpg --explain out/
   mgmrn train --config cub-release ...      every switch at the published code's behaviour
@@ -36,7 +38,8 @@ Mg-MRN: Multi-Granularity Mutual Refinement Network for zero-shot image classifi
   mgmrn features --checkpoint C --out features/   (xlsa17 res101.mat and att_splits.mat)
   torchrun --nproc_per_node=4 -m mgmrn train --config cub   (several GPUs)
 
-Any config field can be set as key=value with dotted keys (e.g. train.epochs=5).
+Any config field can be set as key=value with dotted keys (e.g. train.epochs=5). Without
+--config, data.name picks its recipe (custom, cub, sun, awa2, demo-pretrained), else the demo's.
 """
 
 
