@@ -369,8 +369,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     first, then the file's own keys override it. ``check=False`` skips :func:`validate`, whose
     backbone check imports torch and timm: for what is needed before them (``output_dir``).
     """
+    given = parse_overrides(overrides or [])
     if path is None:
-        path = default_recipe(overrides or [])
+        path = default_recipe(given)
         if check and path != DEFAULT_RECIPE:
             log.info("no --config: the data named runs the recipe '%s' (configs/%s.yaml)",
                      path, path)
@@ -381,17 +382,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             _update(cfg, values)
         except ConfigError as err:
             raise ConfigError(f"{source}: {err}") from err
-    _update(cfg, parse_overrides(overrides or []))
+    _update(cfg, given)
     _imply(cfg)
     if check:
         validate(cfg)
     return cfg
 
 
-def default_recipe(overrides: list[str]) -> str:
-    """The recipe run without ``--config``: the one for the ``data.name`` given among the
+def default_recipe(overrides: dict[str, Any]) -> str:
+    """The recipe run without ``--config``: the one for the ``data.name`` among the parsed
     overrides (:data:`DATA_RECIPES`), else the parts demo's."""
-    data = parse_overrides(overrides).get("data")
+    data = overrides.get("data")
     name = data.get("name") if isinstance(data, dict) else None
     return DATA_RECIPES.get(name, DEFAULT_RECIPE) if isinstance(name, str) else DEFAULT_RECIPE
 
