@@ -26,7 +26,7 @@ the range over seeds; ``table.json`` keeps every run's figures, with the code's 
 inside scikit-learn, described by their seven segments (``digits.py``, beside this file, writes
 them in the custom format into ``--digits-root``); there ``pretrained`` is the ``custom`` recipe,
 what ``mgmrn train data.name=custom`` runs on a user's own folder (the shipped backbone at a
-tenth of the heads' rate), and the other recipes are the parts set's.
+hundredth of the heads' rate, as parts-pretrained), and the other recipes are the parts set's.
 
     python benchmarks/accuracy.py --jobs 2 --threads 1                # the default rows, seeds 0 1 2
     python benchmarks/accuracy.py --sets parts --recipes pretrained pretrained-baseline
