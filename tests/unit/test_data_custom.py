@@ -124,6 +124,11 @@ def test_byte_order_mark_is_accepted_and_bad_bytes_and_repeated_columns_are_name
         read_custom(root)
 
 
+def test_a_missing_folder_names_data_root(tmp_path):
+    with pytest.raises(DataError, match="data.root '.*nowhere' is not a folder; give data.root="):
+        build_data(DataConfig(name="custom", root=str(tmp_path / "nowhere")))
+
+
 def test_bad_header_and_empty_folder(tmp_path):
     root = write_custom(tmp_path / "set")
     text = (root / "classes.csv").read_text().replace("class,split", "name,split", 1)

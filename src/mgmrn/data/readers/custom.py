@@ -122,6 +122,9 @@ def read_custom(root: str | Path, split: str = "trainval", val_fraction: float =
         attribute_vectors: (A, E) file replacing ``attribute_vectors.npy``.
     """
     root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data.root '{root}' is not a folder; give data.root=<your dataset folder>, "
+                        f"which holds classes.csv and images/ (docs/data.md, your own data)")
     csv_path, images_dir = root / "classes.csv", root / "images"
     class_names, splits, attribute_names, strengths, lines = read_classes_csv(csv_path)
     images = list_images(images_dir, class_names, lines, csv_path)
