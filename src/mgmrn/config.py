@@ -150,6 +150,9 @@ class TrainConfig:
     scheduler: LrSchedule = "step"
     warmup_epochs: float = 0.0  # linear warm-up from lr / (its batches), set every batch
     backbone_lr_scale: float = 1.0  # the pretrained backbone's lr = lr * this; the heads' = lr
+    # the backbone's lr is 0 for this many epochs, then follows the schedule: the new heads learn
+    # on the pretrained features first, as a linear probe does, before these move (LP-FT)
+    heads_only_epochs: float = 0.0
     # layer-wise lr decay: block or stage i of n gets lr * layer_decay^(n - i), as timm groups
     # them (BEiT); null: off
     layer_decay: float | None = None
@@ -443,6 +446,14 @@ def validate(cfg: Config) -> None:
     if cfg.train.warmup_epochs > cfg.train.epochs:
         raise ConfigError(f"config key 'train.warmup_epochs': expected at most train.epochs "
                           f"({cfg.train.epochs}), got {cfg.train.warmup_epochs}")
+    if cfg.train.heads_only_epochs >= cfg.train.epochs:
+        raise ConfigError(f"config key 'train.heads_only_epochs': expected fewer than train.epochs "
+                          f"({cfg.train.epochs}), got {cfg.train.heads_only_epochs} (to train the "
+                          f"heads alone throughout, set model.finetune=false)")
+    if cfg.train.heads_only_epochs > 0 and not cfg.model.finetune:
+        raise ConfigError("config key 'train.heads_only_epochs': the backbone never learns with "
+                          "model.finetune=false; set model.finetune=true or "
+                          "train.heads_only_epochs=0")
     _check_trainable(cfg)
 
 
@@ -457,6 +468,7 @@ def _check_trainable(cfg: Config) -> None:
         "train.weight_decay": (0.0, inf, "low", "0 or more"),
         "train.lam": (0.0, inf, "low", "a loss weight of 0 or more"),
         "train.warmup_epochs": (0.0, inf, "low", "0 or more epochs"),
+        "train.heads_only_epochs": (0.0, inf, "low", "0 or more epochs"),
         "train.backbone_lr_scale": (0.0, inf, "", "a factor above 0 (model.finetune=false "
                                     "freezes the backbone)"),
         "eval.gamma_step": (0.0, inf, "", "a calibration step above 0"),

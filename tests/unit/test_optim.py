@@ -141,10 +141,44 @@ def test_warmup_with_the_step_schedule_keeps_its_decay_by_epoch():
     ("train.warmup_epochs=100", "train.warmup_epochs"),
     ("train.scheduler=linear", "train.scheduler"),
     ("model.freeze=-1", "model.freeze"),
+    ("train.heads_only_epochs=-1", "train.heads_only_epochs"),
+    ("train.heads_only_epochs=100", "fewer than train.epochs"),
 ])
 def test_fine_tuning_keys_are_checked_when_the_config_is_read(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config("demo", [override])
+
+
+def test_heads_only_epochs_are_refused_where_the_backbone_never_learns():
+    with pytest.raises(ConfigError, match="model.finetune=false"):
+        load_config("parts", ["train.heads_only_epochs=2"])  # parts freezes its backbone
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_heads_only_epochs_hold_the_backbone_still_then_let_it_learn(optimizer):
+    cfg = load_config("demo", ["model.finetune=true", f"train.optimizer={optimizer}",
+                               "train.lr=0.1", "train.weight_decay=0.01", "train.epochs=3",
+                               "train.batches_per_epoch=2", "train.backbone_lr_scale=0.5",
+                               "train.heads_only_epochs=1"])
+    net = network("resnet18", {})
+    optimizer, scheduler = build_optimizer(net, cfg, torch.device("cpu"))
+    named = dict(net.named_parameters())
+    start = {n: p.detach().clone() for n, p in named.items()}
+    torch.manual_seed(1)
+    seen = []
+    for step in range(3):
+        seen.append(sorted({g["lr"] for g in optimizer.param_groups}))
+        for p in named.values():
+            p.grad = torch.randn_like(p)
+        optimizer.step()
+        scheduler_batch_end(scheduler, cfg)
+        moved = {n for n, p in named.items() if not torch.equal(p, start[n])}
+        body = {n for n in moved if n.startswith("backbone.body.")}
+        assert moved - body, "the heads learn from the first batch"
+        if step < 2:  # the first epoch's two batches: not one backbone weight has moved
+            assert not body, sorted(body)[:3]
+    assert body == {n for n in named if n.startswith("backbone.body.")}  # then every one has
+    assert seen == [[0.0, 0.1], [0.0, 0.1], [pytest.approx(0.05), 0.1]]
 
 
 def test_a_per_batch_schedule_resumes_where_it_stopped():

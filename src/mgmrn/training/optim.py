@@ -13,7 +13,11 @@ and ``no_weight_decay``):
   (BEiT's rule, as timm applies it);
 - ``train.decay_exclusions``: no weight decay for 1-D parameters (norms, biases), position
   embeddings, cls/register tokens and the model's ``no_weight_decay()`` names;
-- ``train.scheduler=cosine`` and ``train.warmup_epochs``: the learning rate is set every batch.
+- ``train.heads_only_epochs``: the backbone's groups learn at 0 for these epochs, the new heads
+  alone on the pretrained features, then all follow the schedule (linear probing, then
+  fine-tuning: LP-FT, Kumar et al., ICLR 2022);
+- ``train.scheduler=cosine``, ``train.warmup_epochs`` and ``train.heads_only_epochs``: the
+  learning rate is set every batch.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ def published_recipe(cfg: Config) -> bool:
     train = cfg.train
     return (train.backbone_lr_scale == 1.0 and train.layer_decay in (None, 1.0)
             and not train.decay_exclusions and train.scheduler == "step"
-            and train.warmup_epochs == 0)
+            and train.warmup_epochs == 0 and train.heads_only_epochs == 0)
 
 
 def parameter_groups(model: nn.Module, cfg: Config) -> list[dict]:
@@ -121,7 +125,9 @@ def build_optimizer(model: nn.Module, cfg: Config, device: torch.device):
         optimizer = torch.optim.SGD(params, lr=cfg.train.lr, momentum=cfg.train.momentum,
                                     weight_decay=cfg.train.weight_decay, fused=fused)
     if per_batch(cfg):
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg))
+        factors = [lr_factor(cfg, backbone=g.get("name", "").startswith("backbone"))
+                   for g in optimizer.param_groups]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
     else:
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.train.lr_step,
                                                     gamma=cfg.train.lr_gamma)
@@ -143,22 +149,28 @@ def describe_groups(optimizer: torch.optim.Optimizer) -> str:
 
 
 def per_batch(cfg: Config) -> bool:
-    """Whether the learning rate is set every batch (a warm-up or the cosine schedule)."""
-    return cfg.train.scheduler == "cosine" or cfg.train.warmup_epochs > 0
+    """Whether the learning rate is set every batch (a warm-up, heads-only epochs or the cosine
+    schedule)."""
+    train = cfg.train
+    return train.scheduler == "cosine" or train.warmup_epochs > 0 or train.heads_only_epochs > 0
 
 
-def lr_factor(cfg: Config):
+def lr_factor(cfg: Config, backbone: bool = False):
     """``factor(step) -> float``: the learning rate of batch ``step`` (from 0, over the run) as a
     fraction of each group's own lr. A linear warm-up over ``warmup_epochs`` (batch ``s`` of
     ``w`` at ``(s + 1) / w``), then a half cosine to 0 at the last batch, or the step decay of
-    ``lr_step``/``lr_gamma`` by epoch (``lr_step_at`` as in :func:`scheduler_epoch_start`)."""
+    ``lr_step``/``lr_gamma`` by epoch (``lr_step_at`` as in :func:`scheduler_epoch_start`).
+    A ``backbone`` group's factor is 0 for the batches of ``heads_only_epochs``."""
     train = cfg.train
     per_epoch = train.batches_per_epoch
     total = train.epochs * per_epoch
     warm = round(train.warmup_epochs * per_epoch)
+    held = round(train.heads_only_epochs * per_epoch) if backbone else 0
     early = 1 if train.lr_step_at == "start" else 0
 
     def factor(step: int) -> float:
+        if step < held:
+            return 0.0
         if step < warm:
             return (step + 1) / warm
         if train.scheduler == "cosine":
