@@ -14,7 +14,7 @@ from mgmrn.config import load_config
 from mgmrn.models import Backbone, PretrainedWeightsError
 from mgmrn.models.weights import packaged_weights, resolve_weights_file, sha256
 
-from ..helpers import load_script
+from ..helpers import load_script, tiny
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = "package:demo_backbone.safetensors"
@@ -87,3 +87,19 @@ def test_the_pretraining_script_is_deterministic_and_its_file_loads_strictly(tmp
     assert sha256(tmp_path / "a.safetensors") == sha256(tmp_path / "b.safetensors")
     backbone = Backbone("test_resnet", pretrained_file=str(tmp_path / "a.safetensors"), image_size=96)
     assert backbone.weights["sha256"] == sha256(tmp_path / "a.safetensors")
+
+
+@pytest.mark.parametrize("held", [0.9, 0.0])
+def test_a_real_run_holds_the_shipped_backbone_still_for_its_heads_only_epochs(tmp_path, held):
+    """Through ``mgmrn train``: with the backbone held for (the rounding of) every batch, the saved
+    backbone weights are the shipped ones; without, the same run moves every one of them."""
+    from mgmrn.checkpoint import load_checkpoint
+    from mgmrn.cli import main
+
+    assert main(["train", *tiny(tmp_path, "run", "train.epochs=1", "train.batches_per_epoch=2",
+                                "train.eval_every=0", f"train.heads_only_epochs={held}")]) == 0
+    saved = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"]
+    shipped = Backbone("test_resnet", pretrained_file=SHIPPED, image_size=32).body
+    weights = {n: p for n, p in shipped.named_parameters()}
+    moved = {n for n, p in weights.items() if not torch.equal(saved[f"backbone.body.{n}"], p)}
+    assert moved == (set() if held else set(weights))
