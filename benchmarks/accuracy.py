@@ -25,8 +25,10 @@ the range over seeds; ``table.json`` keeps every run's figures, with the code's 
 ``--sets digits`` trains on a small real-image set instead: the handwritten digits that ship
 inside scikit-learn, described by their seven segments (``digits.py``, beside this file, writes
 them in the custom format into ``--digits-root``); there ``pretrained`` is the ``custom`` recipe,
-what ``mgmrn train data.name=custom`` runs on a user's own folder (the shipped backbone at a
-hundredth of the heads' rate, as parts-pretrained), and the other recipes are the parts set's.
+what ``mgmrn train data.name=custom`` runs on a user's own folder (the heads alone for 5 epochs
+on the shipped backbone, which then learns at a tenth of the heads' rate), and the other recipes
+are the parts set's. ``--set train.backbone_lr_scale=0.1 --set train.heads_only_epochs=5`` gives
+the drawn sets' ``pretrained`` the custom recipe's start.
 
     python benchmarks/accuracy.py --jobs 2 --threads 1                # the default rows, seeds 0 1 2
     python benchmarks/accuracy.py --sets parts --recipes pretrained pretrained-baseline

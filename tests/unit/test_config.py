@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from mgmrn.config import ConfigError, load_config, parse_overrides, save_config
@@ -22,13 +24,14 @@ def test_without_a_recipe_the_data_named_picks_its_own(caplog):
     demo = load_config()
     assert demo.data.name == "parts" and demo.output_dir == "runs/parts-pretrained"
     assert demo.train.backbone_lr_scale == 0.01
-    # the user's own folder: the shipped backbone, fine-tuned as the demo's, overrides on top
+    # the user's own folder: the shipped backbone, the heads alone first, overrides on top
     with caplog.at_level("INFO", logger="mgmrn.config"):
         own = load_config(None, ["data.name=custom", "data.root=/data/mine", "seed=3"])
     assert "runs the recipe 'custom'" in caplog.text
     assert (own.data.name, own.data.root, own.seed) == ("custom", "/data/mine", 3)
     assert own.model.pretrained_file == "package:demo_backbone.safetensors"
-    assert own.model.finetune and own.train == demo.train
+    assert own.model.finetune and (own.train.backbone_lr_scale, own.train.heads_only_epochs) == (0.1, 5)
+    assert replace(own.train, backbone_lr_scale=0.01, heads_only_epochs=0.0) == demo.train
     assert (own.data.image_size, own.train.epochs) == (demo.data.image_size, demo.train.epochs)
     # a benchmark named without --config runs its recipe, not the demo's 96 px network
     cub = load_config(None, ["data.name=cub", "data.root=/data/zsl"])
