@@ -389,6 +389,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     _imply(cfg)
     if check:
         validate(cfg)
+        if cfg.model.finetune and cfg.train.heads_only_epochs >= cfg.train.epochs:
+            log.warning("train.heads_only_epochs (%g) is not below train.epochs (%d): the heads "
+                        "learn alone for the whole run and the backbone never moves; lower "
+                        "train.heads_only_epochs to fine-tune it", cfg.train.heads_only_epochs,
+                        cfg.train.epochs)
     return cfg
 
 
@@ -446,10 +451,6 @@ def validate(cfg: Config) -> None:
     if cfg.train.warmup_epochs > cfg.train.epochs:
         raise ConfigError(f"config key 'train.warmup_epochs': expected at most train.epochs "
                           f"({cfg.train.epochs}), got {cfg.train.warmup_epochs}")
-    if cfg.train.heads_only_epochs >= cfg.train.epochs:
-        raise ConfigError(f"config key 'train.heads_only_epochs': expected fewer than train.epochs "
-                          f"({cfg.train.epochs}), got {cfg.train.heads_only_epochs} (to train the "
-                          f"heads alone throughout, set model.finetune=false)")
     if cfg.train.heads_only_epochs > 0 and not cfg.model.finetune:
         raise ConfigError("config key 'train.heads_only_epochs': the backbone never learns with "
                           "model.finetune=false; set model.finetune=true or "

@@ -142,16 +142,24 @@ def test_warmup_with_the_step_schedule_keeps_its_decay_by_epoch():
     ("train.scheduler=linear", "train.scheduler"),
     ("model.freeze=-1", "model.freeze"),
     ("train.heads_only_epochs=-1", "train.heads_only_epochs"),
-    ("train.heads_only_epochs=100", "fewer than train.epochs"),
 ])
 def test_fine_tuning_keys_are_checked_when_the_config_is_read(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config("demo", [override])
 
 
-def test_heads_only_epochs_are_refused_where_the_backbone_never_learns():
+def test_heads_only_epochs_are_refused_where_the_backbone_never_learns(caplog):
     with pytest.raises(ConfigError, match="model.finetune=false"):
         load_config("parts", ["train.heads_only_epochs=2"])  # parts freezes its backbone
+    # a run shortened below them (the custom recipe holds 5 epochs) trains its heads, and says so
+    with caplog.at_level("WARNING", logger="mgmrn.config"):
+        short = load_config(None, ["data.name=custom", "train.epochs=2"])
+    assert short.train.heads_only_epochs == 5
+    assert "the heads learn alone for the whole run" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mgmrn.config"):
+        load_config(None, ["data.name=custom"])
+    assert "heads_only_epochs" not in caplog.text
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
