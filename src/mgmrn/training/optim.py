@@ -51,9 +51,9 @@ def parameter_groups(model: nn.Module, cfg: Config) -> list[dict]:
     """The optimizer's parameter groups for ``model`` under ``cfg.train``.
 
     Returns:
-        groups with ``params``, ``lr`` (absolute), ``weight_decay``, ``lr_scale`` (of ``lr``)
-        and ``name`` (``backbone``/``heads``, the layer, ``decay``/``no_decay``); one group of
-        every trainable parameter for the published recipe.
+        groups with ``params``, ``lr`` (absolute), ``weight_decay``, ``lr_scale`` (of ``lr``),
+        ``part`` (``backbone``/``heads``) and ``name`` (the part, the layer's scale, the weight
+        decay); one group of every trainable parameter for the published recipe.
     """
     train = cfg.train
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -81,6 +81,7 @@ def parameter_groups(model: nn.Module, cfg: Config) -> list[dict]:
             part_scale = scale * (train.backbone_lr_scale if part == "backbone" else 1.0)
             out.append({"params": params, "lr": train.lr * part_scale,
                         "weight_decay": group["weight_decay"], "lr_scale": part_scale,
+                        "part": part,
                         "name": f"{part} x{part_scale:.4g} wd {group['weight_decay']:g}"})
     return out
 
@@ -125,7 +126,7 @@ def build_optimizer(model: nn.Module, cfg: Config, device: torch.device):
         optimizer = torch.optim.SGD(params, lr=cfg.train.lr, momentum=cfg.train.momentum,
                                     weight_decay=cfg.train.weight_decay, fused=fused)
     if per_batch(cfg):
-        factors = [lr_factor(cfg, backbone=g.get("name", "").startswith("backbone"))
+        factors = [lr_factor(cfg, backbone=g.get("part") == "backbone")
                    for g in optimizer.param_groups]
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
     else:
